@@ -1,0 +1,40 @@
+"""qtuning: Q-Tuning (arXiv 2509.23873) data pruning for supervised fine-tuning.
+
+The pure engine is importable without any model code:
+
+    from qtuning import QTuningConfig, plan_batch
+"""
+
+from .config import ConfigError, QTuningConfig
+from .scoring import (
+    IGNORE_INDEX,
+    SampleScores,
+    TokenScores,
+    sample_scores,
+    shift_labels,
+    shift_mask,
+    token_scores_from_hidden,
+    token_scores_from_logits,
+)
+from .selection import ROLE_DROPPED, ROLE_Q2, ROLE_Q4, ScoreError, SelectionPlan, plan_batch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "IGNORE_INDEX",
+    "QTuningConfig",
+    "ROLE_DROPPED",
+    "ROLE_Q2",
+    "ROLE_Q4",
+    "SampleScores",
+    "ScoreError",
+    "SelectionPlan",
+    "TokenScores",
+    "plan_batch",
+    "sample_scores",
+    "shift_labels",
+    "shift_mask",
+    "token_scores_from_hidden",
+    "token_scores_from_logits",
+]

@@ -1,0 +1,129 @@
+"""QTuningConfig: every knob of the Q-Tuning engine, its default and its check, in one place.
+
+The `help` text in each field's metadata is what `--help`, the YAML recipes and the docs show
+(the same convention as `transformers.HfArgumentParser`). This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+TOKEN_BUDGETS = ("per_sample", "batch")
+PRUNE_DIRECTIONS = ("high", "low")
+ENTROPY_POSITIONS = ("response", "all")
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed. The message names the field, the value and what is allowed."""
+
+
+@dataclass
+class QTuningConfig:
+    """Settings of Q-Tuning's two-stage selection (ALGORITHM.md sections 3 and 4)."""
+
+    sample_ratio: float = field(
+        default=0.25,
+        metadata={
+            "help": "Target fraction of the selection pool kept for training (r_s), in (0, 1]. "
+            "The bisection aims at it; the supplement tops the kept set up to round(r_s * N)."
+        },
+    )
+    token_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "Fraction of trainable tokens kept inside each Q2 (misconception) sample (r_t), "
+            "in (0, 1]. 1 disables token pruning."
+        },
+    )
+    smoothing: float = field(
+        default=0.5,
+        metadata={
+            "help": "Neighbour smoothing lambda in [0, 1]: s_i = (1 - lambda) * ppl_i + "
+            "lambda * (ppl_{i-1} + ppl_{i+1}). 0 scores each token alone."
+        },
+    )
+    token_budget: str = field(
+        default="per_sample",
+        metadata={
+            "help": "How the token budget is counted: 'per_sample' (the paper: each Q2 sample keeps "
+            "max(1, floor(r_t * n)) of its n trainable tokens) or 'batch' (the authors' code: "
+            "one global budget round(T_all * r_s * r_t) over the non-pad tokens of the pool)."
+        },
+    )
+    prune_direction: str = field(
+        default="high",
+        metadata={
+            "help": "Which tokens of a Q2 sample are pruned: 'high' (the highest smoothed perplexity, "
+            "the paper's method) or 'low' (the lowest: the 'reversed' ablation)."
+        },
+    )
+    entropy_positions: str = field(
+        default="response",
+        metadata={
+            "help": "Positions averaged into a sample's entropy: 'response' (trainable positions, the "
+            "paper) or 'all' (every non-pad position, prompt included: the authors' code)."
+        },
+    )
+    bisection_max_iters: int = field(
+        default=10,
+        metadata={"help": "Maximum number of bisection iterations of the quantile search (>= 1)."},
+    )
+    bisection_tolerance: float = field(
+        default=0.01,
+        metadata={"help": "The bisection stops once |kept fraction - sample_ratio| is below this (> 0)."},
+    )
+    bisection_upper: float = field(
+        default=0.49,
+        metadata={
+            "help": "Upper bound of the quantile level searched, in (0, 0.5] "
+            "(0.49 in Algorithm 1 and the code, 0.5 in the text)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        _check_ratio("sample_ratio", self.sample_ratio, low_open=True)
+        _check_ratio("token_ratio", self.token_ratio, low_open=True)
+        _check_ratio("smoothing", self.smoothing, low_open=False)
+        _check_choice("token_budget", self.token_budget, TOKEN_BUDGETS)
+        _check_choice("prune_direction", self.prune_direction, PRUNE_DIRECTIONS)
+        _check_choice("entropy_positions", self.entropy_positions, ENTROPY_POSITIONS)
+        if isinstance(self.bisection_max_iters, bool) or not isinstance(self.bisection_max_iters, int) \
+                or self.bisection_max_iters < 1:
+            raise ConfigError(
+                f"bisection_max_iters={self.bisection_max_iters!r} is not allowed: expected an integer >= 1"
+            )
+        if not _is_real(self.bisection_tolerance) or not self.bisection_tolerance > 0:
+            raise ConfigError(
+                f"bisection_tolerance={self.bisection_tolerance!r} is not allowed: expected a number > 0"
+            )
+        if not _is_real(self.bisection_upper) or not 0 < self.bisection_upper <= 0.5:
+            raise ConfigError(
+                f"bisection_upper={self.bisection_upper!r} is not allowed: expected a number in (0, 0.5]"
+            )
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_ratio(name: str, value: object, *, low_open: bool) -> None:
+    if low_open:
+        ok = _is_real(value) and 0 < value <= 1  # type: ignore[operator]
+        allowed = "a number in (0, 1]"
+    else:
+        ok = _is_real(value) and 0 <= value <= 1  # type: ignore[operator]
+        allowed = "a number in [0, 1]"
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{name}={value!r} is not allowed: expected one of {choices}")

@@ -1,0 +1,298 @@
+"""Q-Tuning's two-stage selection (ALGORITHM.md sections 3 and 4). Pure torch, no model code.
+
+    plan = plan_batch(token_nll, token_entropy, loss_mask, cfg, attention_mask=None)
+
+Stage 1 picks samples on the Error-Uncertainty plane by a bisection over quantile levels,
+then tops the kept set up to the target count (the supplement). Stage 2 prunes, inside the
+Q2 ("misconception") samples only, the trainable tokens with the highest neighbour-smoothed
+perplexity. All arithmetic runs in float64 on the CPU, so a plan does not depend on the
+model's dtype or device; the bisection loops over iterations, never over samples or tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from .config import QTuningConfig
+from .scoring import sample_scores
+
+ROLE_DROPPED = 0
+ROLE_Q2 = 2  # kept, token-prunable ("valuable misconception")
+ROLE_Q4 = 4  # kept whole ("calibration data")
+
+# exp() overflows float64 above ~709.78; a token NLL that large is already "infinitely" surprising.
+_MAX_TOKEN_NLL = 700.0
+
+
+class ScoreError(ValueError):
+    """The scores handed to the selection are unusable (NaN, Inf, wrong shape)."""
+
+
+@dataclass
+class SelectionPlan:
+    """What to train on for one selection pool. Tensors live on the CPU."""
+
+    # per sample, (B,)
+    sample_keep: torch.Tensor  # bool
+    kept_role: torch.Tensor  # int64: 0 dropped, 2 kept as Q2 (token-prunable), 4 kept as Q4 (kept whole)
+    supplemented: torch.Tensor  # bool: kept by the supplement rather than by the bisection corners
+    quadrant: torch.Tensor  # int64: 1..4 by the mid thresholds, 0 for a sample with no trainable position
+    sample_ppl: torch.Tensor  # float64, 0 where the sample has no trainable position
+    sample_entropy: torch.Tensor  # float64, 0 where the sample has no trainable position
+    num_trainable_tokens: torch.Tensor  # int64
+    # per token, (B, T)
+    token_keep: torch.Tensor  # bool, subset of loss_mask: the positions that carry a loss
+    token_score: torch.Tensor  # float64, smoothed perplexity s_i at token-pruning candidates, 0 elsewhere
+    # the pool
+    pool_size: int  # N: samples with at least one trainable position
+    target_count: int  # K = min(N, max(1, round(sample_ratio * N)))
+    alpha: float  # final quantile level on the PPL axis
+    beta: float  # final quantile level on the entropy axis
+    ppl_lo: float
+    ppl_hi: float
+    ent_lo: float
+    ent_hi: float
+    ppl_mid: float  # quadrant line on the PPL axis, (ppl_lo + ppl_hi) / 2
+    ent_mid: float  # quadrant line on the entropy axis, (ent_lo + ent_hi) / 2
+    iterations: int  # bisection iterates computed
+    converged: bool  # the last iterate was within the tolerance
+    bisection_kept_fraction: float  # kept fraction of the last iterate, before the supplement
+    num_kept: int
+    num_supplemented: int
+    num_trainable_tokens_kept_samples: int  # trainable tokens of the kept samples, before token pruning
+    num_kept_tokens: int  # token_keep.sum()
+    num_pruned_tokens: int  # trainable tokens of kept samples masked by stage 2
+
+    def stats(self) -> dict[str, float | int | bool]:
+        """The scalar fields, for logging."""
+        tensor_names = {f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        out = {k: v for k, v in asdict(self).items() if k not in tensor_names}
+        for q in range(1, 5):
+            out[f"quadrant_{q}"] = int((self.quadrant == q).sum())
+        return out
+
+
+def quantile_sorted(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of ascending values with linear interpolation, as numpy computes it."""
+    n = len(sorted_values)
+    position = q * (n - 1)
+    below = min(max(math.floor(position), 0), n - 1)
+    above = min(below + 1, n - 1)
+    gamma = position - below
+    a, b = sorted_values[below], sorted_values[above]
+    diff = b - a
+    # numpy's _lerp: interpolate from the nearer end, for accuracy.
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
+def _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTuningConfig) -> None:
+    if token_nll.dim() != 2:
+        raise ScoreError(f"token_nll must be (B, T), got shape {tuple(token_nll.shape)}")
+    for name, t in (("token_entropy", token_entropy), ("loss_mask", loss_mask), ("attention_mask", attention_mask)):
+        if t is not None and t.shape != token_nll.shape:
+            raise ScoreError(f"{name} has shape {tuple(t.shape)}, expected {tuple(token_nll.shape)} like token_nll")
+    if attention_mask is None and (cfg.token_budget == "batch" or cfg.entropy_positions == "all"):
+        raise ScoreError(
+            f'attention_mask is required with token_budget="{cfg.token_budget}" and '
+            f'entropy_positions="{cfg.entropy_positions}" (non-pad positions, aligned with the scores)'
+        )
+    checks = [("token_nll", token_nll, loss_mask), ("token_entropy", token_entropy, loss_mask)]
+    if cfg.entropy_positions == "all":
+        checks.append(("token_entropy", token_entropy, attention_mask))
+    for name, values, mask in checks:
+        bad = mask & ~torch.isfinite(values)
+        if bad.any():
+            b, t = bad.nonzero()[0].tolist()
+            raise ScoreError(
+                f"{name} is not finite at {int(bad.sum())} scored position(s); first at sample {b}, "
+                f"position {t}: {values[b, t].item()}. Refusing to select from broken scores "
+                "(check the model's dtype or for a diverged run)."
+            )
+
+
+def plan_batch(
+    token_nll: torch.Tensor,
+    token_entropy: torch.Tensor,
+    loss_mask: torch.Tensor,
+    cfg: QTuningConfig,
+    attention_mask: torch.Tensor | None = None,
+) -> SelectionPlan:
+    """Select the samples and tokens to train on in one pool.
+
+    token_nll, token_entropy: float (B, T); loss_mask: bool (B, T), True at trainable positions;
+    attention_mask: bool (B, T), True at non-pad positions (needed for token_budget="batch" and
+    entropy_positions="all"). All are aligned after the causal shift (see `qtuning.scoring`).
+    """
+    loss_mask = loss_mask.detach().to("cpu", torch.bool)
+    attention_mask = None if attention_mask is None else attention_mask.detach().to("cpu", torch.bool)
+    token_nll = token_nll.detach().to("cpu", torch.float64)
+    token_entropy = token_entropy.detach().to("cpu", torch.float64)
+    _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg)
+
+    # Scores: only positions that the masks select are read, whatever the rest holds.
+    token_nll = torch.where(loss_mask, token_nll, 0.0)
+    scores = sample_scores(token_nll, token_entropy, loss_mask, attention_mask, cfg.entropy_positions)
+    valid = scores.has_response  # (B,)
+    ppl, ent = scores.ppl, scores.entropy  # (B,) float64
+    if not torch.isfinite(ppl).all():
+        b = int((~torch.isfinite(ppl)).nonzero()[0])
+        raise ScoreError(
+            f"sample {b} has a perplexity that overflows float64 (mean token NLL "
+            f"{float(token_nll[b][loss_mask[b]].mean()):.1f} nats): refusing to select from broken scores"
+        )
+
+    stage1 = _select_samples(ppl, ent, valid, cfg)
+    kept_role = stage1["kept_role"]
+    token_keep, token_score, num_pruned = _prune_tokens(token_nll, loss_mask, attention_mask, kept_role, cfg)
+
+    sample_keep = kept_role != ROLE_DROPPED
+    return SelectionPlan(
+        sample_keep=sample_keep,
+        kept_role=kept_role,
+        supplemented=stage1["supplemented"],
+        quadrant=stage1["quadrant"],
+        sample_ppl=ppl,
+        sample_entropy=ent,
+        num_trainable_tokens=scores.num_tokens,
+        token_keep=token_keep,
+        token_score=token_score,
+        pool_size=stage1["pool_size"],
+        target_count=stage1["target_count"],
+        alpha=stage1["alpha"],
+        beta=stage1["beta"],
+        ppl_lo=stage1["ppl_lo"],
+        ppl_hi=stage1["ppl_hi"],
+        ent_lo=stage1["ent_lo"],
+        ent_hi=stage1["ent_hi"],
+        ppl_mid=(stage1["ppl_lo"] + stage1["ppl_hi"]) / 2,
+        ent_mid=(stage1["ent_lo"] + stage1["ent_hi"]) / 2,
+        iterations=stage1["iterations"],
+        converged=stage1["converged"],
+        bisection_kept_fraction=stage1["bisection_kept_fraction"],
+        num_kept=int(sample_keep.sum()),
+        num_supplemented=int(stage1["supplemented"].sum()),
+        num_trainable_tokens_kept_samples=int(scores.num_tokens[sample_keep].sum()),
+        num_kept_tokens=int(token_keep.sum()),
+        num_pruned_tokens=num_pruned,
+    )
+
+
+def _select_samples(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, cfg: QTuningConfig) -> dict:
+    """Stage 1: bisection over quantile levels, then the supplement (ALGORITHM.md section 3)."""
+    batch_size = ppl.shape[0]
+    kept_role = torch.zeros(batch_size, dtype=torch.int64)
+    supplemented = torch.zeros(batch_size, dtype=torch.bool)
+    quadrant = torch.zeros(batch_size, dtype=torch.int64)
+    n = int(valid.sum())
+    result = dict(
+        kept_role=kept_role, supplemented=supplemented, quadrant=quadrant, pool_size=n, target_count=0,
+        alpha=0.0, beta=0.0, ppl_lo=0.0, ppl_hi=0.0, ent_lo=0.0, ent_hi=0.0,
+        iterations=0, converged=False, bisection_kept_fraction=0.0,
+    )
+    if n == 0:
+        return result
+
+    r_s = cfg.sample_ratio
+    ppl_sorted = torch.sort(ppl[valid]).values.tolist()
+    ent_sorted = torch.sort(ent[valid]).values.tolist()
+    a_lo = b_lo = 0.0
+    a_hi = b_hi = cfg.bisection_upper
+    for iteration in range(1, cfg.bisection_max_iters + 1):
+        a, b = (a_lo + a_hi) / 2, (b_lo + b_hi) / 2
+        ppl_hi, ppl_lo = quantile_sorted(ppl_sorted, 1 - a), quantile_sorted(ppl_sorted, a)
+        ent_lo, ent_hi = quantile_sorted(ent_sorted, b), quantile_sorted(ent_sorted, 1 - b)
+        in_q2 = valid & (ppl > ppl_hi) & (ent <= ent_lo)
+        in_q4 = valid & (ppl <= ppl_lo) & (ent > ent_hi)
+        fraction = int(in_q2.sum() + in_q4.sum()) / n
+        # The result is the LAST iterate, not the best one (ALGORITHM.md section 3).
+        result.update(alpha=a, beta=b, ppl_lo=ppl_lo, ppl_hi=ppl_hi, ent_lo=ent_lo, ent_hi=ent_hi,
+                      iterations=iteration, bisection_kept_fraction=fraction)
+        if abs(fraction - r_s) < cfg.bisection_tolerance:
+            result["converged"] = True
+            break
+        if fraction < r_s:
+            a_lo, b_lo = a, b
+        else:
+            a_hi, b_hi = a, b
+
+    kept_role[in_q2] = ROLE_Q2
+    kept_role[in_q4] = ROLE_Q4
+
+    # Supplement: top up to K with the samples furthest from the diagonal of the normalised plane,
+    # taken from every not-yet-kept sample (the code's rule). Ties go to the lower batch index.
+    target = min(n, max(1, round(r_s * n)))  # Python's round: half to even
+    result["target_count"] = target
+    missing = target - int((kept_role != ROLE_DROPPED).sum())
+    if missing > 0:
+        p_hat, e_hat = _min_max(ppl, valid), _min_max(ent, valid)
+        distance = torch.maximum(p_hat - e_hat, e_hat - p_hat)  # (B,)
+        candidate = valid & (kept_role == ROLE_DROPPED)
+        key = torch.where(candidate, distance, -math.inf)
+        order = torch.sort(key, descending=True, stable=True).indices[:missing]
+        supplemented[order] = True
+        kept_role[order] = torch.where(p_hat[order] >= e_hat[order], ROLE_Q2, ROLE_Q4)
+
+    # Quadrants for reporting, by the mid thresholds of the last iterate.
+    ppl_mid = (result["ppl_lo"] + result["ppl_hi"]) / 2
+    ent_mid = (result["ent_lo"] + result["ent_hi"]) / 2
+    high_ppl, high_ent = ppl > ppl_mid, ent > ent_mid
+    quadrant[:] = torch.where(
+        high_ppl, torch.where(high_ent, 1, 2), torch.where(high_ent, 4, 3)
+    )
+    quadrant[~valid] = 0
+    return result
+
+
+def _min_max(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise over the valid samples; a constant axis normalises to 0."""
+    lo, hi = values[valid].min(), values[valid].max()
+    if hi > lo:
+        return (values - lo) / (hi - lo)
+    return torch.zeros_like(values)
+
+
+def smoothed_token_ppl(token_nll: torch.Tensor, loss_mask: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """s_i = (1 - lam) * ppl_i + lam * (ppl_{i-1} + ppl_{i+1}) on the (B, T) grid, float64.
+
+    A neighbour that is not a trainable position (prompt, pad, the row's edge) contributes 0:
+    note the SUM of the neighbours, not their mean (ALGORITHM.md section 4).
+    """
+    token_ppl = torch.where(loss_mask, torch.exp(token_nll.double().clamp(max=_MAX_TOKEN_NLL)), 0.0)  # (B, T)
+    left = torch.nn.functional.pad(token_ppl[:, :-1], (1, 0))  # ppl_{i-1}
+    right = torch.nn.functional.pad(token_ppl[:, 1:], (0, 1))  # ppl_{i+1}
+    return (1 - smoothing) * token_ppl + smoothing * (left + right)
+
+
+def _prune_tokens(token_nll, loss_mask, attention_mask, kept_role, cfg: QTuningConfig):
+    """Stage 2: mask the highest-s tokens of Q2 samples (ALGORITHM.md section 4)."""
+    sample_keep = kept_role != ROLE_DROPPED  # (B,)
+    candidate = loss_mask & (kept_role == ROLE_Q2).unsqueeze(1)  # (B, T)
+    score = torch.where(candidate, smoothed_token_ppl(token_nll, loss_mask, cfg.smoothing), 0.0)
+    token_keep = loss_mask & sample_keep.unsqueeze(1)  # (B, T)
+    if cfg.token_ratio >= 1.0 or not candidate.any():
+        return token_keep, score, 0
+
+    # Candidates sorted so that the ones to prune come first; stable, so ties go to the earlier token.
+    high_first = cfg.prune_direction == "high"
+    key = torch.where(candidate, score, -math.inf if high_first else math.inf)
+    if cfg.token_budget == "per_sample":
+        num_candidates = candidate.sum(dim=1)  # (B,)
+        keep_count = torch.clamp(torch.floor(cfg.token_ratio * num_candidates.double()), min=1).long()
+        prune_count = torch.where(num_candidates > 0, num_candidates - keep_count, 0)  # (B,)
+        order = torch.sort(key, dim=1, descending=high_first, stable=True).indices  # (B, T)
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(key.shape[1]).expand_as(order).contiguous())
+        pruned = candidate & (rank < prune_count.unsqueeze(1))
+    else:  # "batch": one budget over the whole pool, as in the authors' code
+        total = int(attention_mask.sum())
+        target = round(total * cfg.sample_ratio * cfg.token_ratio)
+        dropped_by_samples = int(attention_mask[~sample_keep].sum())
+        prune_total = min(max(0, (total - target) - dropped_by_samples), int(candidate.sum()))
+        flat_order = torch.sort(key.flatten(), descending=high_first, stable=True).indices[:prune_total]
+        pruned = torch.zeros(key.numel(), dtype=torch.bool)
+        pruned[flat_order] = True
+        pruned = pruned.view_as(candidate) & candidate
+    return token_keep & ~pruned, score, int(pruned.sum())
