@@ -16,7 +16,17 @@ from .scoring import (
     token_scores_from_hidden,
     token_scores_from_logits,
 )
-from .selection import ROLE_DROPPED, ROLE_Q2, ROLE_Q4, ScoreError, SelectionPlan, plan_batch
+from .selection import (
+    ROLE_DROPPED,
+    ROLE_Q2,
+    ROLE_Q4,
+    SampleSelection,
+    ScoreError,
+    SelectionPlan,
+    plan_batch,
+    prune_tokens,
+    select_samples,
+)
 
 __version__ = "0.1.0"
 
@@ -29,9 +39,12 @@ __all__ = [
     "ROLE_Q4",
     "SampleScores",
     "ScoreError",
+    "SampleSelection",
     "SelectionPlan",
     "TokenScores",
     "plan_batch",
+    "prune_tokens",
+    "select_samples",
     "sample_scores",
     "shift_labels",
     "shift_mask",

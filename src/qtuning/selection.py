@@ -144,56 +144,83 @@ def plan_batch(
             f"{float(token_nll[b][loss_mask[b]].mean()):.1f} nats): refusing to select from broken scores"
         )
 
-    stage1 = _select_samples(ppl, ent, valid, cfg)
-    kept_role = stage1["kept_role"]
-    token_keep, token_score, num_pruned = _prune_tokens(token_nll, loss_mask, attention_mask, kept_role, cfg)
+    stage1 = select_samples(ppl, ent, valid, cfg)
+    kept_role = stage1.kept_role
+    token_keep, token_score, num_pruned = prune_tokens(token_nll, loss_mask, kept_role, cfg, attention_mask)
 
     sample_keep = kept_role != ROLE_DROPPED
     return SelectionPlan(
         sample_keep=sample_keep,
         kept_role=kept_role,
-        supplemented=stage1["supplemented"],
-        quadrant=stage1["quadrant"],
+        supplemented=stage1.supplemented,
+        quadrant=stage1.quadrant,
         sample_ppl=ppl,
         sample_entropy=ent,
         num_trainable_tokens=scores.num_tokens,
         token_keep=token_keep,
         token_score=token_score,
-        pool_size=stage1["pool_size"],
-        target_count=stage1["target_count"],
-        alpha=stage1["alpha"],
-        beta=stage1["beta"],
-        ppl_lo=stage1["ppl_lo"],
-        ppl_hi=stage1["ppl_hi"],
-        ent_lo=stage1["ent_lo"],
-        ent_hi=stage1["ent_hi"],
-        ppl_mid=(stage1["ppl_lo"] + stage1["ppl_hi"]) / 2,
-        ent_mid=(stage1["ent_lo"] + stage1["ent_hi"]) / 2,
-        iterations=stage1["iterations"],
-        converged=stage1["converged"],
-        bisection_kept_fraction=stage1["bisection_kept_fraction"],
+        pool_size=stage1.pool_size,
+        target_count=stage1.target_count,
+        alpha=stage1.alpha,
+        beta=stage1.beta,
+        ppl_lo=stage1.ppl_lo,
+        ppl_hi=stage1.ppl_hi,
+        ent_lo=stage1.ent_lo,
+        ent_hi=stage1.ent_hi,
+        ppl_mid=(stage1.ppl_lo + stage1.ppl_hi) / 2,
+        ent_mid=(stage1.ent_lo + stage1.ent_hi) / 2,
+        iterations=stage1.iterations,
+        converged=stage1.converged,
+        bisection_kept_fraction=stage1.bisection_kept_fraction,
         num_kept=int(sample_keep.sum()),
-        num_supplemented=int(stage1["supplemented"].sum()),
+        num_supplemented=int(stage1.supplemented.sum()),
         num_trainable_tokens_kept_samples=int(scores.num_tokens[sample_keep].sum()),
         num_kept_tokens=int(token_keep.sum()),
         num_pruned_tokens=num_pruned,
     )
 
 
-def _select_samples(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, cfg: QTuningConfig) -> dict:
-    """Stage 1: bisection over quantile levels, then the supplement (ALGORITHM.md section 3)."""
+@dataclass
+class SampleSelection:
+    """Stage 1's result for a pool of samples."""
+
+    kept_role: torch.Tensor  # (B,) int64: ROLE_DROPPED, ROLE_Q2 or ROLE_Q4
+    supplemented: torch.Tensor  # (B,) bool
+    quadrant: torch.Tensor  # (B,) int64, 1..4 by the mid thresholds, 0 without a trainable position
+    pool_size: int = 0
+    target_count: int = 0
+    alpha: float = 0.0
+    beta: float = 0.0
+    ppl_lo: float = 0.0
+    ppl_hi: float = 0.0
+    ent_lo: float = 0.0
+    ent_hi: float = 0.0
+    iterations: int = 0
+    converged: bool = False
+    bisection_kept_fraction: float = 0.0
+
+
+def select_samples(
+    sample_ppl: torch.Tensor, sample_entropy: torch.Tensor, has_response: torch.Tensor, cfg: QTuningConfig
+) -> SampleSelection:
+    """Stage 1 on per-sample scores (ALGORITHM.md section 3): bisection, then the supplement.
+
+    sample_ppl, sample_entropy: (B,) float; has_response: (B,) bool. Samples without a trainable
+    position take no part in the thresholds and are never kept.
+    """
+    ppl = sample_ppl.detach().to("cpu", torch.float64)
+    ent = sample_entropy.detach().to("cpu", torch.float64)
+    valid = has_response.detach().to("cpu", torch.bool)
     batch_size = ppl.shape[0]
     kept_role = torch.zeros(batch_size, dtype=torch.int64)
     supplemented = torch.zeros(batch_size, dtype=torch.bool)
     quadrant = torch.zeros(batch_size, dtype=torch.int64)
     n = int(valid.sum())
-    result = dict(
-        kept_role=kept_role, supplemented=supplemented, quadrant=quadrant, pool_size=n, target_count=0,
-        alpha=0.0, beta=0.0, ppl_lo=0.0, ppl_hi=0.0, ent_lo=0.0, ent_hi=0.0,
-        iterations=0, converged=False, bisection_kept_fraction=0.0,
-    )
+    result = SampleSelection(kept_role=kept_role, supplemented=supplemented, quadrant=quadrant, pool_size=n)
     if n == 0:
         return result
+    if not (torch.isfinite(ppl[valid]).all() and torch.isfinite(ent[valid]).all()):
+        raise ScoreError("sample scores contain NaN or Inf: refusing to select from broken scores")
 
     r_s = cfg.sample_ratio
     ppl_sorted = torch.sort(ppl[valid]).values.tolist()
@@ -208,10 +235,11 @@ def _select_samples(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, c
         in_q4 = valid & (ppl <= ppl_lo) & (ent > ent_hi)
         fraction = int(in_q2.sum() + in_q4.sum()) / n
         # The result is the LAST iterate, not the best one (ALGORITHM.md section 3).
-        result.update(alpha=a, beta=b, ppl_lo=ppl_lo, ppl_hi=ppl_hi, ent_lo=ent_lo, ent_hi=ent_hi,
-                      iterations=iteration, bisection_kept_fraction=fraction)
+        result.alpha, result.beta, result.iterations = a, b, iteration
+        result.ppl_lo, result.ppl_hi, result.ent_lo, result.ent_hi = ppl_lo, ppl_hi, ent_lo, ent_hi
+        result.bisection_kept_fraction = fraction
         if abs(fraction - r_s) < cfg.bisection_tolerance:
-            result["converged"] = True
+            result.converged = True
             break
         if fraction < r_s:
             a_lo, b_lo = a, b
@@ -224,7 +252,7 @@ def _select_samples(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, c
     # Supplement: top up to K with the samples furthest from the diagonal of the normalised plane,
     # taken from every not-yet-kept sample (the code's rule). Ties go to the lower batch index.
     target = min(n, max(1, round(r_s * n)))  # Python's round: half to even
-    result["target_count"] = target
+    result.target_count = target
     missing = target - int((kept_role != ROLE_DROPPED).sum())
     if missing > 0:
         p_hat, e_hat = _min_max(ppl, valid), _min_max(ent, valid)
@@ -236,12 +264,9 @@ def _select_samples(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, c
         kept_role[order] = torch.where(p_hat[order] >= e_hat[order], ROLE_Q2, ROLE_Q4)
 
     # Quadrants for reporting, by the mid thresholds of the last iterate.
-    ppl_mid = (result["ppl_lo"] + result["ppl_hi"]) / 2
-    ent_mid = (result["ent_lo"] + result["ent_hi"]) / 2
-    high_ppl, high_ent = ppl > ppl_mid, ent > ent_mid
-    quadrant[:] = torch.where(
-        high_ppl, torch.where(high_ent, 1, 2), torch.where(high_ent, 4, 3)
-    )
+    high_ppl = ppl > (result.ppl_lo + result.ppl_hi) / 2
+    high_ent = ent > (result.ent_lo + result.ent_hi) / 2
+    quadrant[:] = torch.where(high_ppl, torch.where(high_ent, 1, 2), torch.where(high_ent, 4, 3))
     quadrant[~valid] = 0
     return result
 
@@ -255,7 +280,7 @@ def _min_max(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def smoothed_token_ppl(token_nll: torch.Tensor, loss_mask: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """s_i = (1 - lam) * ppl_i + lam * (ppl_{i-1} + ppl_{i+1}) on the (B, T) grid, float64.
+    """s_i = (1 - lam) * ppl_i + lam * (ppl_{i-1} + ppl_{i+1}) at trainable positions, else 0; float64 (B, T).
 
     A neighbour that is not a trainable position (prompt, pad, the row's edge) contributes 0:
     note the SUM of the neighbours, not their mean (ALGORITHM.md section 4).
@@ -263,11 +288,23 @@ def smoothed_token_ppl(token_nll: torch.Tensor, loss_mask: torch.Tensor, smoothi
     token_ppl = torch.where(loss_mask, torch.exp(token_nll.double().clamp(max=_MAX_TOKEN_NLL)), 0.0)  # (B, T)
     left = torch.nn.functional.pad(token_ppl[:, :-1], (1, 0))  # ppl_{i-1}
     right = torch.nn.functional.pad(token_ppl[:, 1:], (0, 1))  # ppl_{i+1}
-    return (1 - smoothing) * token_ppl + smoothing * (left + right)
+    smoothed = (1 - smoothing) * token_ppl + smoothing * (left + right)
+    return torch.where(loss_mask, smoothed, 0.0)
 
 
-def _prune_tokens(token_nll, loss_mask, attention_mask, kept_role, cfg: QTuningConfig):
-    """Stage 2: mask the highest-s tokens of Q2 samples (ALGORITHM.md section 4)."""
+def prune_tokens(
+    token_nll: torch.Tensor,
+    loss_mask: torch.Tensor,
+    kept_role: torch.Tensor,
+    cfg: QTuningConfig,
+    attention_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Stage 2 (ALGORITHM.md section 4): mask the highest-s tokens of the Q2 samples.
+
+    token_nll: float64 (B, T); loss_mask, attention_mask: bool (B, T); kept_role: (B,).
+    Returns token_keep bool (B, T), the smoothed scores s (B, T) at the candidates, and the
+    number of pruned tokens.
+    """
     sample_keep = kept_role != ROLE_DROPPED  # (B,)
     candidate = loss_mask & (kept_role == ROLE_Q2).unsqueeze(1)  # (B, T)
     score = torch.where(candidate, smoothed_token_ppl(token_nll, loss_mask, cfg.smoothing), 0.0)

@@ -1,0 +1,52 @@
+"""The probe (backbone + chunked head) gives the scores that the model's own logits give."""
+
+import pytest
+import torch
+
+from qtuning import QTuningConfig, plan_batch, token_scores_from_logits
+from qtuning.probe import score_batch
+
+from helpers import random_batch, tiny_llama
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("entropy_positions", ["response", "all"])
+def test_probe_matches_full_logits(tie, entropy_positions):
+    model = tiny_llama(tie=tie)
+    input_ids, attention_mask, labels = random_batch()
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+    scores, loss_mask, attention = score_batch(model, input_ids, attention_mask, labels, entropy_positions,
+                                               chunk_size=5)
+    positions = attention if entropy_positions == "all" else loss_mask
+    ref = token_scores_from_logits(logits, labels, positions=positions)
+    torch.testing.assert_close(scores.nll, ref.nll, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores.entropy, ref.entropy, atol=1e-5, rtol=0)
+    # and the plan is built from them without complaint
+    plan = plan_batch(scores.nll, scores.entropy, loss_mask, QTuningConfig(entropy_positions=entropy_positions),
+                      attention_mask=attention)
+    assert plan.num_kept >= 1
+
+
+def test_probe_sample_ppl_equals_the_models_own_loss():
+    model = tiny_llama()
+    input_ids, attention_mask, labels = random_batch(B=3)
+    scores, loss_mask, _ = score_batch(model, input_ids, attention_mask, labels)
+    plan = plan_batch(scores.nll, scores.entropy, loss_mask, QTuningConfig())
+    for b in range(3):
+        with torch.no_grad():
+            out = model(input_ids=input_ids[b : b + 1], attention_mask=attention_mask[b : b + 1],
+                        labels=labels[b : b + 1])
+        assert plan.sample_ppl[b].item() == pytest.approx(out.loss.exp().item(), rel=1e-5)
+
+
+def test_probe_works_through_peft():
+    peft = pytest.importorskip("peft")
+    model = tiny_llama()
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    input_ids, attention_mask, labels = random_batch()
+    scores, loss_mask, _ = score_batch(lora, input_ids, attention_mask, labels)
+    with torch.no_grad():
+        logits = lora(input_ids=input_ids, attention_mask=attention_mask).logits
+    ref = token_scores_from_logits(logits, labels)
+    torch.testing.assert_close(scores.nll, ref.nll, atol=1e-5, rtol=0)
