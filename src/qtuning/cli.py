@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 
 from .config import ConfigError, QTuningConfig
 
@@ -90,9 +91,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         f"({totals['kept_tokens'] / max(1, totals['tokens']):.1%})"
     )
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         with open(args.output, "w") as handle:
             json.dump({"config": dataclasses.asdict(cfg), "batches": rows}, handle, indent=1)
         print(f"  per-batch plans   {args.output}")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .assets import cache_root
+    from .data import BUILTIN_DATASETS, load_builtin
+    from .models import BUILTIN_MODELS, resolve_model
+
+    for name in args.models:
+        print(f"[qtuning] model {name}: {resolve_model(name)}")
+    for name in args.datasets:
+        print(f"[qtuning] data  {name}: {len(load_builtin(name))} rows")
+    print(f"[qtuning] cache: {cache_root()}")
     return 0
 
 
@@ -113,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--output", default=None, help="write the per-batch plan statistics to this JSON file")
     add_dataclass_arguments(plan, QTuningConfig)
     plan.set_defaults(func=_cmd_plan)
+
+    fetch = sub.add_parser("fetch", help="fetch, check and cache the built-in models and data sets")
+    fetch.add_argument("--models", nargs="*", default=["smollm2-135m-instruct"])
+    fetch.add_argument("--datasets", nargs="*", default=["alpaca-demo"])
+    fetch.set_defaults(func=_cmd_fetch)
     return parser
 
 
