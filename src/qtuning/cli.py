@@ -1,8 +1,11 @@
 """The `qtuning` command line. Thin: parse, call the library, print.
 
+    qtuning train --config configs/quickstart.yaml [--key value ...]
     qtuning plan --model smollm2-135m-instruct --data alpaca-demo --num-samples 64
+    qtuning fetch
 
-Options of the engine come from `QTuningConfig` (its field help is the --help text).
+Options come from the config dataclasses (`QTuningSFTConfig`, `QTuningConfig`): their field help
+is the --help text, and YAML keys are their field names.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .data import collate, load_builtin, tokenize_example
+    from .data import collate, load_records, tokenize_record
     from .models import load_model_and_tokenizer
     from .probe import score_batch
     from .selection import plan_batch
@@ -48,10 +51,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(f"[qtuning] model {args.model}, data {args.data}, {args.num_samples} samples, batch {args.batch_size}")
     model, tokenizer = load_model_and_tokenizer(args.model)
     model.eval()
-    examples = load_builtin(args.data)
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed)).tolist()
-    examples = [examples[i] for i in order[: args.num_samples]]
-    features = [tokenize_example(tokenizer, ex, args.max_length) for ex in examples]
+    records, report = load_records(args.data)
+    print("\n".join(report.lines()))
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    records = [records[i] for i in order[: args.num_samples]]
+    features = [tokenize_record(tokenizer, r, args.max_length) for r in records]
 
     totals = dict(samples=0, kept=0, supplemented=0, tokens=0, kept_tokens=0, q=[0, 0, 0, 0], converged=0, batches=0)
     started = time.perf_counter()
@@ -100,20 +104,94 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from .assets import cache_root
-    from .data import BUILTIN_DATASETS, load_builtin
-    from .models import BUILTIN_MODELS, resolve_model
+    from .builtin_data import load_builtin_records
+    from .models import resolve_model
 
     for name in args.models:
         print(f"[qtuning] model {name}: {resolve_model(name)}")
     for name in args.datasets:
-        print(f"[qtuning] data  {name}: {len(load_builtin(name))} rows")
+        print(f"[qtuning] data  {name}: {len(load_builtin_records(name))} rows")
     print(f"[qtuning] cache: {cache_root()}")
+    return 0
+
+
+RECIPES = Path(__file__).parent / "recipes"  # configs/ in the repository points here
+
+
+class UsageError(ValueError):
+    """Bad command-line or recipe input; the message says what and where."""
+
+
+def _close(name: str, names) -> str:
+    import difflib
+
+    matches = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(matches)}?)" if matches else ""
+
+
+def load_recipe(path: str | Path) -> dict:
+    """A YAML recipe as a dict of config fields; unknown keys are an error that lists close matches."""
+    import yaml
+
+    from .sft_config import QTuningSFTConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"recipe {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"recipe {path} is not valid YAML: {exc}") from exc
+    if not isinstance(values, dict):
+        raise UsageError(f"recipe {path} must be a mapping of config fields, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(QTuningSFTConfig)}
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        details = "; ".join(f"{k!r}{_close(k, known)}" for k in unknown)
+        raise UsageError(f"recipe {path}: unknown key(s) {details}")
+    return values
+
+
+def parse_train_config(argv: list[str]):
+    """`--config recipe.yaml` plus `--key value` overrides -> a validated QTuningSFTConfig."""
+    from transformers import HfArgumentParser
+
+    from .sft_config import QTuningSFTConfig
+
+    parser = HfArgumentParser(
+        QTuningSFTConfig, prog="qtuning train",
+        description="Fine-tune with Q-Tuning. YAML keys and --flags are the fields below; flags override the recipe. "
+        "Without --config, the quickstart recipe runs.",
+    )
+    parser.add_argument("--config", default=None, help="YAML recipe (see configs/)")
+    config_path = argparse.ArgumentParser(add_help=False)
+    config_path.add_argument("--config", default=None)
+    known, _ = config_path.parse_known_args(argv)
+    recipe = load_recipe(known.config or RECIPES / "quickstart.yaml")
+    parser.set_defaults(**recipe)
+    namespace, extras = parser.parse_known_args(argv)
+    if extras:
+        names = [a.lstrip("-").replace("-", "_") for a in extras if a.startswith("--")]
+        known_names = {f.name for f in dataclasses.fields(QTuningSFTConfig)}
+        details = "; ".join(f"--{n}{_close(n, known_names)}" for n in names) or " ".join(extras)
+        raise UsageError(f"unknown option(s): {details}")
+    values = {k: v for k, v in vars(namespace).items() if k != "config"}
+    return QTuningSFTConfig(**values)
+
+
+def _cmd_train(argv: list[str]) -> int:
+    from .run import run_training
+
+    cfg = parse_train_config(argv)
+    run_training(cfg)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qtuning", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="fine-tune with Q-Tuning from a YAML recipe (qtuning train --help for every field)",
+                   add_help=False)
     plan = sub.add_parser(
         "plan",
         help="score a real dataset with a model and show what Q-Tuning keeps, batch by batch",
@@ -137,11 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        if argv and argv[0] == "train":  # its options come from the config dataclass, parsed apart
+            return _cmd_train(argv[1:])
+        args = parser.parse_args(argv)
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         parser.error(str(exc))
     return 2
 

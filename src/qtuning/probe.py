@@ -1,25 +1,72 @@
-"""The only code that runs a model to score a batch: a no-grad forward of the backbone, then
-NLL and entropy from the final hidden states, chunked, only where they are needed.
+"""The code that runs a model: the scoring probe and the loss on kept positions.
 
-The LM head is never applied to the whole (B, T, H) batch: at SmolLM2's 49k vocabulary the
-(B, T, V) logits would dominate both the time and the memory of the pass.
+Both go through the model's own top-level forward (so DDP, accelerate's autocast and PEFT see a
+normal call) with `logits_to_keep=1`, and take the final hidden states from a forward hook on
+the backbone. The LM head is then applied only where it is needed: at scored positions (no grad,
+fp32, chunked) or at positions that carry a loss (with grad). At SmolLM2's 49k vocabulary the
+full (B, T, V) logits would otherwise dominate the time and the memory of a step.
 """
 
 from __future__ import annotations
 
-import torch
+from contextlib import contextmanager
 
-from .scoring import TokenScores, shift_labels, shift_mask, token_scores_from_hidden
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .scoring import IGNORE_INDEX, TokenScores, shift_labels, shift_mask, token_scores_from_hidden
+
+
+def unwrap_model(model):
+    """The plain causal LM under DDP/FSDP wrappers and a PEFT wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
 
 
 def backbone_and_head(model):
-    """(backbone returning last_hidden_state, output embedding module) of a causal LM (PEFT-aware)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """(backbone returning last_hidden_state, output embedding module) of a causal LM."""
+    inner = unwrap_model(model)
     head = inner.get_output_embeddings()
     backbone = getattr(inner, inner.base_model_prefix, None)
-    if head is None or backbone is None:
+    if head is None or backbone is None or backbone is inner:
         raise TypeError(f"{type(inner).__name__} has no separate backbone and output embedding to score with")
     return backbone, head
+
+
+def logit_softcap(model) -> float | None:
+    config = unwrap_model(model).config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(config, "final_logit_softcapping", None)
+
+
+@contextmanager
+def capture_final_hidden(model):
+    """Record the backbone's last_hidden_state (B, T, H) during forwards inside the block."""
+    backbone, _ = backbone_and_head(model)
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _args, output):
+        captured["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    handle = backbone.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def forward_final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One forward of the model; returns the final hidden states (B, T, H), with grad if enabled."""
+    with capture_final_hidden(model) as captured:
+        # logits_to_keep=1: the head runs on one position per row, the rest is done where needed
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+    if "hidden" not in captured:
+        raise RuntimeError("the backbone's forward hook did not fire: cannot take the final hidden states")
+    return captured["hidden"]
 
 
 @torch.no_grad()
@@ -31,19 +78,87 @@ def score_batch(
     entropy_positions: str = "response",
     chunk_size: int = 512,
 ) -> tuple[TokenScores, torch.Tensor, torch.Tensor]:
-    """Score a batch with the current model.
+    """The probe: score a batch with the current model, no grad, in eval mode.
 
-    input_ids, attention_mask, labels: (B, T), unshifted. Returns the token scores and the
-    loss mask and attention mask on the shifted grid, ready for `plan_batch`.
+    input_ids, attention_mask, labels: (B, T), unshifted. Returns the token scores and the loss
+    mask and the attention mask on the shifted grid, ready for `plan_batch`.
     """
-    backbone, head = backbone_and_head(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-    loss_mask = shift_labels(labels) != -100  # (B, T)
+    was_training = model.training
+    model.eval()  # no dropout while scoring: the same batch always gets the same plan
+    try:
+        hidden = forward_final_hidden(model, input_ids, attention_mask)  # (B, T, H)
+    finally:
+        model.train(was_training)
+    return scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions, chunk_size)
+
+
+@torch.no_grad()
+def scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions="response", chunk_size=512):
+    _, head = backbone_and_head(model)
+    loss_mask = shift_labels(labels) != IGNORE_INDEX  # (B, T)
     shifted_attention = shift_mask(attention_mask)  # (B, T)
-    positions = shifted_attention if entropy_positions == "all" else loss_mask
-    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    positions = (shifted_attention | loss_mask) if entropy_positions == "all" else loss_mask
     scores = token_scores_from_hidden(
         hidden, head.weight, labels, positions=positions, lm_head_bias=getattr(head, "bias", None),
-        logit_softcap=softcap, chunk_size=chunk_size,
+        logit_softcap=logit_softcap(model), chunk_size=chunk_size,
     )
     return scores, loss_mask, shifted_attention
+
+
+def head_logits(head, rows: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """(N, H) hidden rows -> (N, V) fp32 logits through the head module (LoRA on the head included)."""
+    logits = head(rows.to(head.weight.dtype)).float()
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    return logits
+
+
+def nll_sum(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """Sum of cross-entropy over the positions whose target is set, with grad.
+
+    hidden (B, T, H); targets (B, T) on the shifted grid (IGNORE_INDEX where no loss). Only those
+    positions go through the head. Above `chunk_size` positions the head and the loss run in
+    checkpointed chunks, so at most (chunk, V) logits are alive at a time.
+    """
+    _, head = backbone_and_head(model)
+    softcap = logit_softcap(model)
+    mask = targets != IGNORE_INDEX
+    rows, row_targets = hidden[mask], targets[mask]  # (N, H), (N,)
+    if rows.shape[0] == 0:
+        return hidden.sum() * 0.0  # keeps the graph (and DDP's reducer) connected
+
+    def chunk_loss(r, t):
+        return F.cross_entropy(head_logits(head, r, softcap), t, reduction="sum")
+
+    if chunk_size <= 0 or rows.shape[0] <= chunk_size:
+        return chunk_loss(rows, row_targets)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, rows.shape[0], chunk_size):
+        end = start + chunk_size
+        total = total + checkpoint(chunk_loss, rows[start:end], row_targets[start:end], use_reentrant=False)
+    return total
+
+
+@torch.no_grad()
+def check_head_path(model, vocab_size: int | None = None, atol: float = 1e-3) -> None:
+    """Refuse a model whose logits are not head(final hidden) (+ softcap): our fast path would be wrong."""
+    inner = unwrap_model(model)
+    device = next(inner.parameters()).device
+    vocab = vocab_size or inner.get_output_embeddings().weight.shape[0]
+    ids = torch.arange(1, 9, device=device).remainder(vocab).unsqueeze(0)  # (1, 8)
+    attention = torch.ones_like(ids)
+    was_training = model.training
+    model.eval()
+    try:
+        full = model(input_ids=ids, attention_mask=attention, use_cache=False).logits.float()  # (1, 8, V)
+        hidden = forward_final_hidden(model, ids, attention)
+    finally:
+        model.train(was_training)
+    _, head = backbone_and_head(model)
+    ours = head_logits(head, hidden[0], logit_softcap(model))
+    error = (ours - full[0]).abs().max().item()
+    if not error <= atol * max(1.0, full.abs().max().item()):
+        raise ValueError(
+            f"{type(inner).__name__}: logits differ from head(final hidden states) by {error:.3g}; this model "
+            "transforms its logits in a way qtuning does not reproduce (e.g. a logit scale)."
+        )

@@ -1,0 +1,105 @@
+"""The per-step plan log: one JSON line per planned micro-batch, for the analysis tools.
+
+Line format (columnar per sample, so that `pandas.DataFrame(line["samples"])` works):
+
+    {"step": 3, "micro_batch": 0, "rank": 0, "pool_size": 8, "target_count": 2, "alpha": 0.43, ...,
+     "samples": {"id": [...], "ppl": [...], "entropy": [...], "quadrant": [...], "role": [...],
+                 "supplemented": [...], "trainable_tokens": [...], "kept_tokens": [...]},
+     "tokens": [{"id": 17, "token_ids": [...], "score": [...], "kept": [...]}, ...]}
+
+`step` is the optimizer step the micro-batch belongs to (1-based). "tokens" lists the Q2
+(token-pruned) samples only: their response tokens, smoothed scores s_i and kept flags.
+Resuming truncates the lines of steps after the checkpoint, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .selection import ROLE_Q2, SelectionPlan
+
+_SCALARS = ("pool_size", "target_count", "alpha", "beta", "ppl_lo", "ppl_hi", "ent_lo", "ent_hi", "ppl_mid",
+            "ent_mid", "iterations", "converged", "bisection_kept_fraction", "num_kept", "num_supplemented",
+            "num_kept_tokens", "num_pruned_tokens")
+
+
+def plan_records(
+    plan: SelectionPlan,
+    *,
+    step: int,
+    micro_batch: int,
+    rank: int = 0,
+    sample_ids: list[int] | None = None,
+    input_ids: torch.Tensor | None = None,
+) -> dict:
+    """One log line for one plan. input_ids (B, T), unshifted, to log the Q2 samples' tokens."""
+    batch = plan.sample_keep.shape[0]
+    ids = sample_ids if sample_ids is not None else list(range(batch))
+    record = {"step": step, "micro_batch": micro_batch, "rank": rank}
+    record.update({name: getattr(plan, name) for name in _SCALARS})
+    record["samples"] = {
+        "id": ids,
+        "ppl": [round(v, 6) for v in plan.sample_ppl.tolist()],
+        "entropy": [round(v, 6) for v in plan.sample_entropy.tolist()],
+        "quadrant": plan.quadrant.tolist(),
+        "role": plan.kept_role.tolist(),
+        "supplemented": plan.supplemented.tolist(),
+        "trainable_tokens": plan.num_trainable_tokens.tolist(),
+        "kept_tokens": plan.token_keep.sum(dim=1).tolist(),
+    }
+    if input_ids is not None:
+        input_ids = input_ids.cpu()
+        targets = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)  # target of position t is token t + 1
+        candidates = plan.token_score != 0
+        tokens = []
+        for b in (plan.kept_role == ROLE_Q2).nonzero().flatten().tolist():
+            where = candidates[b]
+            tokens.append({
+                "id": ids[b],
+                "token_ids": targets[b][where].tolist(),
+                "score": [round(v, 4) for v in plan.token_score[b][where].tolist()],
+                "kept": plan.token_keep[b][where].tolist(),
+            })
+        record["tokens"] = tokens
+    return record
+
+
+class PlanLog:
+    """Append-only JSONL writer that can drop lines of steps after a resumed checkpoint."""
+
+    def __init__(self, path: str | os.PathLike, keep_up_to_step: int = 0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = []
+            with open(self.path) as handle:
+                for line in handle:
+                    try:
+                        if json.loads(line)["step"] <= keep_up_to_step:
+                            kept.append(line if line.endswith("\n") else line + "\n")
+                    except (json.JSONDecodeError, KeyError):
+                        break  # a line cut short by a crash: nothing after it is trustworthy
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
+        self._handle = open(self.path, "a")
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def flush(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+def read_plan_log(path: str | os.PathLike) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]

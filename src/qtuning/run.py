@@ -1,0 +1,114 @@
+"""A complete fine-tuning run from a QTuningSFTConfig: what `qtuning train` does.
+
+    1. load the model (built-in, .gguf, folder or hub id) and its tokenizer
+    2. load and normalise the data, hold out an evaluation split, report skipped/truncated rows
+    3. build the QTuningSFTTrainer (LoRA when lora_r > 0)
+    4. held-out loss before, train (resumable), held-out loss after
+    5. save the model or adapter, the logs and the summary in output_dir
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .sft_config import QTuningSFTConfig
+
+
+def build_trainer(cfg: QTuningSFTConfig, *, model=None, tokenizer=None, callbacks=None):
+    """Model, data and trainer for a config; returns (trainer, data reports)."""
+    from transformers import set_seed
+
+    from .data import count_truncation, load_records, split_records, to_dataset
+    from .models import load_model_and_tokenizer
+    from .trainer import QTuningSFTTrainer
+
+    set_seed(cfg.seed)
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(cfg.model)
+    records, report = load_records(cfg.data)
+    reports = [report]
+    if cfg.eval_data:
+        eval_records, eval_report = load_records(cfg.eval_data)
+        reports.append(eval_report)
+        train_records, _ = split_records(records, 0.0, cfg.seed, cfg.max_train_samples)
+        eval_records = eval_records[: cfg.max_eval_samples] if cfg.max_eval_samples else eval_records
+    else:
+        train_records, eval_records = split_records(
+            records, cfg.eval_fraction, cfg.seed, cfg.max_train_samples, cfg.max_eval_samples
+        )
+    count_truncation(tokenizer, train_records, cfg.max_length, report)
+    peft_config = None
+    if cfg.lora_r > 0:
+        from peft import LoraConfig
+
+        targets = cfg.lora_target_modules
+        peft_config = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        )
+    trainer = QTuningSFTTrainer(
+        model=model, args=cfg, train_dataset=to_dataset(train_records),
+        eval_dataset=to_dataset(eval_records) if eval_records else None, processing_class=tokenizer,
+        peft_config=peft_config, callbacks=callbacks,
+    )
+    return trainer, reports
+
+
+def run_training(cfg: QTuningSFTConfig) -> dict:
+    """The whole run; returns the summary that is also written to output_dir/qtuning_summary.json."""
+    from .trainer import SUMMARY_FILE
+
+    print(f"[qtuning] model {cfg.model} | data {cfg.data} | pruning {cfg.pruning_method} "
+          f"({cfg.sample_ratio:.3g} of samples x {cfg.token_ratio:.3g} of Q2 tokens, scoring={cfg.scoring}) "
+          f"| output {cfg.output_dir}")
+    trainer, reports = build_trainer(cfg)
+    for report in reports:
+        for line in report.lines():
+            print(f"[qtuning] {line}")
+    print(f"[qtuning] {len(trainer.train_dataset)} training rows, "
+          f"{len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0} held-out rows")
+    has_eval = trainer.eval_dataset is not None
+    before = trainer.evaluate()["eval_loss"] if has_eval else None
+    if before is not None:
+        print(f"[qtuning] held-out loss before training: {before:.4f}")
+    resume = cfg.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
+        resume = True
+    trainer.train(resume_from_checkpoint=resume or None)
+    after = trainer.evaluate()["eval_loss"] if has_eval else None
+    trainer.save_model(cfg.output_dir)
+    summary = dict(trainer.qtuning_summary)
+    summary.update(eval_loss_before=before, eval_loss_after=after,
+                   data=[{"source": r.source, "rows_read": r.rows_read, "rows_used": r.rows_used,
+                          "empty_response_skipped": len(r.empty_response_rows), "truncated": r.truncated_rows}
+                         for r in reports])
+    if trainer.is_world_process_zero():
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        (Path(cfg.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        print_summary(summary)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    minutes, seconds = divmod(summary["wall_clock_s"], 60)
+    lines = [
+        "",
+        "[qtuning] ---------------------------------------------------------------- summary",
+        f"  wall-clock (training)   {int(minutes)} min {seconds:.0f} s, {summary['optimizer_steps']} optimizer steps",
+        f"  samples                 {summary['samples_scored']:.0f} scored, {summary['samples_trained']:.0f} trained "
+        f"({summary['samples_trained'] / max(1, summary['samples_scored']):.1%})",
+        f"  response tokens         {summary['trainable_tokens_scored']:.0f} scored, {summary['tokens_trained']:.0f} "
+        f"carried a loss ({summary['tokens_trained'] / max(1, summary['trainable_tokens_scored']):.1%})",
+        f"  compute vs full data    {summary['estimated_compute_vs_full_data']:.1%} (estimated: {summary['estimate_basis']})",
+        f"  scoring time            {summary['scoring_s']:.1f} s",
+    ]
+    if summary.get("eval_loss_before") is not None:
+        lines.append(f"  held-out loss           {summary['eval_loss_before']:.4f} before -> "
+                     f"{summary['eval_loss_after']:.4f} after")
+    lines += [f"  outputs                 {summary['output_dir']} (adapter/model, trainer_state.json, "
+              "qtuning_summary.json)"]
+    if summary.get("plan_log"):
+        lines.append(f"  plan log                {summary['plan_log']}")
+    print("\n".join(lines))

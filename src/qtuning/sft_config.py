@@ -1,0 +1,119 @@
+"""QTuningSFTConfig: TRL's SFTConfig + the Q-Tuning engine's settings + what a run needs.
+
+One dataclass, so that `qtuning train --help`, YAML recipes and Python agree: every field's
+`help` metadata is its documentation. The engine's fields are inherited from `QTuningConfig`,
+not repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+from .config import ConfigError, QTuningConfig, _check_choice
+
+PRUNING_METHODS = ("qtuning", "none")
+SCORING_MODES = ("probe", "reuse")
+
+
+@dataclass
+class QTuningSFTConfig(SFTConfig, QTuningConfig):
+    """Settings of a Q-Tuning fine-tuning run (TRL SFTConfig fields are accepted too)."""
+
+    # --- what to train on
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Model: the built-in name 'smollm2-135m-instruct', a .gguf file, a local Hugging Face "
+                          "folder or a hub id."},
+    )
+    data: str = field(
+        default="alpaca-demo",
+        metadata={"help": "Training data: a built-in name (alpaca-demo, gsm8k, arc-easy, ...), a JSON/JSONL/Parquet "
+                          "file or a datasets save_to_disk folder."},
+    )
+    eval_data: str | None = field(
+        default=None,
+        metadata={"help": "Held-out data, same forms as `data`. Default: `eval_fraction` of `data`, never trained on."},
+    )
+    eval_fraction: float = field(
+        default=0.05, metadata={"help": "Share of `data` held out for the before/after loss when eval_data is unset."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training rows (after shuffling with `seed`)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many held-out rows."})
+    # --- LoRA
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank; 0 trains all the weights."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or a comma-separated list."}
+    )
+    # --- how Q-Tuning runs inside the trainer
+    pruning_method: str = field(
+        default="qtuning",
+        metadata={"help": "'qtuning' (select samples and tokens every step) or 'none' (train on everything: the "
+                          "full-data baseline, through the same loss path)."},
+    )
+    scoring: str = field(
+        default="probe",
+        metadata={"help": "'probe': a no-grad forward scores the batch, then forward+backward runs on the kept samples "
+                          "only (saves compute). 'reuse': one forward with grad over the whole batch gives the scores "
+                          "and the masked loss (the authors' code: saves nothing, for faithful reproduction)."},
+    )
+    score_chunk_size: int = field(
+        default=512, metadata={"help": "Positions per chunk when scoring over the vocabulary (memory O(chunk x V))."}
+    )
+    loss_chunk_size: int = field(
+        default=4096,
+        metadata={"help": "Above this many loss positions in a micro-batch, the LM head and cross-entropy run in "
+                          "checkpointed chunks of this size (bounded memory, one extra head pass). 0: never chunk."},
+    )
+    plan_log: bool = field(
+        default=True,
+        metadata={"help": "Write every micro-batch's plan (per-sample PPL, Ent, role, kept tokens) to "
+                          "<output_dir>/qtuning_plans.jsonl."},
+    )
+    plan_log_tokens: bool = field(
+        default=True,
+        metadata={"help": "Also log, for each Q2 sample, its response token ids, smoothed scores and pruned flags."},
+    )
+    warn_every_steps: int = field(
+        default=50, metadata={"help": "Rate limit of the failure-signature warnings, in optimizer steps."}
+    )
+    # TRL defaults that do not suit a small-model or CPU run; same meaning as in SFTConfig.
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in backward to save memory (slower)."}
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision. Default: on where a CUDA device supports it, off elsewhere."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:
+            import torch
+
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        SFTConfig.__post_init__(self)
+        QTuningConfig.__post_init__(self)
+        _check_choice("pruning_method", self.pruning_method, PRUNING_METHODS)
+        _check_choice("scoring", self.scoring, SCORING_MODES)
+        if self.packing or self.padding_free:
+            raise ConfigError(
+                f"packing={self.packing!r}, padding_free={self.padding_free!r} are not supported: Q-Tuning scores and "
+                "selects whole samples, and a packed row mixes several. Set packing: false and padding_free: false."
+            )
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction={self.eval_fraction!r} is not allowed: expected a number in [0, 1)")
+        for name in ("score_chunk_size",):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: expected an integer >= 1")
+        if self.loss_chunk_size < 0:
+            raise ConfigError(f"loss_chunk_size={self.loss_chunk_size!r} is not allowed: expected an integer >= 0")
+
+    def qtuning_config(self) -> QTuningConfig:
+        """The engine's settings alone."""
+        return QTuningConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(QTuningConfig)})

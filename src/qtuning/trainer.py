@@ -1,0 +1,375 @@
+"""QTuningSFTTrainer: TRL's SFTTrainer with Q-Tuning's dynamic sample and token pruning.
+
+Per optimizer step (probe mode, the default):
+  1. `get_batch_samples` fetches the step's micro-batches, scores each with a no-grad probe and
+     plans it (`plan_batch`); the kept trainable tokens of the whole step are counted.
+  2. `compute_loss` runs forward+backward on the kept rows only, pad columns that no kept row
+     needs trimmed, with the LM head applied only at kept loss positions.
+  3. The loss is sum(CE over kept tokens) / (kept tokens of the whole step, all ranks), so
+     gradient accumulation gives exactly the gradient of one big batch of the same kept tokens.
+Reuse mode (the authors' code) plans inside `compute_loss` from the training forward itself;
+there the loss is normalised per micro-batch and averaged over the accumulation steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from .plan_log import PlanLog, plan_records
+from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
+from .scoring import IGNORE_INDEX, shift_labels, shift_mask
+from .selection import SelectionPlan, plan_batch
+from .sft_config import QTuningSFTConfig
+
+PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
+ID_KEY = "qtuning_id"  # dataset row index, carried through the collator for the plan log
+SUMMARY_FILE = "qtuning_summary.json"
+STATE_FILE = "qtuning_state.json"
+
+
+class _CollatorWithIds:
+    """Wraps a collator so that each batch also carries the dataset row index of its samples."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, examples):
+        ids = [ex.pop(ID_KEY) for ex in examples] if examples and ID_KEY in examples[0] else None
+        batch = self.inner(examples)
+        if ids is not None:
+            batch[ID_KEY] = torch.tensor(ids, dtype=torch.long)
+        return batch
+
+
+def _full_plan(loss_mask: torch.Tensor) -> SelectionPlan:
+    """The 'plan' of full-data training: every sample, every trainable token."""
+    keep = loss_mask.any(dim=1)
+    zeros = torch.zeros(loss_mask.shape[0], dtype=torch.float64)
+    n = int(keep.sum())
+    return SelectionPlan(
+        sample_keep=keep, kept_role=torch.where(keep, 4, 0), supplemented=torch.zeros_like(keep),
+        quadrant=torch.zeros(loss_mask.shape[0], dtype=torch.int64), sample_ppl=zeros, sample_entropy=zeros,
+        num_trainable_tokens=loss_mask.sum(dim=1), token_keep=loss_mask.clone(),
+        token_score=torch.zeros(loss_mask.shape, dtype=torch.float64), pool_size=n, target_count=n, alpha=0.0,
+        beta=0.0, ppl_lo=0.0, ppl_hi=0.0, ent_lo=0.0, ent_hi=0.0, ppl_mid=0.0, ent_mid=0.0, iterations=0,
+        converged=True, bisection_kept_fraction=1.0, num_kept=n, num_supplemented=0,
+        num_trainable_tokens_kept_samples=int(loss_mask.sum()), num_kept_tokens=int(loss_mask.sum()),
+        num_pruned_tokens=0,
+    )
+
+
+class QTuningSFTTrainer(SFTTrainer):
+    """Drop-in for `trl.SFTTrainer`: pass a `QTuningSFTConfig` as `args`."""
+
+    def __init__(self, *args, **kwargs):
+        config = kwargs.get("args") if "args" in kwargs else (args[1] if len(args) > 1 else None)
+        if not isinstance(config, QTuningSFTConfig):
+            raise TypeError(f"QTuningSFTTrainer needs args=QTuningSFTConfig(...), got {type(config).__name__}")
+        for key in ("train_dataset", "eval_dataset"):
+            kwargs[key] = _with_row_ids(kwargs.get(key))
+        super().__init__(*args, **kwargs)
+        self.qt_config = config.qtuning_config()
+        self.data_collator = _CollatorWithIds(self.data_collator)
+        # compute_loss normalises by the kept tokens of the whole step (probe) or scales itself (reuse)
+        self.loss_is_scaled_for_ga = True
+        check_head_path(self.model)
+        self._qt_window: dict[str, float] = defaultdict(float)  # sums since the last log
+        self._qt_totals: dict[str, float] = defaultdict(float)  # sums since the start of training (resumable)
+        self._qt_last_warned: dict[str, int] = {}
+        self._qt_step_started = None
+        self._qt_step_scoring_s = 0.0
+        self._plan_log = None
+        self._qt_reuse_index = 0  # micro-batch index within the step, for the plan log in reuse mode
+        self._qt_train_started = time.perf_counter()
+        self.add_callback(_QTuningCallback(self))
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True, but {self.args.output_dir} holds no checkpoint")
+        self._qt_resume_from = resume_from_checkpoint
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    # ------------------------------------------------------------------ data plumbing
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if ID_KEY not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, ID_KEY]
+
+    # ------------------------------------------------------------------ stage 1+2, ahead of the step
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        self._qt_step_started = time.perf_counter()
+        self._qt_step_scoring_s = 0.0
+        if self.args.scoring == "reuse" and self.args.pruning_method == "qtuning":
+            return batches, None  # plans are made inside compute_loss, from the training forward
+        kept_tokens = 0
+        for index, batch in enumerate(batches):
+            plan = self._plan_micro_batch(batch, index)
+            batch[PLAN_KEY] = plan
+            kept_tokens += plan.num_kept_tokens
+        num_items = torch.tensor(kept_tokens, device=device, dtype=torch.long)
+        if self.args.world_size > 1 and self.args.average_tokens_across_devices:
+            num_items = self.accelerator.gather(num_items).sum()
+        return batches, num_items
+
+    def _plan_micro_batch(self, batch, index: int) -> SelectionPlan:
+        started = time.perf_counter()
+        input_ids = batch["input_ids"].to(self.args.device)
+        attention_mask = batch["attention_mask"].to(self.args.device)
+        labels = batch["labels"].to(self.args.device)
+        if self.args.pruning_method == "none":
+            plan = _full_plan((shift_labels(labels) != IGNORE_INDEX).cpu())
+            self._record_plan(plan, batch, index, shift_mask(attention_mask).cpu(), scored=False)
+            return plan
+        scores, loss_mask, attention = score_batch(
+            self.model_wrapped, input_ids, attention_mask, labels, self.qt_config.entropy_positions,
+            self.args.score_chunk_size,
+        )
+        plan = plan_batch(scores.nll, scores.entropy, loss_mask, self.qt_config, attention_mask=attention)
+        self._qt_step_scoring_s += time.perf_counter() - started
+        self._record_plan(plan, batch, index, attention.cpu(), scored=True)
+        return plan
+
+    # ------------------------------------------------------------------ the loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        plan = inputs.pop(PLAN_KEY, None)
+        inputs.pop(ID_KEY, None)
+        if return_outputs:  # evaluation asking for logits: TRL's own path
+            return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if not model.training or not torch.is_grad_enabled():
+            return self._eval_loss(model, inputs)
+        if plan is None:
+            return self._reuse_loss(model, inputs)
+
+        # Probe mode: forward+backward on the kept rows only, trailing pad columns trimmed.
+        rows = plan.sample_keep.nonzero().flatten().to(inputs["input_ids"].device)  # (B',)
+        targets = shift_labels(inputs["labels"])
+        targets = torch.where(plan.token_keep.to(targets.device), targets, IGNORE_INDEX)  # (B, T)
+        if rows.numel() == 0:  # nothing kept here: a zero loss that still runs forward and backward
+            rows = torch.zeros(1, dtype=torch.long, device=targets.device)
+        attention = inputs["attention_mask"][rows]
+        width = int(attention.sum(dim=0).nonzero().max()) + 1 if attention.any() else 1
+        hidden = forward_final_hidden(model, inputs["input_ids"][rows, :width], attention[:, :width])
+        total = nll_sum(model, hidden, targets[rows, :width], self.args.loss_chunk_size)
+        loss = total / torch.as_tensor(num_items_in_batch, device=total.device).clamp(min=1)
+        if self.args.world_size > 1 and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients; we want the global sum / count
+        self._window_add(trained_rows=int(plan.sample_keep.sum()), trained_tokens=int(plan.num_kept_tokens),
+                         trained_positions=int(attention[:, :width].sum()) if plan.sample_keep.any() else 0)
+        return loss
+
+    def _reuse_loss(self, model, inputs):
+        """One forward with grad over the whole batch: scores from it, loss masked by the plan."""
+        started = time.perf_counter()
+        hidden = forward_final_hidden(model, inputs["input_ids"], inputs["attention_mask"])  # (B, T, H)
+        scores, loss_mask, attention = scores_from_hidden(
+            model, hidden.detach(), inputs["attention_mask"], inputs["labels"], self.qt_config.entropy_positions,
+            self.args.score_chunk_size,
+        )
+        plan = plan_batch(scores.nll, scores.entropy, loss_mask, self.qt_config, attention_mask=attention)
+        self._qt_step_scoring_s += time.perf_counter() - started
+        self._record_plan(plan, inputs, self._qt_reuse_index, attention.cpu(), scored=True)
+        self._qt_reuse_index += 1
+        targets = torch.where(plan.token_keep.to(hidden.device), shift_labels(inputs["labels"]), IGNORE_INDEX)
+        total = nll_sum(model, hidden, targets, self.args.loss_chunk_size)
+        loss = total / max(1, plan.num_kept_tokens) / self.current_gradient_accumulation_steps
+        self._window_add(trained_rows=inputs["input_ids"].shape[0], trained_tokens=plan.num_kept_tokens,
+                         trained_positions=int(inputs["attention_mask"].sum()))
+        return loss
+
+    def _eval_loss(self, model, inputs):
+        """Held-out loss: mean CE over every trainable token, nothing pruned."""
+        hidden = forward_final_hidden(model, inputs["input_ids"], inputs["attention_mask"])
+        targets = shift_labels(inputs["labels"])
+        count = (targets != IGNORE_INDEX).sum().clamp(min=1)
+        return nll_sum(model, hidden, targets, self.args.loss_chunk_size) / count
+
+    # ------------------------------------------------------------------ statistics and logs
+    def _window_add(self, **values):
+        for key, value in values.items():
+            self._qt_window[key] += value
+            self._qt_totals[key] += value
+
+    def _record_plan(self, plan: SelectionPlan, batch, index: int, attention: torch.Tensor, scored: bool):
+        counts = {
+            "plans": 1, "samples": plan.sample_keep.numel(), "kept": plan.num_kept,
+            "supplemented": plan.num_supplemented, "converged": int(plan.converged), "iterations": plan.iterations,
+            "alpha": plan.alpha, "beta": plan.beta, "scored_tokens": int(plan.num_trainable_tokens.sum()) if scored
+            else 0, "scored_positions": int(attention.sum()) if scored else 0,
+            "trainable_tokens": int(plan.num_trainable_tokens.sum()), "kept_tokens": plan.num_kept_tokens,
+        }
+        for q in range(1, 5):
+            counts[f"q{q}"] = int((plan.quadrant == q).sum())
+        self._window_add(**counts)
+        if self._plan_log is not None and scored:
+            ids = batch.get(ID_KEY)
+            self._plan_log.write(plan_records(
+                plan, step=self.state.global_step + 1, micro_batch=index, rank=self.args.process_index,
+                sample_ids=None if ids is None else ids.tolist(),
+                input_ids=batch["input_ids"] if self.args.plan_log_tokens else None,
+            ))
+
+    def _gathered_window(self) -> dict[str, float]:
+        keys = sorted(self._qt_window)
+        if not keys:
+            return {}
+        values = torch.tensor([self._qt_window[k] for k in keys], dtype=torch.float64, device=self.args.device)
+        if self.args.world_size > 1:
+            values = self.accelerator.reduce(values, reduction="sum")
+        return dict(zip(keys, values.tolist()))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and "loss" in logs:
+            logs.update(self._window_metrics())
+        super().log(logs, start_time)
+
+    def _window_metrics(self) -> dict[str, float]:
+        w = self._gathered_window()
+        self._qt_window.clear()
+        if not w.get("plans"):
+            return {}
+        plans, samples = w["plans"], max(1.0, w["samples"])
+        out = {
+            "qtuning/kept_sample_fraction": w.get("kept", 0) / samples,
+            "qtuning/supplemented": w.get("supplemented", 0) / plans,
+            "qtuning/alpha": w.get("alpha", 0) / plans,
+            "qtuning/beta": w.get("beta", 0) / plans,
+            "qtuning/bisection_iterations": w.get("iterations", 0) / plans,
+            "qtuning/bisection_converged_share": w.get("converged", 0) / plans,
+            "qtuning/kept_token_fraction": w.get("kept_tokens", 0) / max(1.0, w.get("trainable_tokens", 0)),
+            "qtuning/tokens_scored": w.get("scored_tokens", 0),
+            "qtuning/tokens_trained": w.get("trained_tokens", 0),
+            "qtuning/tokens_scored_total": self._qt_totals.get("scored_tokens", 0),
+            "qtuning/tokens_trained_total": self._qt_totals.get("trained_tokens", 0),
+            "qtuning/scoring_time_share": w.get("scoring_s", 0) / max(1e-9, w.get("step_s", 0)),
+        }
+        for q in range(1, 5):
+            out[f"qtuning/quadrant_q{q}"] = w.get(f"q{q}", 0) / samples
+        self._warn_failure_signatures(w)
+        return out
+
+    def _warn_failure_signatures(self, w: dict[str, float]) -> None:
+        """ALGORITHM.md section 8, over the samples since the last log; each kind at most every N steps."""
+        if self.args.pruning_method == "none" or not w.get("samples"):
+            return
+        step = self.state.global_step
+        shares = [w.get(f"q{q}", 0) / w["samples"] for q in range(1, 5)]
+        signatures = {
+            "collapse": (sum(s < 0.05 for s in shares) >= 2,
+                         f"quadrant collapse: Q1-Q4 shares {[round(s, 3) for s in shares]} (two or more under 5%); "
+                         "the thresholds barely separate the samples (try a larger selection pool)"),
+            "bisection": (w.get("converged", 0) / w["plans"] < 0.5,
+                          f"the bisection missed its tolerance in {1 - w.get('converged', 0) / w['plans']:.0%} of the "
+                          "plans: the kept fraction is set by the supplement, not by the quantiles"),
+            "supplement": (w.get("supplemented", 0) > 0.5 * max(1.0, w.get("kept", 0)),
+                           f"the supplement chose {w.get('supplemented', 0) / max(1.0, w.get('kept', 0)):.0%} of the "
+                           "kept samples"),
+        }
+        for kind, (fired, message) in signatures.items():
+            last = self._qt_last_warned.get(kind)
+            if fired and (last is None or step - last >= self.args.warn_every_steps):
+                self._qt_last_warned[kind] = step
+                if self.is_world_process_zero():
+                    warnings.warn(f"[qtuning] step {step}: {message}", stacklevel=2)
+
+    # ------------------------------------------------------------------ checkpoints and the summary
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.is_world_process_zero():
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            if folder.is_dir():
+                (folder / STATE_FILE).write_text(json.dumps({"totals": dict(self._qt_totals)}, indent=1))
+        if self._plan_log is not None:
+            self._plan_log.flush()
+
+    def _on_train_begin(self, resume_from: str | None):
+        if resume_from and (Path(resume_from) / STATE_FILE).is_file():
+            saved = json.loads((Path(resume_from) / STATE_FILE).read_text())
+            self._qt_totals = defaultdict(float, saved["totals"])
+        if self.args.plan_log and self.args.pruning_method != "none":
+            path = Path(self.args.output_dir) / f"qtuning_plans{'' if self.args.process_index == 0 else f'.rank{self.args.process_index}'}.jsonl"
+            # On resume, drop what was logged after the checkpoint: those steps are about to run again.
+            self._plan_log = PlanLog(path, keep_up_to_step=self.state.global_step)
+        self._qt_reuse_index = 0
+        self._qt_train_started = time.perf_counter()
+
+    def _on_step_end(self):
+        if self._qt_step_started is not None:
+            self._window_add(step_s=time.perf_counter() - self._qt_step_started, scoring_s=self._qt_step_scoring_s)
+        self._qt_reuse_index = 0
+
+    def _on_train_end(self):
+        if self._plan_log is not None:
+            self._plan_log.close()
+        totals = self._qt_totals
+        if self.args.world_size > 1:
+            keys = sorted(totals)
+            values = self.accelerator.reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64,
+                                                          device=self.args.device), reduction="sum")
+            totals = dict(zip(keys, values.tolist()))
+        scored_pos = totals.get("scored_positions", 0.0)
+        trained_pos = totals.get("trained_positions", 0.0)
+        # Full-data training would run forward+backward (~3 forward passes) over every position we scored
+        # (every position of every sample); we ran 1 forward there plus 3 on the kept rows.
+        all_pos = scored_pos if self.args.pruning_method == "qtuning" and self.args.scoring == "probe" else trained_pos
+        cost = scored_pos + 3 * trained_pos if self.args.scoring == "probe" else 3 * trained_pos
+        summary = {
+            "wall_clock_s": time.perf_counter() - self._qt_train_started,
+            "optimizer_steps": self.state.global_step,
+            "samples_scored": totals.get("samples", 0.0),
+            "samples_trained": totals.get("trained_rows", 0.0),
+            "trainable_tokens_scored": totals.get("scored_tokens", 0.0),
+            "tokens_trained": totals.get("trained_tokens", 0.0),
+            "positions_forwarded_with_grad": trained_pos,
+            "positions_probed": scored_pos,
+            "scoring_s": totals.get("scoring_s", 0.0),
+            "estimated_compute_vs_full_data": cost / max(1.0, 3 * all_pos),
+            "estimate_basis": "forward = 1, forward+backward = 3 per token position; full data = 3 x all positions",
+            "output_dir": str(self.args.output_dir),
+            "plan_log": str(self._plan_log.path) if self._plan_log is not None else None,
+        }
+        self.qtuning_summary = summary
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            (Path(self.args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+class _QTuningCallback(TrainerCallback):
+    def __init__(self, trainer: QTuningSFTTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._on_train_begin(getattr(self.trainer, "_qt_resume_from", None))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._on_step_end()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer._on_train_end()
+
+
+def _with_row_ids(dataset):
+    """Add the row index as a column, so the plan log can name each sample."""
+    if dataset is None or isinstance(dataset, dict) or not hasattr(dataset, "add_column"):
+        return dataset
+    if ID_KEY in dataset.column_names:
+        return dataset
+    return dataset.add_column(ID_KEY, list(range(len(dataset))))
