@@ -50,3 +50,13 @@ def test_probe_works_through_peft():
         logits = lora(input_ids=input_ids, attention_mask=attention_mask).logits
     ref = token_scores_from_logits(logits, labels)
     torch.testing.assert_close(scores.nll, ref.nll, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sub_batch_size", [1, 3])
+def test_length_sorted_sub_batches_give_the_same_scores(sub_batch_size):
+    model = tiny_llama()
+    input_ids, attention_mask, labels = random_batch(B=7, T=14)
+    whole, _, _ = score_batch(model, input_ids, attention_mask, labels)
+    grouped, _, _ = score_batch(model, input_ids, attention_mask, labels, sub_batch_size=sub_batch_size)
+    torch.testing.assert_close(grouped.nll, whole.nll, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grouped.entropy, whole.entropy, atol=1e-5, rtol=0)

@@ -132,3 +132,11 @@ def test_sample_scores_by_hand():
     assert s.ppl.dtype == torch.float64
     s_all = sample_scores(nll, ent, loss, attn, entropy_positions="all")
     assert s_all.entropy.tolist() == pytest.approx([(7.0 + 0.5 + 1.5) / 3, 0.0, 4.0])
+
+
+def test_head_stays_fp32_inside_a_bf16_autocast_region():
+    hidden, weight, labels = _batch()
+    ref_nll, _ = naive_scores(hidden.double() @ weight.double().T, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = token_scores_from_hidden(hidden, weight, labels)
+    torch.testing.assert_close(got.nll.double(), ref_nll, atol=1e-5, rtol=0)

@@ -82,14 +82,20 @@ def test_only_kept_samples_reach_forward_with_grad(tmp_path):
     )
     batch = first_batch(trainer)
     trainer.model.train()
+    calls.clear()
     batches, num_items = trainer.get_batch_samples(iter([dict(batch)]), 1, trainer.args.device)
     plan = batches[0][PLAN_KEY]
     trainer.current_gradient_accumulation_steps = 1
     trainer.compute_loss(trainer.model, batches[0], num_items_in_batch=num_items).backward()
-    assert calls[-2] == (tuple(batch["input_ids"].shape), False)  # the probe: whole batch, no grad
+    probe_calls, train_call = calls[:-1], calls[-1]
+    # the probe: every row once, no grad, in length-sorted groups of probe_batch_size (4)
+    assert all(not grad for _, grad in probe_calls)
+    assert sum(shape[0] for shape, _ in probe_calls) == batch["input_ids"].shape[0]
+    assert all(shape[0] <= 4 for shape, _ in probe_calls)
+    assert sum(shape[0] * shape[1] for shape, _ in probe_calls) < batch["input_ids"].numel()  # less padding
     kept = plan.sample_keep.nonzero().flatten()
     width = int(batch["attention_mask"][kept].sum(dim=1).max())  # trailing pad columns trimmed
-    assert calls[-1] == ((kept.numel(), width), True)  # training: the kept rows only
+    assert train_call == ((kept.numel(), width), True)  # training: the kept rows only
     assert width <= batch["input_ids"].shape[1]
 
 

@@ -77,19 +77,39 @@ def score_batch(
     labels: torch.Tensor,
     entropy_positions: str = "response",
     chunk_size: int = 512,
+    sub_batch_size: int = 0,
 ) -> tuple[TokenScores, torch.Tensor, torch.Tensor]:
     """The probe: score a batch with the current model, no grad, in eval mode.
 
-    input_ids, attention_mask, labels: (B, T), unshifted. Returns the token scores and the loss
-    mask and the attention mask on the shifted grid, ready for `plan_batch`.
+    input_ids, attention_mask, labels: (B, T), unshifted. With sub_batch_size > 0 the rows are
+    sorted by length and run in groups of that many, each trimmed to its longest row, so that
+    little compute goes to padding. Returns the token scores and the loss mask and the attention
+    mask on the shifted grid, ready for `plan_batch`.
     """
     was_training = model.training
     model.eval()  # no dropout while scoring: the same batch always gets the same plan
     try:
-        hidden = forward_final_hidden(model, input_ids, attention_mask)  # (B, T, H)
+        hidden = _final_hidden_by_length(model, input_ids, attention_mask, sub_batch_size)  # (B, T, H)
     finally:
         model.train(was_training)
     return scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions, chunk_size)
+
+
+def _final_hidden_by_length(model, input_ids, attention_mask, sub_batch_size: int) -> torch.Tensor:
+    batch, width = input_ids.shape
+    if sub_batch_size <= 0 or sub_batch_size >= batch:
+        return forward_final_hidden(model, input_ids, attention_mask)
+    used = attention_mask.bool()
+    ends = torch.where(used.any(dim=1), width - used.flip(1).int().argmax(dim=1), 1)  # (B,) last real token + 1
+    order = torch.argsort(ends, descending=True, stable=True)
+    hidden = None
+    for rows in order.split(sub_batch_size):
+        w = int(ends[rows].max())
+        part = forward_final_hidden(model, input_ids[rows, :w], attention_mask[rows, :w])  # (b, w, H)
+        if hidden is None:
+            hidden = part.new_zeros(batch, width, part.shape[-1])
+        hidden[rows, :w] = part
+    return hidden
 
 
 @torch.no_grad()

@@ -144,7 +144,8 @@ def token_scores_from_hidden(
     bias = None if lm_head_bias is None else lm_head_bias.float()
 
     def rows_at(b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        logits = hidden_states[b, t].float() @ weight.T  # (c, V)
+        with torch.autocast(hidden_states.device.type, enabled=False):  # fp32 even inside a bf16 autocast region
+            logits = hidden_states[b, t].float() @ weight.T  # (c, V)
         if bias is not None:
             logits = logits + bias
         if logit_softcap is not None:

@@ -13,6 +13,7 @@ there the loss is normalised per micro-batch and averaged over the accumulation 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -26,6 +27,7 @@ from trl import SFTTrainer
 
 from .plan_log import PlanLog, plan_records
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
+from .qtuner import apply_plan, loss_on_kept
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
 from .selection import SelectionPlan, plan_batch
 from .sft_config import QTuningSFTConfig
@@ -139,10 +141,13 @@ class QTuningSFTTrainer(SFTTrainer):
             plan = _full_plan((shift_labels(labels) != IGNORE_INDEX).cpu())
             self._record_plan(plan, batch, index, shift_mask(attention_mask).cpu(), scored=False)
             return plan
-        scores, loss_mask, attention = score_batch(
-            self.model_wrapped, input_ids, attention_mask, labels, self.qt_config.entropy_positions,
-            self.args.score_chunk_size,
-        )
+        precision = (torch.autocast(self.args.device.type, dtype=torch.bfloat16)
+                     if self.args.probe_precision == "bf16" else contextlib.nullcontext())
+        with precision:
+            scores, loss_mask, attention = score_batch(
+                self.model_wrapped, input_ids, attention_mask, labels, self.qt_config.entropy_positions,
+                self.args.score_chunk_size, self.args.probe_batch_size,
+            )
         plan = plan_batch(scores.nll, scores.entropy, loss_mask, self.qt_config, attention_mask=attention)
         self._qt_step_scoring_s += time.perf_counter() - started
         self._record_plan(plan, batch, index, attention.cpu(), scored=True)
@@ -160,20 +165,13 @@ class QTuningSFTTrainer(SFTTrainer):
             return self._reuse_loss(model, inputs)
 
         # Probe mode: forward+backward on the kept rows only, trailing pad columns trimmed.
-        rows = plan.sample_keep.nonzero().flatten().to(inputs["input_ids"].device)  # (B',)
-        targets = shift_labels(inputs["labels"])
-        targets = torch.where(plan.token_keep.to(targets.device), targets, IGNORE_INDEX)  # (B, T)
-        if rows.numel() == 0:  # nothing kept here: a zero loss that still runs forward and backward
-            rows = torch.zeros(1, dtype=torch.long, device=targets.device)
-        attention = inputs["attention_mask"][rows]
-        width = int(attention.sum(dim=0).nonzero().max()) + 1 if attention.any() else 1
-        hidden = forward_final_hidden(model, inputs["input_ids"][rows, :width], attention[:, :width])
-        total = nll_sum(model, hidden, targets[rows, :width], self.args.loss_chunk_size)
-        loss = total / torch.as_tensor(num_items_in_batch, device=total.device).clamp(min=1)
+        kept = apply_plan(inputs, plan)
+        loss = loss_on_kept(model, kept, num_items_in_batch, self.args.loss_chunk_size)
         if self.args.world_size > 1 and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; we want the global sum / count
-        self._window_add(trained_rows=int(plan.sample_keep.sum()), trained_tokens=int(plan.num_kept_tokens),
-                         trained_positions=int(attention[:, :width].sum()) if plan.sample_keep.any() else 0)
+        trained_positions = int(kept["attention_mask"].sum()) if plan.num_kept else 0
+        self._window_add(trained_rows=plan.num_kept, trained_tokens=plan.num_kept_tokens,
+                         trained_positions=trained_positions)
         return loss
 
     def _reuse_loss(self, model, inputs):
@@ -197,10 +195,7 @@ class QTuningSFTTrainer(SFTTrainer):
 
     def _eval_loss(self, model, inputs):
         """Held-out loss: mean CE over every trainable token, nothing pruned."""
-        hidden = forward_final_hidden(model, inputs["input_ids"], inputs["attention_mask"])
-        targets = shift_labels(inputs["labels"])
-        count = (targets != IGNORE_INDEX).sum().clamp(min=1)
-        return nll_sum(model, hidden, targets, self.args.loss_chunk_size) / count
+        return loss_on_kept(model, inputs, None, self.args.loss_chunk_size)
 
     # ------------------------------------------------------------------ statistics and logs
     def _window_add(self, **values):

@@ -1,0 +1,160 @@
+"""Time per optimizer step: full-data SFT vs Q-Tuning, same batches, alternating, one run.
+
+    .venv/bin/python benchmarks/step_speed.py [--steps 5] [--batch 16] [--max-length 256]
+
+SmolLM2-135M-Instruct + LoRA (r 8, all linear layers) on real Alpaca rows, fp32, CPU threads as
+torch sets them. Methods, each with its own copy of the model, stepping through the SAME batches
+in a rotating order (so that machine noise hits every method alike):
+  full_trl        TRL's SFTTrainer, full data (its own fused LM-head loss)
+  full            QTuningSFTTrainer with pruning_method=none: full data through OUR loss path
+                  (LM head only at loss positions): the fair baseline
+  qtuning         probe mode at 25% x 50% (the default: probe in the training precision)
+  qtuning_bf16    the same with probe_precision=bf16 (bf16 autocast for the probe only)
+  reuse           reuse mode at 25% x 50% (the authors' design: one forward with grad, loss masked)
+Prints the median seconds per optimizer step of each, the ratios to `full`, and the extra peak
+memory (RSS) of a step, each method measured alone in a fresh process. Writes
+benchmarks/results/step_speed.json (field ratio_qtuning_to_full = qtuning / full).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ["full_trl", "full", "qtuning", "qtuning_bf16", "reuse"]
+
+
+def build(method: str, args) -> tuple:
+    """(trainer, batches) for one method; every method gets the same batches."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from qtuning.data import load_records, split_records, to_dataset
+    from qtuning.models import load_model_and_tokenizer
+    from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.trainer import QTuningSFTTrainer
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    records, _ = load_records(args.data)
+    train, _ = split_records(records, 0.0, seed=0, max_train=args.batch * (args.steps + args.warmup))
+    common = dict(output_dir="/tmp/qtuning-step-speed", per_device_train_batch_size=args.batch,
+                  max_length=args.max_length, learning_rate=1e-4, report_to=[], save_strategy="no",
+                  disable_tqdm=True, seed=0, bf16=False, gradient_checkpointing=False)
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    if method == "full_trl":
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=to_dataset(train),
+                             processing_class=tokenizer, peft_config=lora)
+    else:
+        settings = dict(pruning_method="none") if method == "full" else dict(
+            pruning_method="qtuning", sample_ratio=args.sample_ratio, token_ratio=args.token_ratio,
+            scoring="reuse" if method == "reuse" else "probe",
+            probe_precision="bf16" if method == "qtuning_bf16" else "same")
+        trainer = QTuningSFTTrainer(model=model, args=QTuningSFTConfig(**common, lora_r=0, **settings),
+                                    train_dataset=to_dataset(train), processing_class=tokenizer, peft_config=lora)
+    trainer.create_optimizer()
+    # The same rows in the same order for every method: the prepared dataset, in index order.
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    collate = trainer.data_collator
+    batches = [collate([{k: v for k, v in r.items() if k in ("input_ids", "labels")} for r in rows[i:i + args.batch]])
+               for i in range(0, len(rows) - args.batch + 1, args.batch)]
+    return trainer, batches
+
+
+def optimizer_step(trainer, batch) -> float:
+    """One optimizer step as the Trainer runs it (fetch + plan, forward/backward, update); seconds."""
+    start = time.perf_counter()
+    batches, num_items = trainer.get_batch_samples(iter([dict(batch)]), 1, trainer.args.device)
+    trainer.current_gradient_accumulation_steps = len(batches)
+    for inputs in batches:
+        trainer.training_step(trainer.model, inputs, num_items)
+    trainer.optimizer.step()
+    trainer.model.zero_grad()
+    return time.perf_counter() - start
+
+
+def _memory_worker(method: str, args, queue) -> None:
+    trainer, batches = build(method, args)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for batch in batches[:2]:
+        optimizer_step(trainer, batch)
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+
+
+def peak_memory_mib(method: str, args) -> float:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_memory_worker, args=(method, args, queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--data", default="alpaca-demo")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps per method")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--sample-ratio", type=float, default=0.25)
+    parser.add_argument("--token-ratio", type=float, default=0.5)
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--no-memory", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    built = {m: build(m, args) for m in args.methods}
+    batches = built[args.methods[0]][1]
+    print(f"{len(batches)} batches of {args.batch} real rows, max_length {args.max_length}, "
+          f"{torch.get_num_threads()} threads; methods rotate every step")
+    times = {m: [] for m in args.methods}
+    for step, batch in enumerate(batches):
+        order = args.methods[step % len(args.methods):] + args.methods[: step % len(args.methods)]
+        for m in order:
+            seconds = optimizer_step(built[m][0], batch)
+            if step >= args.warmup:
+                times[m].append(seconds)
+        print(f"step {step}: " + ", ".join(f"{m} {times[m][-1]:.2f}s" for m in args.methods if times[m]), flush=True)
+    del built
+    median = {m: statistics.median(v) for m, v in times.items()}
+    memory = {} if args.no_memory else {m: peak_memory_mib(m, args) for m in args.methods}
+
+    base = median["full"]
+    print(f"\n{'method':14s} {'s/step':>8s} {'vs full':>8s} {'extra peak MiB':>15s}")
+    for m in args.methods:
+        mem = f"{memory[m]:15.0f}" if m in memory else f"{'-':>15s}"
+        print(f"{m:14s} {median[m]:8.2f} {median[m] / base:8.3f} {mem}")
+    result = {
+        "benchmark": "step_speed",
+        "model": args.model, "data": args.data, "batch": args.batch, "max_length": args.max_length,
+        "sample_ratio": args.sample_ratio, "token_ratio": args.token_ratio, "lora_r": 8, "precision": "fp32",
+        "threads": torch.get_num_threads(), "machine": platform.machine(), "measured_steps": args.steps,
+        "median_s_per_step": median, "all_s_per_step": times, "extra_peak_rss_mib": memory,
+        "ratio_qtuning_to_full": median["qtuning"] / base if "qtuning" in median else None,
+        "ratio_qtuning_bf16_probe_to_full": median["qtuning_bf16"] / base if "qtuning_bf16" in median else None,
+        "ratio_reuse_to_full": median["reuse"] / base if "reuse" in median else None,
+        "ratio_full_to_full_trl": base / median["full_trl"] if "full_trl" in median else None,
+    }
+    print(f"\nratio_qtuning_to_full (b/a) = {result['ratio_qtuning_to_full']:.3f}   goal <= 0.50")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "step_speed.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {RESULTS / 'step_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()

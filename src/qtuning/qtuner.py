@@ -1,0 +1,85 @@
+"""QTuner: Q-Tuning for any PyTorch or accelerate training loop, in three calls.
+
+    tuner = QTuner(QTuningConfig(sample_ratio=0.25, token_ratio=0.5))
+    for batch in loader:                       # dicts of input_ids, attention_mask, labels (B, T)
+        plan = tuner.plan(model, batch)        # 1. score the batch with the model (no grad) and select
+        kept = tuner.apply(batch, plan)        # 2. the kept rows, pad trimmed, pruned tokens' labels -100
+        loss = tuner.loss(model, kept)         # 3. mean cross-entropy over the kept tokens
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+
+`kept` is an ordinary batch: `model(**kept).loss` gives the same value as `tuner.loss` (which is
+faster: it applies the LM head only where a loss is taken). With gradient accumulation, pass
+`num_items=` the kept tokens of the whole step so that the micro-batches add up to one big batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import QTuningConfig
+from .probe import forward_final_hidden, nll_sum, score_batch
+from .scoring import IGNORE_INDEX, shift_labels
+from .selection import SelectionPlan, plan_batch
+
+
+def apply_plan(batch: dict, plan: SelectionPlan) -> dict:
+    """The kept rows of a right-padded batch, trailing all-pad columns trimmed, pruned labels set to -100.
+
+    batch: input_ids, attention_mask, labels (B, T), unshifted. The plan's token_keep lives on the
+    shifted grid (position t decides the label of token t + 1). A pool in which no row is kept
+    returns row 0 with every label masked, so that a forward/backward still happens (collectives
+    in distributed training stay in step) and contributes zero.
+    """
+    labels = batch["labels"]
+    token_keep = plan.token_keep.to(labels.device)  # (B, T), shifted grid
+    masked = torch.full_like(labels, IGNORE_INDEX)
+    masked[:, 1:] = torch.where(token_keep[:, :-1], labels[:, 1:], IGNORE_INDEX)
+    rows = plan.sample_keep.nonzero().flatten().to(labels.device)  # (B',)
+    if rows.numel() == 0:
+        rows = torch.zeros(1, dtype=torch.long, device=labels.device)
+        masked[0] = IGNORE_INDEX
+    attention = batch["attention_mask"][rows]
+    used = attention.sum(dim=0).nonzero()
+    width = int(used.max()) + 1 if used.numel() else 1
+    return {
+        "input_ids": batch["input_ids"][rows, :width],
+        "attention_mask": attention[:, :width],
+        "labels": masked[rows, :width],
+    }
+
+
+def kept_token_count(batch: dict) -> int:
+    """Positions of a (kept) batch that carry a loss."""
+    return int((shift_labels(batch["labels"]) != IGNORE_INDEX).sum())
+
+
+def loss_on_kept(model, kept: dict, num_items: int | torch.Tensor | None = None, chunk_size: int = 4096):
+    """Sum of CE over the kept batch's loss positions / num_items (default: their count here)."""
+    hidden = forward_final_hidden(model, kept["input_ids"], kept["attention_mask"])  # (B', T', H)
+    total = nll_sum(model, hidden, shift_labels(kept["labels"]), chunk_size)
+    denominator = kept_token_count(kept) if num_items is None else num_items
+    return total / torch.as_tensor(denominator, device=total.device).clamp(min=1)
+
+
+class QTuner:
+    """Policy only: no state across steps, no patching, no data loader of its own."""
+
+    def __init__(self, config: QTuningConfig | None = None, score_chunk_size: int = 512, loss_chunk_size: int = 4096,
+                 probe_batch_size: int = 4):
+        self.config = config or QTuningConfig()
+        self.score_chunk_size = score_chunk_size
+        self.probe_batch_size = probe_batch_size
+        self.loss_chunk_size = loss_chunk_size
+
+    def plan(self, model, batch: dict) -> SelectionPlan:
+        scores, loss_mask, attention = score_batch(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"], self.config.entropy_positions,
+            self.score_chunk_size, self.probe_batch_size,
+        )
+        return plan_batch(scores.nll, scores.entropy, loss_mask, self.config, attention_mask=attention)
+
+    def apply(self, batch: dict, plan: SelectionPlan) -> dict:
+        return apply_plan(batch, plan)
+
+    def loss(self, model, kept: dict, num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+        return loss_on_kept(model, kept, num_items, self.loss_chunk_size)

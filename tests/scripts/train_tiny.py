@@ -1,0 +1,47 @@
+"""A short QTuningSFTTrainer run on the tiny model, for the resume tests (run as a subprocess).
+
+    python tests/scripts/train_tiny.py OUTPUT_DIR [--resume] [--sleep SECONDS]
+
+--sleep pauses after every optimizer step, so that a test can kill the run mid-way.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import TrainerCallback  # noqa: E402
+
+from helpers import tiny_dataset, tiny_llama, tiny_tokenizer  # noqa: E402
+from qtuning.sft_config import QTuningSFTConfig  # noqa: E402
+from qtuning.trainer import QTuningSFTTrainer  # noqa: E402
+
+
+class Sleep(TrainerCallback):
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(self.seconds)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output_dir")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--sleep", type=float, default=0.0)
+    args = parser.parse_args()
+    cfg = QTuningSFTConfig(
+        output_dir=args.output_dir, per_device_train_batch_size=8, max_steps=8, logging_steps=1, save_steps=2,
+        save_strategy="steps", report_to=[], learning_rate=1e-2, seed=0, lora_r=0, disable_tqdm=True,
+    )
+    trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(48),
+                                processing_class=tiny_tokenizer(), callbacks=[Sleep(args.sleep)])
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    print("finished", trainer.state.global_step)
+
+
+if __name__ == "__main__":
+    main()

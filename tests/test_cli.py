@@ -1,0 +1,128 @@
+"""The command line: recipes, overrides, unknown keys, and a whole `qtuning train` run on a tiny model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qtuning.cli import UsageError, load_recipe, parse_train_config
+from qtuning.sft_config import QTuningSFTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_recipes_are_shipped():
+    assert {p.name for p in RECIPES} >= {"quickstart.yaml", "paper_25x50.yaml", "paper_12.5x50.yaml"}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe, tmp_path):
+    text = recipe.read_text()
+    assert "Launch:" in text.split("\n\n")[0] or "Launch:" in text[:1200]  # the header names its command
+    cfg = parse_train_config(["--config", str(recipe), "--output_dir", str(tmp_path)])
+    assert isinstance(cfg, QTuningSFTConfig)
+    normalised = {"report_to": {"none": []}}  # TrainingArguments turns "none" into an empty list
+    for key, value in load_recipe(recipe).items():
+        if key == "output_dir":
+            continue
+        expected = normalised.get(key, {}).get(value, value)
+        actual = getattr(cfg, key)
+        assert getattr(actual, "value", actual) == expected, key  # enums compare by value
+
+
+def test_paper_recipes_have_the_papers_settings(tmp_path):
+    for name, ratio in (("paper_25x50.yaml", 0.25), ("paper_12.5x50.yaml", 0.125)):
+        cfg = parse_train_config(["--config", str(ROOT / "configs" / name), "--output_dir", str(tmp_path)])
+        assert (cfg.sample_ratio, cfg.token_ratio, cfg.smoothing) == (ratio, 0.5, 0.5)
+        assert (cfg.lora_r, cfg.lora_alpha, cfg.learning_rate) == (8, 16, 1e-4)
+        assert getattr(cfg.lr_scheduler_type, "value", cfg.lr_scheduler_type) == "cosine"
+
+
+def test_command_line_overrides_the_recipe(tmp_path):
+    cfg = parse_train_config(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--sample_ratio", "0.125",
+                              "--output_dir", str(tmp_path)])
+    assert cfg.sample_ratio == 0.125 and cfg.token_ratio == 0.5
+
+
+def test_no_config_means_the_quickstart(tmp_path):
+    cfg = parse_train_config(["--output_dir", str(tmp_path)])
+    assert cfg.data == "alpaca-demo" and cfg.max_train_samples == load_recipe(ROOT / "configs" / "quickstart.yaml")[
+        "max_train_samples"]
+
+
+def test_unknown_recipe_key_lists_close_matches(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sample_ration: 0.3\nlearning_rat: 1e-4\n")
+    with pytest.raises(UsageError, match=r"'sample_ration' \(did you mean sample_ratio.*'learning_rat'"):
+        load_recipe(bad)
+
+
+def test_unknown_flag_lists_close_matches(tmp_path):
+    with pytest.raises(UsageError, match=r"--token_ration \(did you mean token_ratio"):
+        parse_train_config(["--token_ration", "0.5", "--output_dir", str(tmp_path)])
+
+
+def test_bad_value_names_the_field(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "train", "--sample_ratio", "1.5",
+                           "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "sample_ratio=1.5 is not allowed: expected a number in (0, 1]" in proc.stderr
+
+
+def test_missing_recipe_is_named(tmp_path):
+    with pytest.raises(UsageError, match="recipe .*nope.yaml does not exist"):
+        parse_train_config(["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_train_help_documents_every_qtuning_field():
+    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "train", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0
+    for name in ("sample_ratio", "token_ratio", "smoothing", "token_budget", "scoring", "pruning_method",
+                 "probe_precision", "lora_r"):
+        assert f"--{name}" in proc.stdout
+    assert "Neighbour smoothing lambda" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama saved with the real SmolLM2 tokenizer, loadable by path like any HF model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from helpers import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
+    data = tmp_path / "data.jsonl"
+    rows = [{"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}. " * (1 + i % 4)}
+            for i in range(40)]
+    rows.append({"instruction": "An empty answer", "input": "", "output": "   "})
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qtuning.cli", "train", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+         "--model", str(tiny_model_dir), "--data", str(data), "--max_train_samples", "32", "--max_eval_samples", "8",
+         "--per_device_train_batch_size", "8", "--save_steps", "2", "--logging_steps", "1", "--output_dir", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped 1 rows with an empty response (rows 40)" in proc.stdout
+    assert "held-out loss" in proc.stdout and "summary" in proc.stdout
+    summary = json.loads((out / "qtuning_summary.json").read_text())
+    assert summary["optimizer_steps"] == 4 and summary["samples_scored"] == 32 and summary["samples_trained"] == 8
+    assert summary["eval_loss_before"] > 0 and summary["eval_loss_after"] > 0
+    assert (out / "adapter_model.safetensors").is_file()  # LoRA (r 8) from the recipe
+    assert (out / "checkpoint-4").is_dir()
+    assert len((out / "qtuning_plans.jsonl").read_text().splitlines()) == 4

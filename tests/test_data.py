@@ -1,0 +1,112 @@
+"""Data arguments: formats, normalisation, and errors that name the file, the row and the field."""
+
+import json
+
+import pytest
+
+from qtuning.data import DataError, load_records, normalise_row, split_records, tokenize_record, to_dataset
+
+
+def _jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def test_three_row_formats_normalise_alike(tmp_path):
+    rows = [
+        {"prompt": "What is 2+2?", "completion": "4"},
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello"}]},
+        {"instruction": "Translate", "input": "chat", "output": "cat"},
+    ]
+    records = [normalise_row(r, i, "x.jsonl") for i, r in enumerate(rows)]
+    assert records[0]["prompt"] == [{"role": "user", "content": "What is 2+2?"}]
+    assert records[0]["completion"] == [{"role": "assistant", "content": "4"}]
+    assert [m["role"] for m in records[1]["prompt"]] == ["system", "user"]
+    assert records[2]["prompt"][0]["content"] == "Translate\n\nchat"
+    assert [r["id"] for r in records] == ["row-0", "row-1", "row-2"]
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"instruction": 5, "output": "x"}, r"bad.jsonl: row 1: field 'instruction' must be a string, got int"),
+        ({"prompt": "q", "completion": [{"role": "assistant"}]}, r"row 1: field 'completion'\[0\] must be a"),
+        ({"messages": [{"role": "user", "content": "q"}]}, r"row 1: field 'messages' must end with an assistant"),
+        ({"question": "q", "answer": "a"}, r"row 1: unrecognised row format with fields \['answer', 'question'\]"),
+    ],
+)
+def test_malformed_rows_name_file_row_and_field(tmp_path, row, message):
+    path = _jsonl(tmp_path / "bad.jsonl", [{"instruction": "ok", "output": "fine"}, row])
+    with pytest.raises(DataError, match=message):
+        load_records(path)
+
+
+def test_invalid_json_line_is_located(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", \n')
+    with pytest.raises(DataError, match=r"broken.jsonl: row 1: not valid JSON"):
+        load_records(str(path))
+
+
+def test_missing_empty_and_unsupported_sources(tmp_path):
+    with pytest.raises(DataError, match=r"nothing.jsonl: no such file"):
+        load_records(str(tmp_path / "nothing.jsonl"))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"empty.jsonl: no rows"):
+        load_records(str(tmp_path / "empty.jsonl"))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match=r"unsupported file type '.csv'"):
+        load_records(str(tmp_path / "x.csv"))
+    with pytest.raises(DataError, match=r"neither a file, a folder nor a built-in"):
+        load_records("no-such-builtin")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError, match=r"folder: not a datasets save_to_disk folder"):
+        load_records(str(tmp_path / "folder"))
+
+
+def test_empty_responses_are_counted_and_skipped(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": " \n"},
+                                         {"prompt": "e", "completion": "f"}])
+    records, report = load_records(path)
+    assert len(records) == 2 and report.rows_read == 3 and report.empty_response_rows == [1]
+    assert "skipped 1 rows with an empty response (rows 1)" in "\n".join(report.lines())
+
+
+def test_json_parquet_and_save_to_disk_give_the_same_records(tmp_path):
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "completion": f"a{i}"} for i in range(5)]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    dataset = to_dataset([normalise_row(r, i, "x") for i, r in enumerate(rows)])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    from_json, _ = load_records(str(tmp_path / "d.json"))
+    from_parquet, _ = load_records(str(tmp_path / "d.parquet"))
+    from_disk, _ = load_records(str(tmp_path / "saved"))
+    assert from_json == from_parquet
+    assert [r["completion"] for r in from_disk] == [r["completion"] for r in from_json]
+
+
+def test_split_is_disjoint_and_seeded():
+    records = [{"id": str(i)} for i in range(100)]
+    train, held_out = split_records(records, 0.1, seed=3)
+    assert len(held_out) == 10 and len(train) == 90
+    assert not {r["id"] for r in train} & {r["id"] for r in held_out}
+    assert split_records(records, 0.1, seed=3) == (train, held_out)
+    assert split_records(records, 0.1, seed=4)[1] != held_out
+
+
+def test_real_alpaca_tokenises_with_the_prompt_masked():
+    from helpers import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    records, report = load_records("alpaca-demo")
+    assert report.rows_read == 999
+    features = tokenize_record(tokenizer, records[0], max_length=512)
+    labels, ids = features["labels"], features["input_ids"]
+    first = next(i for i, label in enumerate(labels) if label != -100)
+    assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(ids[first:]).strip().endswith("<|im_end|>")
+    assert records[0]["completion"][0]["content"][:20] in tokenizer.decode(ids[first:])
