@@ -11,6 +11,7 @@ in a rotating order (so that machine noise hits every method alike):
   qtuning         probe mode at 25% x 50% (the default: probe in the training precision)
   qtuning_bf16    the same with probe_precision=bf16 (bf16 autocast for the probe only)
   reuse           reuse mode at 25% x 50% (the authors' design: one forward with grad, loss masked)
+--batches grouped builds batches of rows of similar length instead (little padding anywhere).
 Prints the median seconds per optimizer step of each, the ratios to `full`, and the extra peak
 memory (RSS) of a step, each method measured alone in a fresh process. Writes
 benchmarks/results/step_speed.json (field ratio_qtuning_to_full = qtuning / full).
@@ -64,8 +65,11 @@ def build(method: str, args) -> tuple:
         trainer = QTuningSFTTrainer(model=model, args=QTuningSFTConfig(**common, lora_r=0, **settings),
                                     train_dataset=to_dataset(train), processing_class=tokenizer, peft_config=lora)
     trainer.create_optimizer()
-    # The same rows in the same order for every method: the prepared dataset, in index order.
+    # The same rows in the same order for every method: the prepared dataset, in index order, or
+    # (--batches grouped) sorted by length first, so that no method pays much for padding.
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    if args.batches == "grouped":
+        rows.sort(key=lambda r: len(r["input_ids"]))
     collate = trainer.data_collator
     batches = [collate([{k: v for k, v in r.items() if k in ("input_ids", "labels")} for r in rows[i:i + args.batch]])
                for i in range(0, len(rows) - args.batch + 1, args.batch)]
@@ -113,6 +117,8 @@ def main() -> None:
     parser.add_argument("--sample-ratio", type=float, default=0.25)
     parser.add_argument("--token-ratio", type=float, default=0.5)
     parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--batches", choices=["random", "grouped"], default="random",
+                        help="random rows per batch (as the Trainer draws them) or rows of similar length")
     parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
 
@@ -120,7 +126,7 @@ def main() -> None:
 
     built = {m: build(m, args) for m in args.methods}
     batches = built[args.methods[0]][1]
-    print(f"{len(batches)} batches of {args.batch} real rows, max_length {args.max_length}, "
+    print(f"{len(batches)} {args.batches} batches of {args.batch} real rows, max_length {args.max_length}, "
           f"{torch.get_num_threads()} threads; methods rotate every step")
     times = {m: [] for m in args.methods}
     for step, batch in enumerate(batches):
@@ -140,7 +146,7 @@ def main() -> None:
         mem = f"{memory[m]:15.0f}" if m in memory else f"{'-':>15s}"
         print(f"{m:14s} {median[m]:8.2f} {median[m] / base:8.3f} {mem}")
     result = {
-        "benchmark": "step_speed",
+        "benchmark": "step_speed", "batches": args.batches,
         "model": args.model, "data": args.data, "batch": args.batch, "max_length": args.max_length,
         "sample_ratio": args.sample_ratio, "token_ratio": args.token_ratio, "lora_r": 8, "precision": "fp32",
         "threads": torch.get_num_threads(), "machine": platform.machine(), "measured_steps": args.steps,
@@ -152,8 +158,9 @@ def main() -> None:
     }
     print(f"\nratio_qtuning_to_full (b/a) = {result['ratio_qtuning_to_full']:.3f}   goal <= 0.50")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "step_speed.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {RESULTS / 'step_speed.json'}")
+    name = "step_speed.json" if args.batches == "random" else f"step_speed_{args.batches}.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {RESULTS / name}")
 
 
 if __name__ == "__main__":

@@ -87,8 +87,7 @@ def test_train_help_documents_every_qtuning_field():
     assert "Neighbour smoothing lambda" in proc.stdout
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
+def make_tiny_model_dir(folder: Path) -> Path:
     """A tiny random Llama saved with the real SmolLM2 tokenizer, loadable by path like any HF model."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -98,18 +97,28 @@ def tiny_model_dir(tmp_path_factory):
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    folder = tmp_path_factory.mktemp("tiny-model")
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
-    data = tmp_path / "data.jsonl"
+def write_jsonl_rows(path: Path, n: int, empty_last: bool = False) -> Path:
+    """n Alpaca-style rows of varied length (and one with an empty answer at the end)."""
     rows = [{"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}. " * (1 + i % 4)}
-            for i in range(40)]
-    rows.append({"instruction": "An empty answer", "input": "", "output": "   "})
-    data.write_text("\n".join(json.dumps(r) for r in rows))
+            for i in range(n)]
+    if empty_last:
+        rows.append({"instruction": "An empty answer", "input": "", "output": "   "})
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
+
+
+def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
+    data = write_jsonl_rows(tmp_path / "data.jsonl", 40, empty_last=True)
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "qtuning.cli", "train", "--config", str(ROOT / "configs" / "quickstart.yaml"),

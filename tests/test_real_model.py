@@ -67,3 +67,26 @@ def test_plan_command_on_the_real_model(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "kept samples      2 (25.0%" in proc.stdout
     assert out.is_file()
+
+
+def test_train_command_on_the_real_model(tmp_path):
+    """End to end on SmolLM2-135M-Instruct + LoRA and real Alpaca rows: 2 optimizer steps."""
+    import json
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qtuning.cli", "train", "--max_train_samples", "16", "--max_eval_samples", "4",
+         "--per_device_train_batch_size", "8", "--max_length", "128", "--logging_steps", "1", "--save_steps", "2",
+         "--output_dir", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step 2/2 | loss" in proc.stderr + proc.stdout  # the compact log line under the progress bar
+    summary = json.loads((out / "qtuning_summary.json").read_text())
+    assert summary["optimizer_steps"] == 2
+    assert summary["samples_scored"] == 16 and summary["samples_trained"] == 4
+    assert 0.5 < summary["eval_loss_before"] < 5.0  # a pretrained instruct model on Alpaca: ~1.6 measured
+    assert abs(summary["eval_loss_after"] - summary["eval_loss_before"]) < 1.0
+    assert (out / "adapter_model.safetensors").is_file()
+    plans = [json.loads(line) for line in open(out / "qtuning_plans.jsonl")]
+    assert len(plans) == 2 and all(sum(r != 0 for r in p["samples"]["role"]) == 2 for p in plans)

@@ -137,3 +137,30 @@ def _supplement_has_ties(plan, valid) -> bool:
     candidates = valid & ~(plan.sample_keep & ~plan.supplemented)
     values = distance[candidates].tolist()
     return len({round(v, 9) for v in values}) < len(values)
+
+
+@SETTINGS
+@given(batches(), st.integers(1, 4))
+def test_a_pool_of_parts_plans_like_their_concatenation(batch, n_parts):
+    from qtuning.selection import concat_scored, plan_pool, prepare_scores
+
+    nll, ent, loss_mask, attention, cfg = batch
+    B = nll.shape[0]
+    cuts = sorted({0, B, *[(B * k) // n_parts for k in range(1, n_parts)]})
+    parts = []
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        # each part trimmed to its own width, as micro-batches collated apart would be
+        used = attention[start:stop].any(dim=0).nonzero()
+        width = int(used.max()) + 1 if used.numel() else 1
+        parts.append(prepare_scores(nll[start:stop, :width], ent[start:stop, :width], loss_mask[start:stop, :width],
+                                    cfg, attention[start:stop, :width]))
+    whole = plan_batch(nll, ent, loss_mask, cfg, attention_mask=attention)
+    plans = plan_pool(parts, cfg)
+    for i, (start, stop) in enumerate(zip(cuts[:-1], cuts[1:])):
+        width = parts[i].loss_mask.shape[1]
+        assert torch.equal(plans[i].kept_role, whole.kept_role[start:stop])
+        assert torch.equal(plans[i].token_keep, whole.token_keep[start:stop, :width])
+        assert not whole.token_keep[start:stop, width:].any()
+        assert plans[i].alpha == whole.alpha and plans[i].iterations == whole.iterations
+    assert sum(p.num_kept_tokens for p in plans.values()) == whole.num_kept_tokens
+    assert concat_scored(parts).scores.ppl.shape == whole.sample_ppl.shape

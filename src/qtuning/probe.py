@@ -145,7 +145,9 @@ def nll_sum(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int 
     mask = targets != IGNORE_INDEX
     rows, row_targets = hidden[mask], targets[mask]  # (N, H), (N,)
     if rows.shape[0] == 0:
-        return hidden.sum() * 0.0  # keeps the graph (and DDP's reducer) connected
+        # Nothing to learn here, but every parameter (an untied head too) must still get a gradient,
+        # zero, so that DDP's reducer and FSDP's collectives run as on every other rank.
+        return head_logits(head, hidden[:, :1].flatten(0, 1), softcap).sum() * 0.0 + hidden.sum() * 0.0
 
     def chunk_loss(r, t):
         return F.cross_entropy(head_logits(head, r, softcap), t, reduction="sum")

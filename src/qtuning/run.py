@@ -16,6 +16,35 @@ from pathlib import Path
 from .sft_config import QTuningSFTConfig
 
 
+def compact_progress_callback():
+    """The Trainer's progress bar (with ETA), with one short line per log instead of a dict dump."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class CompactProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or self.training_bar is None or not logs:
+                return
+            if "eval_loss" in logs:
+                self.training_bar.write(f"step {state.global_step}/{state.max_steps} | eval loss {logs['eval_loss']:.4f}")
+            if "loss" not in logs:
+                return  # the end-of-training dict: run.py prints its own summary
+            parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
+            if "learning_rate" in logs:
+                parts.append(f"lr {logs['learning_rate']:.2e}")
+            if "qtuning/kept_sample_fraction" in logs:
+                quadrants = "/".join(f"{100 * logs[f'qtuning/quadrant_q{q}']:.0f}" for q in range(1, 5))
+                parts += [
+                    f"kept {logs['qtuning/kept_sample_fraction']:.1%} samples, "
+                    f"{logs['qtuning/kept_token_fraction']:.1%} tokens",
+                    f"Q1-Q4 {quadrants}%",
+                    f"bisection ok {logs['qtuning/bisection_converged_share']:.0%}",
+                    f"scoring {logs['qtuning/scoring_time_share']:.0%} of step time",
+                ]
+            self.training_bar.write(" | ".join(parts))
+
+    return CompactProgress()
+
+
 def build_trainer(cfg: QTuningSFTConfig, *, model=None, tokenizer=None, callbacks=None):
     """Model, data and trainer for a config; returns (trainer, data reports)."""
     from transformers import set_seed
@@ -64,6 +93,11 @@ def run_training(cfg: QTuningSFTConfig) -> dict:
           f"({cfg.sample_ratio:.3g} of samples x {cfg.token_ratio:.3g} of Q2 tokens, scoring={cfg.scoring}) "
           f"| output {cfg.output_dir}")
     trainer, reports = build_trainer(cfg)
+    if not cfg.disable_tqdm:
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(compact_progress_callback())
     for report in reports:
         for line in report.lines():
             print(f"[qtuning] {line}")
@@ -79,6 +113,7 @@ def run_training(cfg: QTuningSFTConfig) -> dict:
     trainer.train(resume_from_checkpoint=resume or None)
     after = trainer.evaluate()["eval_loss"] if has_eval else None
     trainer.save_model(cfg.output_dir)
+    trainer.save_state()  # trainer_state.json (the log history) next to the model
     summary = dict(trainer.qtuning_summary)
     summary.update(eval_loss_before=before, eval_loss_after=after,
                    data=[{"source": r.source, "rows_read": r.rows_read, "rows_used": r.rows_used,

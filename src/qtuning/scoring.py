@@ -140,8 +140,8 @@ def token_scores_from_hidden(
             f"hidden_states {tuple(hidden_states.shape)} and labels {tuple(labels.shape)} do not match: "
             "expected (B, T, H) and (B, T)"
         )
-    weight = lm_head_weight.float()  # (V, H): upcast once, not per chunk
-    bias = None if lm_head_bias is None else lm_head_bias.float()
+    weight = _full(lm_head_weight).float()  # (V, H): upcast once, not per chunk
+    bias = None if lm_head_bias is None else _full(lm_head_bias).float()
 
     def rows_at(b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.autocast(hidden_states.device.type, enabled=False):  # fp32 even inside a bf16 autocast region
@@ -155,6 +155,11 @@ def token_scores_from_hidden(
     targets = shift_labels(labels)
     positions = _default_positions(targets, positions)
     return _scores_at_positions(rows_at, targets, positions, chunk_size)
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP2 DTensor) parameter gathered whole; any other tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def sample_scores(

@@ -12,12 +12,12 @@ model's dtype or device; the bisection loops over iterations, never over samples
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
 from .config import QTuningConfig
-from .scoring import sample_scores
+from .scoring import SampleScores, sample_scores
 
 ROLE_DROPPED = 0
 ROLE_Q2 = 2  # kept, token-prunable ("valuable misconception")
@@ -66,6 +66,22 @@ class SelectionPlan:
     num_kept_tokens: int  # token_keep.sum()
     num_pruned_tokens: int  # trainable tokens of kept samples masked by stage 2
 
+    def take(self, start: int, stop: int, width: int | None = None) -> "SelectionPlan":
+        """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared."""
+        rows = slice(start, stop)
+        cols = slice(0, width)
+        keep = self.sample_keep[rows]
+        token_keep = self.token_keep[rows, cols]
+        trainable_kept = int(self.num_trainable_tokens[rows][keep].sum())
+        return replace(
+            self, sample_keep=keep, kept_role=self.kept_role[rows], supplemented=self.supplemented[rows],
+            quadrant=self.quadrant[rows], sample_ppl=self.sample_ppl[rows], sample_entropy=self.sample_entropy[rows],
+            num_trainable_tokens=self.num_trainable_tokens[rows], token_keep=token_keep,
+            token_score=self.token_score[rows, cols], num_kept=int(keep.sum()),
+            num_supplemented=int(self.supplemented[rows].sum()), num_trainable_tokens_kept_samples=trainable_kept,
+            num_kept_tokens=int(token_keep.sum()), num_pruned_tokens=trainable_kept - int(token_keep.sum()),
+        )
+
     def stats(self) -> dict[str, float | int | bool]:
         """The scalar fields, for logging."""
         tensor_names = {f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
@@ -113,6 +129,41 @@ def _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTun
             )
 
 
+@dataclass
+class ScoredBatch:
+    """A batch's scores, checked and on the CPU in float64: everything a selection reads."""
+
+    token_nll: torch.Tensor  # (B, T) float64, 0 outside loss_mask
+    loss_mask: torch.Tensor  # (B, T) bool
+    attention_mask: torch.Tensor | None  # (B, T) bool
+    scores: SampleScores  # per-sample PPL, Ent, token counts
+
+
+def prepare_scores(
+    token_nll: torch.Tensor,
+    token_entropy: torch.Tensor,
+    loss_mask: torch.Tensor,
+    cfg: QTuningConfig,
+    attention_mask: torch.Tensor | None = None,
+) -> ScoredBatch:
+    """Check the scores (shapes, NaN/Inf) and compute the per-sample PPL and Ent."""
+    loss_mask = loss_mask.detach().to("cpu", torch.bool)
+    attention_mask = None if attention_mask is None else attention_mask.detach().to("cpu", torch.bool)
+    token_nll = token_nll.detach().to("cpu", torch.float64)
+    token_entropy = token_entropy.detach().to("cpu", torch.float64)
+    _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg)
+    # Only positions that the masks select are read, whatever the rest holds.
+    token_nll = torch.where(loss_mask, token_nll, 0.0)
+    scores = sample_scores(token_nll, token_entropy, loss_mask, attention_mask, cfg.entropy_positions)
+    if not torch.isfinite(scores.ppl).all():
+        b = int((~torch.isfinite(scores.ppl)).nonzero()[0])
+        raise ScoreError(
+            f"sample {b} has a perplexity that overflows float64 (mean token NLL "
+            f"{float(token_nll[b][loss_mask[b]].mean()):.1f} nats): refusing to select from broken scores"
+        )
+    return ScoredBatch(token_nll=token_nll, loss_mask=loss_mask, attention_mask=attention_mask, scores=scores)
+
+
 def plan_batch(
     token_nll: torch.Tensor,
     token_entropy: torch.Tensor,
@@ -126,54 +177,44 @@ def plan_batch(
     attention_mask: bool (B, T), True at non-pad positions (needed for token_budget="batch" and
     entropy_positions="all"). All are aligned after the causal shift (see `qtuning.scoring`).
     """
-    loss_mask = loss_mask.detach().to("cpu", torch.bool)
-    attention_mask = None if attention_mask is None else attention_mask.detach().to("cpu", torch.bool)
-    token_nll = token_nll.detach().to("cpu", torch.float64)
-    token_entropy = token_entropy.detach().to("cpu", torch.float64)
-    _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg)
+    batch = prepare_scores(token_nll, token_entropy, loss_mask, cfg, attention_mask)
+    selection = select_samples(batch.scores.ppl, batch.scores.entropy, batch.scores.has_response, cfg)
+    return build_plan(batch, selection, cfg)
 
-    # Scores: only positions that the masks select are read, whatever the rest holds.
-    token_nll = torch.where(loss_mask, token_nll, 0.0)
-    scores = sample_scores(token_nll, token_entropy, loss_mask, attention_mask, cfg.entropy_positions)
-    valid = scores.has_response  # (B,)
-    ppl, ent = scores.ppl, scores.entropy  # (B,) float64
-    if not torch.isfinite(ppl).all():
-        b = int((~torch.isfinite(ppl)).nonzero()[0])
-        raise ScoreError(
-            f"sample {b} has a perplexity that overflows float64 (mean token NLL "
-            f"{float(token_nll[b][loss_mask[b]].mean()):.1f} nats): refusing to select from broken scores"
-        )
 
-    stage1 = select_samples(ppl, ent, valid, cfg)
-    kept_role = stage1.kept_role
-    token_keep, token_score, num_pruned = prune_tokens(token_nll, loss_mask, kept_role, cfg, attention_mask)
-
+def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningConfig) -> SelectionPlan:
+    """Stage 2 on a batch whose samples are already selected (possibly within a larger pool)."""
+    kept_role = selection.kept_role
+    token_keep, token_score, num_pruned = prune_tokens(
+        batch.token_nll, batch.loss_mask, kept_role, cfg, batch.attention_mask
+    )
     sample_keep = kept_role != ROLE_DROPPED
+    scores = batch.scores
     return SelectionPlan(
         sample_keep=sample_keep,
         kept_role=kept_role,
-        supplemented=stage1.supplemented,
-        quadrant=stage1.quadrant,
-        sample_ppl=ppl,
-        sample_entropy=ent,
+        supplemented=selection.supplemented,
+        quadrant=selection.quadrant,
+        sample_ppl=scores.ppl,
+        sample_entropy=scores.entropy,
         num_trainable_tokens=scores.num_tokens,
         token_keep=token_keep,
         token_score=token_score,
-        pool_size=stage1.pool_size,
-        target_count=stage1.target_count,
-        alpha=stage1.alpha,
-        beta=stage1.beta,
-        ppl_lo=stage1.ppl_lo,
-        ppl_hi=stage1.ppl_hi,
-        ent_lo=stage1.ent_lo,
-        ent_hi=stage1.ent_hi,
-        ppl_mid=(stage1.ppl_lo + stage1.ppl_hi) / 2,
-        ent_mid=(stage1.ent_lo + stage1.ent_hi) / 2,
-        iterations=stage1.iterations,
-        converged=stage1.converged,
-        bisection_kept_fraction=stage1.bisection_kept_fraction,
+        pool_size=selection.pool_size,
+        target_count=selection.target_count,
+        alpha=selection.alpha,
+        beta=selection.beta,
+        ppl_lo=selection.ppl_lo,
+        ppl_hi=selection.ppl_hi,
+        ent_lo=selection.ent_lo,
+        ent_hi=selection.ent_hi,
+        ppl_mid=(selection.ppl_lo + selection.ppl_hi) / 2,
+        ent_mid=(selection.ent_lo + selection.ent_hi) / 2,
+        iterations=selection.iterations,
+        converged=selection.converged,
+        bisection_kept_fraction=selection.bisection_kept_fraction,
         num_kept=int(sample_keep.sum()),
-        num_supplemented=int(stage1.supplemented.sum()),
+        num_supplemented=int(selection.supplemented.sum()),
         num_trainable_tokens_kept_samples=int(scores.num_tokens[sample_keep].sum()),
         num_kept_tokens=int(token_keep.sum()),
         num_pruned_tokens=num_pruned,
@@ -198,6 +239,11 @@ class SampleSelection:
     iterations: int = 0
     converged: bool = False
     bisection_kept_fraction: float = 0.0
+
+    def rows(self, start: int, stop: int) -> "SampleSelection":
+        """The selection of samples start..stop-1 of the pool (the pool-level fields are shared)."""
+        return replace(self, kept_role=self.kept_role[start:stop], supplemented=self.supplemented[start:stop],
+                       quadrant=self.quadrant[start:stop])
 
 
 def select_samples(
@@ -333,3 +379,39 @@ def prune_tokens(
         pruned[flat_order] = True
         pruned = pruned.view_as(candidate) & candidate
     return token_keep & ~pruned, score, int(pruned.sum())
+
+
+def concat_scored(parts: list[ScoredBatch]) -> ScoredBatch:
+    """One batch made of several (B_i, T_i) batches, right-padded to the widest."""
+    width = max(p.loss_mask.shape[1] for p in parts)
+
+    def pad(t, value):
+        return None if t is None else torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    attention = None if any(p.attention_mask is None for p in parts) else torch.cat(
+        [pad(p.attention_mask, False) for p in parts])
+    scores = SampleScores(*(torch.cat([getattr(p.scores, f) for p in parts])
+                            for f in ("ppl", "entropy", "num_tokens", "has_response")))
+    return ScoredBatch(token_nll=torch.cat([pad(p.token_nll, 0.0) for p in parts]),
+                       loss_mask=torch.cat([pad(p.loss_mask, False) for p in parts]),
+                       attention_mask=attention, scores=scores)
+
+
+def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | None = None) -> dict[int, SelectionPlan]:
+    """Plan a pool made of several batches (micro-batches, ranks): the same plan as `plan_batch` on
+    their concatenation, returned per part for the parts in `wanted` (default: all).
+
+    With token_budget="per_sample" only the per-sample scores of the other parts are read, so they
+    may come without token grids (token_nll None); the "batch" budget needs every part's grids.
+    """
+    wanted = list(range(len(parts))) if wanted is None else wanted
+    scores = SampleScores(*(torch.cat([getattr(p.scores, f) for p in parts])
+                            for f in ("ppl", "entropy", "num_tokens", "has_response")))
+    selection = select_samples(scores.ppl, scores.entropy, scores.has_response, cfg)
+    offsets = [0]
+    for part in parts:
+        offsets.append(offsets[-1] + part.scores.ppl.shape[0])
+    if cfg.token_budget == "batch" and cfg.token_ratio < 1.0:
+        whole = build_plan(concat_scored(parts), selection, cfg)
+        return {i: whole.take(offsets[i], offsets[i + 1], parts[i].loss_mask.shape[1]) for i in wanted}
+    return {i: build_plan(parts[i], selection.rows(offsets[i], offsets[i + 1]), cfg) for i in wanted}

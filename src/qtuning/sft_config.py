@@ -17,6 +17,7 @@ from .config import ConfigError, QTuningConfig, _check_choice
 PRUNING_METHODS = ("qtuning", "none")
 SCORING_MODES = ("probe", "reuse")
 PROBE_PRECISIONS = ("same", "bf16")
+SELECTION_POOLS = ("micro_batch", "global", "accumulation")
 
 
 @dataclass
@@ -64,6 +65,13 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                           "only (saves compute). 'reuse': one forward with grad over the whole batch gives the scores "
                           "and the masked loss (the authors' code: saves nothing, for faithful reproduction)."},
     )
+    selection_pool: str = field(
+        default="global",
+        metadata={"help": "Which samples compete in one selection: 'global' (micro-batch i of every process: the "
+                          "same selection on 1 or N processes), 'accumulation' (every micro-batch of the optimizer "
+                          "step on every process: the largest pool) or 'micro_batch' (each process's micro-batch "
+                          "alone: the paper; the result depends on the number of processes)."},
+    )
     probe_precision: str = field(
         default="same",
         metadata={"help": "Precision of the probe's forward: 'same' as training (fp32, or bf16 under bf16 mixed "
@@ -105,15 +113,28 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
     )
 
     def __post_init__(self) -> None:
-        if self.bf16 is None:
-            import torch
+        import os
 
+        import torch
+
+        if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        # Launched with torchrun on a machine without an accelerator: distributed CPU training (gloo),
+        # which TrainingArguments only sets up when told use_cpu.
+        accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+        if not accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self.use_cpu = True
         SFTConfig.__post_init__(self)
         QTuningConfig.__post_init__(self)
         _check_choice("pruning_method", self.pruning_method, PRUNING_METHODS)
         _check_choice("scoring", self.scoring, SCORING_MODES)
         _check_choice("probe_precision", self.probe_precision, PROBE_PRECISIONS)
+        _check_choice("selection_pool", self.selection_pool, SELECTION_POOLS)
+        if self.scoring == "reuse" and self.selection_pool == "accumulation":
+            raise ConfigError(
+                "selection_pool='accumulation' is not allowed with scoring='reuse': reuse mode scores each micro-batch "
+                "inside its own training forward, so the step's other micro-batches are not scored yet"
+            )
         if self.packing or self.padding_free:
             raise ConfigError(
                 f"packing={self.packing!r}, padding_free={self.padding_free!r} are not supported: Q-Tuning scores and "

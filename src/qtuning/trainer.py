@@ -29,7 +29,8 @@ from .plan_log import PlanLog, plan_records
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
 from .qtuner import apply_plan, loss_on_kept
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
-from .selection import SelectionPlan, plan_batch
+from .distributed import all_reduce_sum, plan_step
+from .selection import ScoredBatch, SelectionPlan, prepare_scores
 from .sft_config import QTuningSFTConfig
 
 PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
@@ -122,36 +123,31 @@ class QTuningSFTTrainer(SFTTrainer):
         self._qt_step_scoring_s = 0.0
         if self.args.scoring == "reuse" and self.args.pruning_method == "qtuning":
             return batches, None  # plans are made inside compute_loss, from the training forward
-        kept_tokens = 0
-        for index, batch in enumerate(batches):
-            plan = self._plan_micro_batch(batch, index)
-            batch[PLAN_KEY] = plan
-            kept_tokens += plan.num_kept_tokens
-        num_items = torch.tensor(kept_tokens, device=device, dtype=torch.long)
-        if self.args.world_size > 1 and self.args.average_tokens_across_devices:
-            num_items = self.accelerator.gather(num_items).sum()
-        return batches, num_items
-
-    def _plan_micro_batch(self, batch, index: int) -> SelectionPlan:
-        started = time.perf_counter()
-        input_ids = batch["input_ids"].to(self.args.device)
-        attention_mask = batch["attention_mask"].to(self.args.device)
-        labels = batch["labels"].to(self.args.device)
         if self.args.pruning_method == "none":
-            plan = _full_plan((shift_labels(labels) != IGNORE_INDEX).cpu())
-            self._record_plan(plan, batch, index, shift_mask(attention_mask).cpu(), scored=False)
-            return plan
+            plans = [_full_plan((shift_labels(b["labels"]) != IGNORE_INDEX).cpu()) for b in batches]
+        else:
+            started = time.perf_counter()
+            parts = [self._score_micro_batch(batch) for batch in batches]
+            plans = plan_step(parts, self.qt_config, self.args.selection_pool)
+            self._qt_step_scoring_s += time.perf_counter() - started
+        for index, (batch, plan) in enumerate(zip(batches, plans)):
+            batch[PLAN_KEY] = plan
+            scored = self.args.pruning_method != "none"
+            self._record_plan(plan, batch, index, shift_mask(batch["attention_mask"]).cpu(), scored=scored)
+        # The loss divides by the kept tokens of the whole step on every rank (see compute_loss).
+        return batches, all_reduce_sum(sum(p.num_kept_tokens for p in plans), device)
+
+    def _score_micro_batch(self, batch) -> ScoredBatch:
+        """The probe on one micro-batch: its scores, checked, on the CPU."""
         precision = (torch.autocast(self.args.device.type, dtype=torch.bfloat16)
                      if self.args.probe_precision == "bf16" else contextlib.nullcontext())
         with precision:
             scores, loss_mask, attention = score_batch(
-                self.model_wrapped, input_ids, attention_mask, labels, self.qt_config.entropy_positions,
-                self.args.score_chunk_size, self.args.probe_batch_size,
+                self.model_wrapped, batch["input_ids"].to(self.args.device),
+                batch["attention_mask"].to(self.args.device), batch["labels"].to(self.args.device),
+                self.qt_config.entropy_positions, self.args.score_chunk_size, self.args.probe_batch_size,
             )
-        plan = plan_batch(scores.nll, scores.entropy, loss_mask, self.qt_config, attention_mask=attention)
-        self._qt_step_scoring_s += time.perf_counter() - started
-        self._record_plan(plan, batch, index, attention.cpu(), scored=True)
-        return plan
+        return prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
 
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -167,8 +163,9 @@ class QTuningSFTTrainer(SFTTrainer):
         # Probe mode: forward+backward on the kept rows only, trailing pad columns trimmed.
         kept = apply_plan(inputs, plan)
         loss = loss_on_kept(model, kept, num_items_in_batch, self.args.loss_chunk_size)
-        if self.args.world_size > 1 and self.args.average_tokens_across_devices:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients; we want the global sum / count
+        # num_items counts the kept tokens of every rank and DDP averages the gradients over ranks:
+        # scaling by the world size makes the update sum(CE over all kept tokens) / (their count).
+        loss = loss * self.args.world_size
         trained_positions = int(kept["attention_mask"].sum()) if plan.num_kept else 0
         self._window_add(trained_rows=plan.num_kept, trained_tokens=plan.num_kept_tokens,
                          trained_positions=trained_positions)
@@ -182,13 +179,16 @@ class QTuningSFTTrainer(SFTTrainer):
             model, hidden.detach(), inputs["attention_mask"], inputs["labels"], self.qt_config.entropy_positions,
             self.args.score_chunk_size,
         )
-        plan = plan_batch(scores.nll, scores.entropy, loss_mask, self.qt_config, attention_mask=attention)
+        part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
+        plan = plan_step([part], self.qt_config, self.args.selection_pool)[0]
         self._qt_step_scoring_s += time.perf_counter() - started
         self._record_plan(plan, inputs, self._qt_reuse_index, attention.cpu(), scored=True)
         self._qt_reuse_index += 1
         targets = torch.where(plan.token_keep.to(hidden.device), shift_labels(inputs["labels"]), IGNORE_INDEX)
         total = nll_sum(model, hidden, targets, self.args.loss_chunk_size)
-        loss = total / max(1, plan.num_kept_tokens) / self.current_gradient_accumulation_steps
+        # Normalised per micro-batch (its kept tokens over all ranks), averaged over accumulation steps.
+        kept_here = all_reduce_sum(plan.num_kept_tokens, total.device).clamp(min=1)
+        loss = total / kept_here * self.args.world_size / self.current_gradient_accumulation_steps
         self._window_add(trained_rows=inputs["input_ids"].shape[0], trained_tokens=plan.num_kept_tokens,
                          trained_positions=int(inputs["attention_mask"].sum()))
         return loss

@@ -1,0 +1,95 @@
+"""Selection pools across micro-batches and processes (torch.distributed; any backend).
+
+    plans = plan_step(parts, cfg, pool)   # parts: this process's micro-batches of one optimizer step
+
+- "micro_batch": each micro-batch of each process is its own pool (the paper; depends on the
+  number of processes and on the accumulation steps);
+- "global": micro-batch i of every process forms one pool: the per-sample scores are gathered,
+  thresholds and supplement are computed once, identically on every rank, and each rank trains
+  its own kept samples (the same selection as one process fed the concatenated batch);
+- "accumulation": every micro-batch of the step on every rank forms one pool
+  (per_device_batch x gradient_accumulation x world_size samples).
+
+What crosses the network per step: with token_budget="per_sample", 3 numbers per sample (PPL and
+Ent as float64, a bool): 17 bytes per sample plus pickling overhead. With token_budget="batch"
+the token-level scores travel too (the budget is one global top-k over the pool): about
+10 bytes per position (float64 NLL, two bool masks).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from .config import QTuningConfig
+from .scoring import SampleScores
+from .selection import ScoredBatch, SelectionPlan, plan_pool
+
+SELECTION_POOLS = ("micro_batch", "global", "accumulation")
+
+
+def world(local: bool = False) -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed or when `local`."""
+    if not local and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_objects(obj, local: bool = False) -> list:
+    """obj from every rank, in rank order (a single-element list outside torch.distributed)."""
+    rank, size = world(local)
+    if size == 1:
+        return [obj]
+    out = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _shareable(part: ScoredBatch, cfg: QTuningConfig) -> ScoredBatch:
+    """What the other ranks need of a part: its per-sample scores, plus its token grids only for
+    the pool-wide token budget."""
+    if cfg.token_budget == "batch" and cfg.token_ratio < 1.0:
+        return part
+    scores = SampleScores(part.scores.ppl, part.scores.entropy, part.scores.num_tokens, part.scores.has_response)
+    return ScoredBatch(token_nll=None, loss_mask=None, attention_mask=None, scores=scores)
+
+
+def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global",
+              local: bool = False) -> list[SelectionPlan]:
+    """Plans for this process's micro-batches of one optimizer step (one per part, in order).
+
+    Every rank must call it at the same step with the same number of parts (the Trainer's even
+    batches guarantee it): it is a collective for "global" and "accumulation". `local=True` plans
+    as if this process were alone, even inside torch.distributed.
+    """
+    if pool not in SELECTION_POOLS:
+        raise ValueError(f"selection_pool={pool!r} is not allowed: expected one of {', '.join(SELECTION_POOLS)}")
+    rank, size = world(local)
+    if pool == "micro_batch" or (size == 1 and pool == "global"):
+        return [plan_pool([part], cfg)[0] for part in parts]
+    shared = gather_objects([_shareable(p, cfg) for p in parts], local)  # [rank][micro]
+    counts = {len(s) for s in shared}
+    if len(counts) != 1:
+        raise RuntimeError(f"ranks hold different numbers of micro-batches this step ({sorted(counts)}): "
+                           "cannot form a common selection pool")
+
+    def part_of(r: int, i: int) -> ScoredBatch:
+        return parts[i] if r == rank else shared[r][i]
+
+    if pool == "global":
+        return [plan_pool([part_of(r, i) for r in range(size)], cfg, wanted=[rank])[rank]
+                for i in range(len(parts))]
+    # accumulation: one pool, ordered micro-batch first, then rank (micro-batch i of the step is the
+    # concatenation of every rank's i-th micro-batch, as one process would see the global batch)
+    order = [(i, r) for i in range(len(parts)) for r in range(size)]
+    wanted = [k for k, (_, r) in enumerate(order) if r == rank]
+    plans = plan_pool([part_of(r, i) for i, r in order], cfg, wanted=wanted)
+    return [plans[k] for k in wanted]
+
+
+def all_reduce_sum(value: int, device, local: bool = False) -> torch.Tensor:
+    """A count summed over ranks, as a tensor on `device`."""
+    total = torch.tensor(value, dtype=torch.long, device=device)
+    if world(local)[1] > 1:
+        dist.all_reduce(total)
+    return total

@@ -1,0 +1,105 @@
+"""torch.distributed with gloo on CPU, 2 processes: the same selection as one process on the
+concatenated batch, no hang when a rank keeps nothing, and the CLI under torchrun."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK = Path(__file__).parent / "scripts" / "ddp_check.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, timeout=180):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), *map(str, args)]
+    # gloo binds to the interface of the host name unless told otherwise: keep it on loopback
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.mark.parametrize("pool, rank1_empty", [("global", False), ("accumulation", False), ("global", True)])
+def test_two_ranks_match_one_process_on_the_concatenation(pool, rank1_empty):
+    proc = torchrun(CHECK, "--pool", pool, *(["--rank1-empty"] if rank1_empty else []))
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(lines[-1])
+    assert result["roles_equal"] and result["finite"]
+    assert result["loss"] == pytest.approx(result["reference_loss"], abs=1e-5)
+    assert result["max_grad_error"] < 1e-5
+    if rank1_empty:
+        assert result["kept_per_rank"][1] == 0 and result["kept_per_rank"][0] > 0
+
+
+def test_train_command_under_torchrun(tmp_path):
+    from test_cli import make_tiny_model_dir, write_jsonl_rows
+
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    data = write_jsonl_rows(tmp_path / "data.jsonl", 40)
+    out = tmp_path / "run"
+    proc = torchrun("-m", "qtuning.cli", "train", "--model", model_dir, "--data", data, "--max_train_samples", "32",
+                    "--max_eval_samples", "4", "--per_device_train_batch_size", "4", "--logging_steps", "1",
+                    "--save_strategy", "no", "--output_dir", out, "--disable_tqdm", "true", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "qtuning_summary.json").read_text())
+    # 32 rows over 2 ranks x 4 per device = 4 steps; the summary counts both ranks' samples
+    assert summary["optimizer_steps"] == 4
+    assert summary["samples_scored"] == 32 and summary["samples_trained"] == 8  # K = round(0.25 * 8) per pool
+    logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert len(logs) == 4
+    # the logged statistics are gathered over both ranks, not rank 0's: compare with both plan logs
+    plans = [json.loads(line) for name in ("qtuning_plans.jsonl", "qtuning_plans.rank1.jsonl")
+             for line in open(out / name)]
+    assert len(plans) == 8 and {p["rank"] for p in plans} == {0, 1}
+    assert sum(e["qtuning/tokens_scored"] for e in logs) == sum(sum(p["samples"]["trainable_tokens"]) for p in plans)
+    for entry in logs:  # one global pool of 2 x 4 samples per step: K = 2
+        assert entry["qtuning/kept_sample_fraction"] == pytest.approx(0.25)
+    for step in range(1, 5):  # and both ranks planned from the same pool thresholds
+        alphas = {p["alpha"] for p in plans if p["step"] == step}
+        assert len(alphas) == 1 and all(p["pool_size"] == 8 for p in plans if p["step"] == step)
+
+
+FSDP = ["--fsdp", "full_shard auto_wrap", "--fsdp_config", '{"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}']
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_one_step_on_two_ranks_updates_like_one_process(tmp_path, sharding):
+    """Through the CLI: one SGD step of 2 ranks x 4 rows (global pool) == 1 process x 8 rows."""
+    from safetensors.torch import load_file
+
+    from test_cli import make_tiny_model_dir, write_jsonl_rows
+
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    data = write_jsonl_rows(tmp_path / "data.jsonl", 24)
+    common = ["-m", "qtuning.cli", "train", "--model", model_dir, "--data", data, "--max_steps", "1",
+              "--optim", "sgd", "--learning_rate", "0.5", "--lr_scheduler_type", "constant", "--max_grad_norm", "0",
+              "--lora_r", "0", "--eval_fraction", "0", "--save_strategy", "no", "--disable_tqdm", "true",
+              "--selection_pool", "global"]
+    single = subprocess.run([sys.executable, *map(str, common), "--per_device_train_batch_size", "8",
+                             "--output_dir", str(tmp_path / "single")], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    extra = FSDP if sharding == "fsdp" else []
+    multi = torchrun(*common, "--per_device_train_batch_size", "4", "--output_dir", tmp_path / "multi", *extra)
+    assert multi.returncode == 0, multi.stderr[-4000:]
+    a = load_file(tmp_path / "single" / "model.safetensors")
+    b = load_file(tmp_path / "multi" / "model.safetensors")
+    before = load_file(Path(model_dir) / "model.safetensors")
+    assert a.keys() == b.keys()
+    moved = max((a[k] - before[k]).abs().max().item() for k in a)
+    assert moved > 1e-4  # the step did something
+    for key in a:
+        assert (a[key] - b[key]).abs().max().item() < 1e-5, key
+    plans_single = [json.loads(l) for l in open(tmp_path / "single" / "qtuning_plans.jsonl")]
+    plans_multi = [json.loads(l) for name in ("qtuning_plans.jsonl", "qtuning_plans.rank1.jsonl")
+                   for l in open(tmp_path / "multi" / name)]
+    assert plans_single[0]["samples"]["role"] == plans_multi[0]["samples"]["role"] + plans_multi[1]["samples"]["role"]
