@@ -54,7 +54,7 @@ def test_train_command_under_torchrun(tmp_path):
     summary = json.loads((out / "qtuning_summary.json").read_text())
     # 32 rows over 2 ranks x 4 per device = 4 steps; the summary counts both ranks' samples
     assert summary["optimizer_steps"] == 4
-    assert summary["samples_scored"] == 32 and summary["samples_trained"] == 8  # K = round(0.25 * 8) per pool
+    assert summary["samples_scored"] == 32 and summary["samples_trained"] >= 8  # at least K = round(0.25 * 8) per pool
     logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
     assert len(logs) == 4
     # the logged statistics are gathered over both ranks, not rank 0's: compare with both plan logs
@@ -62,11 +62,13 @@ def test_train_command_under_torchrun(tmp_path):
              for line in open(out / name)]
     assert len(plans) == 8 and {p["rank"] for p in plans} == {0, 1}
     assert sum(e["qtuning/tokens_scored"] for e in logs) == sum(sum(p["samples"]["trainable_tokens"]) for p in plans)
-    for entry in logs:  # one global pool of 2 x 4 samples per step: K = 2
-        assert entry["qtuning/kept_sample_fraction"] == pytest.approx(0.25)
-    for step in range(1, 5):  # and both ranks planned from the same pool thresholds
-        alphas = {p["alpha"] for p in plans if p["step"] == step}
-        assert len(alphas) == 1 and all(p["pool_size"] == 8 for p in plans if p["step"] == step)
+    for step, entry in enumerate(logs, start=1):  # one global pool of 2 x 4 samples per step
+        step_plans = [p for p in plans if p["step"] == step]
+        kept = sum(r != 0 for p in step_plans for r in p["samples"]["role"])
+        assert kept >= 2 and entry["qtuning/kept_sample_fraction"] == pytest.approx(kept / 8)
+        # both ranks planned from the same pool: same thresholds, pool of 8
+        assert len({p["alpha"] for p in step_plans}) == 1 and all(p["pool_size"] == 8 for p in step_plans)
+    assert summary["samples_trained"] == sum(sum(r != 0 for r in p["samples"]["role"]) for p in plans)
 
 
 FSDP = ["--fsdp", "full_shard auto_wrap", "--fsdp_config", '{"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}']
