@@ -227,5 +227,26 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def exit_process(code: int) -> None:
+    """Exit; after a torch.distributed run, without interpreter finalization: gloo's worker threads
+    can deadlock it (pytorch/pytorch#75097 and related), leaving a finished run hanging forever."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        sys.exit(code)
+    import atexit
+    import os
+
+    dist.destroy_process_group()
+    atexit._run_exitfuncs()  # what a normal exit would run (loggers flushing, ...), while all is alive
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def entry_point() -> None:
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()
