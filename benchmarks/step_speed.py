@@ -8,12 +8,14 @@ in a rotating order (so that machine noise hits every method alike):
   full_trl        TRL's SFTTrainer, full data (its own fused LM-head loss)
   full            QTuningSFTTrainer with pruning_method=none: full data through OUR loss path
                   (LM head only at loss positions): the fair baseline
-  qtuning         probe mode at 25% x 50% (the default: probe in the training precision)
-  qtuning_bf16    the same with probe_precision=bf16 (bf16 autocast for the probe only)
+  qtuning         probe mode at 25% x 50%, default settings (probe_precision=auto: a bf16-autocast
+                  probe on this CPU, which has AVX512-BF16/AMX)
+  qtuning_fp32    the same with probe_precision=same (an fp32 probe, like the fp32 training)
   reuse           reuse mode at 25% x 50% (the authors' design: one forward with grad, loss masked)
 --batches grouped builds batches of rows of similar length instead (little padding anywhere).
 Prints the median seconds per optimizer step of each, the ratios to `full`, and the extra peak
-memory (RSS) of a step, each method measured alone in a fresh process. Writes
+memory of a step (RSS sampled every 5 ms during two steps, above the RSS before them), each
+method measured alone in a fresh process. Writes
 benchmarks/results/step_speed.json (field ratio_qtuning_to_full = qtuning / full).
 """
 
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ["full_trl", "full", "qtuning", "qtuning_bf16", "reuse"]
+METHODS = ["full_trl", "full", "qtuning", "qtuning_fp32", "reuse"]
 
 
 def build(method: str, args) -> tuple:
@@ -61,7 +63,7 @@ def build(method: str, args) -> tuple:
         settings = dict(pruning_method="none") if method == "full" else dict(
             pruning_method="qtuning", sample_ratio=args.sample_ratio, token_ratio=args.token_ratio,
             scoring="reuse" if method == "reuse" else "probe",
-            probe_precision="bf16" if method == "qtuning_bf16" else "same")
+            probe_precision="same" if method == "qtuning_fp32" else "auto")
         trainer = QTuningSFTTrainer(model=model, args=QTuningSFTConfig(**common, lora_r=0, **settings),
                                     train_dataset=to_dataset(train), processing_class=tokenizer, peft_config=lora)
     trainer.create_optimizer()
@@ -88,12 +90,33 @@ def optimizer_step(trainer, batch) -> float:
     return time.perf_counter() - start
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
 def _memory_worker(method: str, args, queue) -> None:
+    """Peak RSS during two optimizer steps, above the RSS just before them (sampled every 5 ms)."""
+    import threading
+
     trainer, batches = build(method, args)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for batch in batches[:2]:
+    optimizer_step(trainer, batches[0])  # optimizer state and caches exist from here on
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    for batch in batches[1:3]:
         optimizer_step(trainer, batch)
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    done.set()
+    thread.join()
+    queue.put((peak[0] - base) / 2**20)
 
 
 def peak_memory_mib(method: str, args) -> float:
@@ -152,7 +175,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "machine": platform.machine(), "measured_steps": args.steps,
         "median_s_per_step": median, "all_s_per_step": times, "extra_peak_rss_mib": memory,
         "ratio_qtuning_to_full": median["qtuning"] / base if "qtuning" in median else None,
-        "ratio_qtuning_bf16_probe_to_full": median["qtuning_bf16"] / base if "qtuning_bf16" in median else None,
+        "ratio_qtuning_fp32_probe_to_full": median["qtuning_fp32"] / base if "qtuning_fp32" in median else None,
         "ratio_reuse_to_full": median["reuse"] / base if "reuse" in median else None,
         "ratio_full_to_full_trl": base / median["full_trl"] if "full_trl" in median else None,
     }

@@ -18,7 +18,8 @@ from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 def make_trainer(tmp_path, dataset=None, model=None, **overrides):
     settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=2, logging_steps=1,
-                    report_to=[], learning_rate=1e-2, save_strategy="no", seed=0, lora_r=0, disable_tqdm=True)
+                    report_to=[], learning_rate=1e-2, save_strategy="no", seed=0, lora_r=0, disable_tqdm=True,
+                    probe_precision="same")  # fp32 probe: the references below score in fp32
     settings.update(overrides)
     cfg = QTuningSFTConfig(**settings)
     return QTuningSFTTrainer(model=model or tiny_llama(), args=cfg, train_dataset=dataset or tiny_dataset(32),
@@ -180,3 +181,14 @@ def test_packing_is_refused_at_start_up(tmp_path):
         QTuningSFTConfig(output_dir=str(tmp_path), packing=True)
     with pytest.raises(ConfigError, match="padding_free=True"):
         QTuningSFTConfig(output_dir=str(tmp_path), padding_free=True)
+
+
+def test_probe_precision_auto_follows_the_hardware(tmp_path):
+    from qtuning.sft_config import cpu_has_native_bf16
+
+    auto = QTuningSFTConfig(output_dir=str(tmp_path), report_to=[])
+    assert auto.probe_precision == "auto"
+    assert auto.resolved_probe_precision() == ("bf16" if cpu_has_native_bf16() else "same")
+    for explicit in ("same", "bf16"):
+        cfg = QTuningSFTConfig(output_dir=str(tmp_path), report_to=[], probe_precision=explicit)
+        assert cfg.resolved_probe_precision() == explicit

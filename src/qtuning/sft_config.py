@@ -16,7 +16,7 @@ from .config import ConfigError, QTuningConfig, _check_choice
 
 PRUNING_METHODS = ("qtuning", "none")
 SCORING_MODES = ("probe", "reuse")
-PROBE_PRECISIONS = ("same", "bf16")
+PROBE_PRECISIONS = ("auto", "same", "bf16")
 SELECTION_POOLS = ("micro_batch", "global", "accumulation")
 
 
@@ -73,10 +73,11 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                           "alone: the paper; the result depends on the number of processes)."},
     )
     probe_precision: str = field(
-        default="same",
-        metadata={"help": "Precision of the probe's forward: 'same' as training (fp32, or bf16 under bf16 mixed "
-                          "precision) or 'bf16' (bf16 autocast for the probe only: about 2x faster on CPUs with "
-                          "bf16 support; the vocabulary softmax stays fp32)."},
+        default="auto",
+        metadata={"help": "Precision of the probe's forward: 'bf16' (bf16 autocast for the probe only; the "
+                          "vocabulary softmax stays fp32), 'same' as training, or 'auto': bf16 where the hardware "
+                          "runs it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else 'same'. "
+                          "Training in bf16 mixed precision already probes in bf16."},
     )
     probe_batch_size: int = field(
         default=4,
@@ -150,6 +151,28 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
         if self.loss_chunk_size < 0:
             raise ConfigError(f"loss_chunk_size={self.loss_chunk_size!r} is not allowed: expected an integer >= 0")
 
+    def resolved_probe_precision(self) -> str:
+        """'bf16' or 'same': what probe_precision means on this machine."""
+        if self.probe_precision != "auto":
+            return self.probe_precision
+        import torch
+
+        if self.device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "same"
+        if self.device.type == "cpu":
+            return "bf16" if cpu_has_native_bf16() else "same"
+        return "same"
+
     def qtuning_config(self) -> QTuningConfig:
         """The engine's settings alone."""
         return QTuningConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(QTuningConfig)})
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo); False where unknown."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -2,7 +2,8 @@
 
 Per optimizer step (probe mode, the default):
   1. `get_batch_samples` fetches the step's micro-batches, scores each with a no-grad probe and
-     plans it (`plan_batch`); the kept trainable tokens of the whole step are counted.
+     plans them (`plan_step`: per micro-batch, per global batch across ranks, or over the whole
+     step, by `selection_pool`); the kept trainable tokens of the whole step are counted.
   2. `compute_loss` runs forward+backward on the kept rows only, pad columns that no kept row
      needs trimmed, with the LM head applied only at kept loss positions.
   3. The loss is sum(CE over kept tokens) / (kept tokens of the whole step, all ranks), so
@@ -81,6 +82,7 @@ class QTuningSFTTrainer(SFTTrainer):
             kwargs[key] = _with_row_ids(kwargs.get(key))
         super().__init__(*args, **kwargs)
         self.qt_config = config.qtuning_config()
+        self._qt_probe_precision = config.resolved_probe_precision()
         self.data_collator = _CollatorWithIds(self.data_collator)
         # compute_loss normalises by the kept tokens of the whole step (probe) or scales itself (reuse)
         self.loss_is_scaled_for_ga = True
@@ -140,7 +142,7 @@ class QTuningSFTTrainer(SFTTrainer):
     def _score_micro_batch(self, batch) -> ScoredBatch:
         """The probe on one micro-batch: its scores, checked, on the CPU."""
         precision = (torch.autocast(self.args.device.type, dtype=torch.bfloat16)
-                     if self.args.probe_precision == "bf16" else contextlib.nullcontext())
+                     if self._qt_probe_precision == "bf16" else contextlib.nullcontext())
         with precision:
             scores, loss_mask, attention = score_batch(
                 self.model_wrapped, batch["input_ids"].to(self.args.device),
