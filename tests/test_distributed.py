@@ -28,13 +28,17 @@ def torchrun(*args, timeout=180):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
-@pytest.mark.parametrize("pool, rank1_empty", [("global", False), ("accumulation", False), ("global", True)])
-def test_two_ranks_match_one_process_on_the_concatenation(pool, rank1_empty):
-    proc = torchrun(CHECK, "--pool", pool, *(["--rank1-empty"] if rank1_empty else []))
+@pytest.mark.parametrize(
+    "pool, rank1_empty, budget",
+    [("global", False, "per_sample"), ("accumulation", False, "per_sample"), ("global", True, "per_sample"),
+     ("accumulation", False, "batch")],
+)
+def test_two_ranks_match_one_process_on_the_concatenation(pool, rank1_empty, budget):
+    proc = torchrun(CHECK, "--pool", pool, "--token-budget", budget, *(["--rank1-empty"] if rank1_empty else []))
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(lines[-1])
-    assert result["roles_equal"] and result["finite"]
+    assert result["roles_equal"] and result["token_masks_equal"] and result["finite"]
     assert result["loss"] == pytest.approx(result["reference_loss"], abs=1e-5)
     assert result["max_grad_error"] < 1e-5
     if rank1_empty:

@@ -71,17 +71,23 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pool", choices=["global", "accumulation"], required=True)
     parser.add_argument("--rank1-empty", action="store_true")
+    parser.add_argument("--token-budget", choices=["per_sample", "batch"], default="per_sample")
     args = parser.parse_args()
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
-    cfg = QTuningConfig(sample_ratio=0.25, token_ratio=0.5)
+    cfg = QTuningConfig(sample_ratio=0.25, token_ratio=0.5, token_budget=args.token_budget)
 
     ddp = DistributedDataParallel(tiny_llama(seed=0))
     mine = [batch_of(rank, i, args.rank1_empty and rank == 1) for i in range(MICRO_BATCHES)]
     plans, loss = run_step(ddp, mine, cfg, args.pool, world_size)
     all_roles = [None] * world_size
     dist.all_gather_object(all_roles, [p.kept_role.tolist() for p in plans])
+    all_masks = [None] * world_size
+    dist.all_gather_object(all_masks, [p.token_keep for p in plans])
+
+    def all_masks_for(i):
+        return [all_masks[r][i] for r in range(world_size)]
     grads = {n: p.grad.clone() for n, p in ddp.module.named_parameters()}
 
     if rank == 0:
@@ -96,13 +102,19 @@ def main() -> int:
         )
         max_grad_error = max((grads[n] - p.grad).abs().max().item() for n, p in reference.named_parameters())
         finite = all(torch.isfinite(g).all() for g in grads.values())
+        ok_tokens = all(
+            torch.equal(ref_plans[i].token_keep, torch.cat([torch.nn.functional.pad(
+                t, (0, ref_plans[i].token_keep.shape[1] - t.shape[1])) for t in all_masks_for(i)]))
+            for i in range(MICRO_BATCHES)
+        )
         result = {
-            "pool": args.pool, "rank1_empty": args.rank1_empty, "roles_equal": ok_roles,
+            "pool": args.pool, "token_budget": args.token_budget, "rank1_empty": args.rank1_empty,
+            "roles_equal": ok_roles, "token_masks_equal": ok_tokens,
             "loss": loss, "reference_loss": ref_loss, "max_grad_error": max_grad_error, "finite": bool(finite),
             "kept_per_rank": [sum(sum(1 for x in micro if x) for micro in all_roles[r]) for r in range(world_size)],
         }
         print(json.dumps(result), flush=True)
-        passed = ok_roles and finite and abs(loss - ref_loss) < 1e-5 and max_grad_error < 1e-5
+        passed = ok_roles and ok_tokens and finite and abs(loss - ref_loss) < 1e-5 and max_grad_error < 1e-5
         dist.barrier()
         return 0 if passed else 1
     dist.barrier()
