@@ -14,7 +14,8 @@ in a rotating order (so that machine noise hits every method alike):
   reuse           reuse mode at 25% x 50% (the authors' design: one forward with grad, loss masked)
 --batches grouped builds batches of rows of similar length instead (little padding anywhere).
 Prints the median seconds per optimizer step of each, the ratios to `full`, and the extra peak
-memory of a step (RSS sampled every 5 ms during two steps, above the RSS before them), each
+memory of training (RSS sampled every 5 ms during three steps, above the RSS of the built
+trainer with its model, before any step), each
 method measured alone in a fresh process. Writes
 benchmarks/results/step_speed.json (field ratio_qtuning_to_full = qtuning / full).
 """
@@ -96,11 +97,10 @@ def _rss_bytes() -> int:
 
 
 def _memory_worker(method: str, args, queue) -> None:
-    """Peak RSS during two optimizer steps, above the RSS just before them (sampled every 5 ms)."""
+    """Peak RSS during three optimizer steps, above the RSS of the built trainer (sampled every 5 ms)."""
     import threading
 
     trainer, batches = build(method, args)
-    optimizer_step(trainer, batches[0])  # optimizer state and caches exist from here on
     base = _rss_bytes()
     peak = [base]
     done = threading.Event()
@@ -112,7 +112,7 @@ def _memory_worker(method: str, args, queue) -> None:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    for batch in batches[1:3]:
+    for batch in batches[:3]:
         optimizer_step(trainer, batch)
     done.set()
     thread.join()
@@ -124,9 +124,14 @@ def peak_memory_mib(method: str, args) -> float:
     queue = ctx.Queue()
     proc = ctx.Process(target=_memory_worker, args=(method, args, queue))
     proc.start()
-    value = queue.get()
-    proc.join()
-    return value
+    while proc.is_alive() or not queue.empty():
+        try:
+            value = queue.get(timeout=5)
+            proc.join()
+            return value
+        except Exception:  # queue.Empty: still running
+            continue
+    raise RuntimeError(f"memory worker for {method} died with exit code {proc.exitcode} (killed for memory?)")
 
 
 def main() -> None:
@@ -143,9 +148,22 @@ def main() -> None:
     parser.add_argument("--batches", choices=["random", "grouped"], default="random",
                         help="random rows per batch (as the Trainer draws them) or rows of similar length")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory measurement (one fresh process per method, one after another)")
     args = parser.parse_args()
 
     import torch
+
+    if args.memory_only:
+        memory = {}
+        for m in args.methods:
+            memory[m] = peak_memory_mib(m, args)
+            print(f"{m:14s} extra peak RSS during a step: {memory[m]:.0f} MiB", flush=True)
+        RESULTS.mkdir(exist_ok=True)
+        out = {"benchmark": "step_speed_memory", "batches": args.batches, "batch": args.batch,
+               "max_length": args.max_length, "extra_peak_rss_mib": memory}
+        (RESULTS / "step_speed_memory.json").write_text(json.dumps(out, indent=1) + "\n")
+        return
 
     built = {m: build(m, args) for m in args.methods}
     batches = built[args.methods[0]][1]
@@ -161,6 +179,7 @@ def main() -> None:
         print(f"step {step}: " + ", ".join(f"{m} {times[m][-1]:.2f}s" for m in args.methods if times[m]), flush=True)
     del built
     median = {m: statistics.median(v) for m, v in times.items()}
+    # (in a fresh process per method: the models of this process would share the machine's memory)
     memory = {} if args.no_memory else {m: peak_memory_mib(m, args) for m in args.methods}
 
     base = median["full"]
