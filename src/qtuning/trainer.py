@@ -132,9 +132,9 @@ class QTuningSFTTrainer(SFTTrainer):
             parts = [self._score_micro_batch(batch) for batch in batches]
             plans = plan_step(parts, self.qt_config, self.args.selection_pool)
             self._qt_step_scoring_s += time.perf_counter() - started
+        scored = self.args.pruning_method != "none"
         for index, (batch, plan) in enumerate(zip(batches, plans)):
             batch[PLAN_KEY] = plan
-            scored = self.args.pruning_method != "none"
             self._record_plan(plan, batch, index, shift_mask(batch["attention_mask"]).cpu(), scored=scored)
         # The loss divides by the kept tokens of the whole step on every rank (see compute_loss).
         return batches, all_reduce_sum(sum(p.num_kept_tokens for p in plans), device)
