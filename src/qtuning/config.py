@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 TOKEN_BUDGETS = ("per_sample", "batch")
 PRUNE_DIRECTIONS = ("high", "low")
 ENTROPY_POSITIONS = ("response", "all")
+KEPT_QUADRANTS = ("q2_q4", "q1_q4", "q2_q3")
+PRUNE_TOKENS_IN = ("q2", "q2_q4")
+# kept in step with qtuning.policies (this module imports nothing heavy)
+SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
+TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
 
 
 class ConfigError(ValueError):
@@ -66,6 +71,46 @@ class QTuningConfig:
             "paper) or 'all' (every non-pad position, prompt included: the authors' code)."
         },
     )
+    sample_pruner: str = field(
+        default="qtuning",
+        metadata={
+            "help": "Which samples of a pool are trained on: 'qtuning' (the EU-plane bisection), or a "
+            "baseline at the same budget round(sample_ratio * N): 'random', 'longest' (drop the longest "
+            "responses), 'entropy' (keep the highest entropy), 'infobatch' (keep the above-mean loss, "
+            "subsample and rescale the rest, anneal at the end), or 'none' (keep every sample)."
+        },
+    )
+    token_pruner: str = field(
+        default="qtuning",
+        metadata={
+            "help": "Which tokens of the token-prunable kept samples lose their loss: 'qtuning' (highest "
+            "neighbour-smoothed perplexity), 'ppl' (highest own perplexity), 'random', 'rho1' (lowest "
+            "excess loss against the initial model), or 'none'. With sample_pruner='qtuning' only the Q2 "
+            "samples are token-pruned (see prune_tokens_in); with a baseline sample pruner, every kept sample."
+        },
+    )
+    kept_quadrants: str = field(
+        default="q2_q4",
+        metadata={
+            "help": "Ablation: the two corners of the EU plane Q-Tuning keeps: 'q2_q4' (the method: "
+            "misconceptions and calibration data), 'q1_q4' (high-PPL high-entropy instead of Q2) or "
+            "'q2_q3' (low-PPL low-entropy instead of Q4). The high-PPL corner is the token-pruned one."
+        },
+    )
+    prune_tokens_in: str = field(
+        default="q2",
+        metadata={
+            "help": "Ablation: which Q-Tuning-kept samples are token-pruned: 'q2' (the method) or 'q2_q4' "
+            "(both kept corners)."
+        },
+    )
+    infobatch_anneal: float = field(
+        default=0.125,
+        metadata={
+            "help": "sample_pruner='infobatch' only: the final fraction of training steps that trains on "
+            "every sample, unweighted (InfoBatch's annealing), in [0, 1]."
+        },
+    )
     bisection_max_iters: int = field(
         default=10,
         metadata={"help": "Maximum number of bisection iterations of the quantile search (>= 1)."},
@@ -89,6 +134,11 @@ class QTuningConfig:
         _check_choice("token_budget", self.token_budget, TOKEN_BUDGETS)
         _check_choice("prune_direction", self.prune_direction, PRUNE_DIRECTIONS)
         _check_choice("entropy_positions", self.entropy_positions, ENTROPY_POSITIONS)
+        _check_choice("sample_pruner", self.sample_pruner, SAMPLE_PRUNERS)
+        _check_choice("token_pruner", self.token_pruner, TOKEN_PRUNERS)
+        _check_choice("kept_quadrants", self.kept_quadrants, KEPT_QUADRANTS)
+        _check_choice("prune_tokens_in", self.prune_tokens_in, PRUNE_TOKENS_IN)
+        _check_ratio("infobatch_anneal", self.infobatch_anneal, low_open=False)
         if isinstance(self.bisection_max_iters, bool) or not isinstance(self.bisection_max_iters, int) \
                 or self.bisection_max_iters < 1:
             raise ConfigError(

@@ -133,10 +133,12 @@ def head_logits(head, rows: torch.Tensor, softcap: float | None) -> torch.Tensor
     return logits
 
 
-def nll_sum(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+def nll_sum(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096,
+            row_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of cross-entropy over the positions whose target is set, with grad.
 
-    hidden (B, T, H); targets (B, T) on the shifted grid (IGNORE_INDEX where no loss). Only those
+    hidden (B, T, H); targets (B, T) on the shifted grid (IGNORE_INDEX where no loss); row_weight
+    (B,) optional per-row loss weights (InfoBatch's rescaling). Only those
     positions go through the head. Above `chunk_size` positions the head and the loss run in
     checkpointed chunks, so at most (chunk, V) logits are alive at a time.
     """
@@ -144,20 +146,26 @@ def nll_sum(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int 
     softcap = logit_softcap(model)
     mask = targets != IGNORE_INDEX
     rows, row_targets = hidden[mask], targets[mask]  # (N, H), (N,)
+    weights = None
+    if row_weight is not None:
+        weights = row_weight.to(hidden.device, torch.float32).unsqueeze(1).expand(mask.shape)[mask]  # (N,)
     if rows.shape[0] == 0:
         # Nothing to learn here, but every parameter (an untied head too) must still get a gradient,
         # zero, so that DDP's reducer and FSDP's collectives run as on every other rank.
         return head_logits(head, hidden[:, :1].flatten(0, 1), softcap).sum() * 0.0 + hidden.sum() * 0.0
 
-    def chunk_loss(r, t):
-        return F.cross_entropy(head_logits(head, r, softcap), t, reduction="sum")
+    def chunk_loss(r, t, w=None):
+        if w is None:
+            return F.cross_entropy(head_logits(head, r, softcap), t, reduction="sum")
+        return (F.cross_entropy(head_logits(head, r, softcap), t, reduction="none") * w).sum()
 
     if chunk_size <= 0 or rows.shape[0] <= chunk_size:
-        return chunk_loss(rows, row_targets)
+        return chunk_loss(rows, row_targets, weights)
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, rows.shape[0], chunk_size):
         end = start + chunk_size
-        total = total + checkpoint(chunk_loss, rows[start:end], row_targets[start:end], use_reentrant=False)
+        w = None if weights is None else weights[start:end]
+        total = total + checkpoint(chunk_loss, rows[start:end], row_targets[start:end], w, use_reentrant=False)
     return total
 
 

@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 
 from .config import QTuningConfig
+from .policies import baseline_keep, token_priority
 from .scoring import SampleScores, sample_scores
 
 ROLE_DROPPED = 0
-ROLE_Q2 = 2  # kept, token-prunable ("valuable misconception")
-ROLE_Q4 = 4  # kept whole ("calibration data")
+ROLE_KEPT = 1  # kept by a baseline sample pruner (qtuning.policies); token-prunable
+ROLE_Q2 = 2  # kept, token-prunable ("valuable misconception"; the kept high-PPL corner)
+ROLE_Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
 
 # exp() overflows float64 above ~709.78; a token NLL that large is already "infinitely" surprising.
 _MAX_TOKEN_NLL = 700.0
@@ -65,6 +67,7 @@ class SelectionPlan:
     num_trainable_tokens_kept_samples: int  # trainable tokens of the kept samples, before token pruning
     num_kept_tokens: int  # token_keep.sum()
     num_pruned_tokens: int  # trainable tokens of kept samples masked by stage 2
+    sample_weight: torch.Tensor | None = None  # (B,) float64 loss weight (InfoBatch's rescaling); None = all 1
 
     def take(self, start: int, stop: int, width: int | None = None) -> "SelectionPlan":
         """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared."""
@@ -80,11 +83,13 @@ class SelectionPlan:
             token_score=self.token_score[rows, cols], num_kept=int(keep.sum()),
             num_supplemented=int(self.supplemented[rows].sum()), num_trainable_tokens_kept_samples=trainable_kept,
             num_kept_tokens=int(token_keep.sum()), num_pruned_tokens=trainable_kept - int(token_keep.sum()),
+            sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
         )
 
     def stats(self) -> dict[str, float | int | bool]:
         """The scalar fields, for logging."""
         tensor_names = {f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        tensor_names.add("sample_weight")  # a tensor or None
         out = {k: v for k, v in asdict(self).items() if k not in tensor_names}
         for q in range(1, 5):
             out[f"quadrant_{q}"] = int((self.quadrant == q).sum())
@@ -137,6 +142,7 @@ class ScoredBatch:
     loss_mask: torch.Tensor  # (B, T) bool
     attention_mask: torch.Tensor | None  # (B, T) bool
     scores: SampleScores  # per-sample PPL, Ent, token counts
+    reference_nll: torch.Tensor | None = None  # (B, T) float64: a reference model's NLL (token_pruner="rho1")
 
 
 def prepare_scores(
@@ -178,15 +184,27 @@ def plan_batch(
     entropy_positions="all"). All are aligned after the causal shift (see `qtuning.scoring`).
     """
     batch = prepare_scores(token_nll, token_entropy, loss_mask, cfg, attention_mask)
-    selection = select_samples(batch.scores.ppl, batch.scores.entropy, batch.scores.has_response, cfg)
-    return build_plan(batch, selection, cfg)
+    return plan_pool([batch], cfg)[0]
 
 
-def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningConfig) -> SelectionPlan:
-    """Stage 2 on a batch whose samples are already selected (possibly within a larger pool)."""
+def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningConfig,
+               generator: torch.Generator | None = None) -> SelectionPlan:
+    """Stage 2 on a batch whose samples are already selected (possibly within a larger pool).
+
+    `generator` drives token_pruner="random"."""
     kept_role = selection.kept_role
+    if cfg.sample_pruner != "qtuning" or cfg.prune_tokens_in == "q2_q4":
+        prunable = kept_role != ROLE_DROPPED  # (B,)
+    else:
+        prunable = kept_role == ROLE_Q2
+    if cfg.token_pruner == "none":
+        prunable = torch.zeros_like(prunable)
+    priority = None
+    if cfg.token_pruner not in ("qtuning", "none"):
+        priority = token_priority(cfg.token_pruner, batch.token_nll, batch.loss_mask, generator=generator,
+                                  reference_nll=batch.reference_nll)
     token_keep, token_score, num_pruned = prune_tokens(
-        batch.token_nll, batch.loss_mask, kept_role, cfg, batch.attention_mask
+        batch.token_nll, batch.loss_mask, kept_role, cfg, batch.attention_mask, prunable=prunable, priority=priority
     )
     sample_keep = kept_role != ROLE_DROPPED
     scores = batch.scores
@@ -218,6 +236,7 @@ def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningCon
         num_trainable_tokens_kept_samples=int(scores.num_tokens[sample_keep].sum()),
         num_kept_tokens=int(token_keep.sum()),
         num_pruned_tokens=num_pruned,
+        sample_weight=selection.weight,
     )
 
 
@@ -239,11 +258,37 @@ class SampleSelection:
     iterations: int = 0
     converged: bool = False
     bisection_kept_fraction: float = 0.0
+    weight: torch.Tensor | None = None  # (B,) float64 loss weights (InfoBatch); None = all 1
 
     def rows(self, start: int, stop: int) -> "SampleSelection":
         """The selection of samples start..stop-1 of the pool (the pool-level fields are shared)."""
         return replace(self, kept_role=self.kept_role[start:stop], supplemented=self.supplemented[start:stop],
-                       quadrant=self.quadrant[start:stop])
+                       quadrant=self.quadrant[start:stop],
+                       weight=None if self.weight is None else self.weight[start:stop])
+
+
+def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Generator | None = None,
+                progress: float = 0.0) -> SampleSelection:
+    """Stage 1 by `cfg.sample_pruner`: Q-Tuning's bisection, or a baseline of `qtuning.policies`.
+
+    generator: drives the random draws of the baselines; progress: fraction of training done
+    (InfoBatch's annealing)."""
+    if cfg.sample_pruner == "qtuning":
+        return select_samples(scores.ppl, scores.entropy, scores.has_response, cfg)
+    valid = scores.has_response.detach().to("cpu", torch.bool)
+    keep, weight = baseline_keep(
+        cfg.sample_pruner, scores.ppl.detach().cpu().double(), scores.entropy.detach().cpu().double(),
+        scores.num_tokens.detach().cpu(), valid, cfg.sample_ratio, generator=generator, progress=progress,
+        infobatch_anneal=cfg.infobatch_anneal,
+    )
+    n = int(valid.sum())
+    return SampleSelection(
+        kept_role=torch.where(keep, ROLE_KEPT, ROLE_DROPPED), supplemented=torch.zeros_like(keep),
+        quadrant=torch.zeros(keep.shape[0], dtype=torch.int64), pool_size=n,
+        target_count=min(n, max(1, round(cfg.sample_ratio * n))) if n else 0, converged=True,
+        bisection_kept_fraction=int(keep.sum()) / n if n else 0.0,
+        weight=None if bool((weight == 1).all()) else weight,
+    )
 
 
 def select_samples(
@@ -269,6 +314,10 @@ def select_samples(
         raise ScoreError("sample scores contain NaN or Inf: refusing to select from broken scores")
 
     r_s = cfg.sample_ratio
+    # The kept corners (ALGORITHM.md section 3): the high-PPL one is Q2 (low entropy) or, as an
+    # ablation, Q1; the low-PPL one is Q4 (high entropy) or Q3.
+    high_corner_low_ent = cfg.kept_quadrants in ("q2_q4", "q2_q3")
+    low_corner_high_ent = cfg.kept_quadrants in ("q2_q4", "q1_q4")
     ppl_sorted = torch.sort(ppl[valid]).values.tolist()
     ent_sorted = torch.sort(ent[valid]).values.tolist()
     a_lo = b_lo = 0.0
@@ -277,8 +326,8 @@ def select_samples(
         a, b = (a_lo + a_hi) / 2, (b_lo + b_hi) / 2
         ppl_hi, ppl_lo = quantile_sorted(ppl_sorted, 1 - a), quantile_sorted(ppl_sorted, a)
         ent_lo, ent_hi = quantile_sorted(ent_sorted, b), quantile_sorted(ent_sorted, 1 - b)
-        in_q2 = valid & (ppl > ppl_hi) & (ent <= ent_lo)
-        in_q4 = valid & (ppl <= ppl_lo) & (ent > ent_hi)
+        in_q2 = valid & (ppl > ppl_hi) & ((ent <= ent_lo) if high_corner_low_ent else (ent > ent_hi))
+        in_q4 = valid & (ppl <= ppl_lo) & ((ent > ent_hi) if low_corner_high_ent else (ent <= ent_lo))
         fraction = int(in_q2.sum() + in_q4.sum()) / n
         # The result is the LAST iterate, not the best one (ALGORITHM.md section 3).
         result.alpha, result.beta, result.iterations = a, b, iteration
@@ -302,12 +351,15 @@ def select_samples(
     missing = target - int((kept_role != ROLE_DROPPED).sum())
     if missing > 0:
         p_hat, e_hat = _min_max(ppl, valid), _min_max(ent, valid)
-        distance = torch.maximum(p_hat - e_hat, e_hat - p_hat)  # (B,)
+        # closeness to each kept corner of the normalised plane; for Q2/Q4 these are p - e and e - p
+        toward_high = p_hat - e_hat if high_corner_low_ent else p_hat + e_hat - 1
+        toward_low = e_hat - p_hat if low_corner_high_ent else 1 - p_hat - e_hat
+        distance = torch.maximum(toward_high, toward_low)  # (B,)
         candidate = valid & (kept_role == ROLE_DROPPED)
         key = torch.where(candidate, distance, -math.inf)
         order = torch.sort(key, descending=True, stable=True).indices[:missing]
         supplemented[order] = True
-        kept_role[order] = torch.where(p_hat[order] >= e_hat[order], ROLE_Q2, ROLE_Q4)
+        kept_role[order] = torch.where(toward_high[order] >= toward_low[order], ROLE_Q2, ROLE_Q4)
 
     # Quadrants for reporting, by the mid thresholds of the last iterate.
     high_ppl = ppl > (result.ppl_lo + result.ppl_hi) / 2
@@ -344,16 +396,24 @@ def prune_tokens(
     kept_role: torch.Tensor,
     cfg: QTuningConfig,
     attention_mask: torch.Tensor | None = None,
+    *,
+    prunable: torch.Tensor | None = None,
+    priority: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Stage 2 (ALGORITHM.md section 4): mask the highest-s tokens of the Q2 samples.
 
     token_nll: float64 (B, T); loss_mask, attention_mask: bool (B, T); kept_role: (B,).
-    Returns token_keep bool (B, T), the smoothed scores s (B, T) at the candidates, and the
-    number of pruned tokens.
+    prunable: (B,) bool, the samples whose tokens may be pruned (default: the Q2 role);
+    priority: (B, T) float, a baseline's pruning priority instead of the smoothed perplexity.
+    Returns token_keep bool (B, T), the scores (B, T) at the candidates (s, or the priority), and
+    the number of pruned tokens.
     """
     sample_keep = kept_role != ROLE_DROPPED  # (B,)
-    candidate = loss_mask & (kept_role == ROLE_Q2).unsqueeze(1)  # (B, T)
-    score = torch.where(candidate, smoothed_token_ppl(token_nll, loss_mask, cfg.smoothing), 0.0)
+    if prunable is None:
+        prunable = kept_role == ROLE_Q2
+    candidate = loss_mask & prunable.unsqueeze(1)  # (B, T)
+    base = smoothed_token_ppl(token_nll, loss_mask, cfg.smoothing) if priority is None else priority.double()
+    score = torch.where(candidate, base, 0.0)
     token_keep = loss_mask & sample_keep.unsqueeze(1)  # (B, T)
     if cfg.token_ratio >= 1.0 or not candidate.any():
         return token_keep, score, 0
@@ -392,26 +452,37 @@ def concat_scored(parts: list[ScoredBatch]) -> ScoredBatch:
         [pad(p.attention_mask, False) for p in parts])
     scores = SampleScores(*(torch.cat([getattr(p.scores, f) for p in parts])
                             for f in ("ppl", "entropy", "num_tokens", "has_response")))
+    reference = None if any(p.reference_nll is None for p in parts) else torch.cat(
+        [pad(p.reference_nll, 0.0) for p in parts])
     return ScoredBatch(token_nll=torch.cat([pad(p.token_nll, 0.0) for p in parts]),
                        loss_mask=torch.cat([pad(p.loss_mask, False) for p in parts]),
-                       attention_mask=attention, scores=scores)
+                       attention_mask=attention, scores=scores, reference_nll=reference)
 
 
-def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | None = None) -> dict[int, SelectionPlan]:
+def _generator(seed: int | None, stream: int) -> torch.Generator | None:
+    """An independent random stream per (seed, stream), so every rank draws the same numbers."""
+    return None if seed is None else torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | None = None, *,
+              seed: int | None = None, progress: float = 0.0) -> dict[int, SelectionPlan]:
     """Plan a pool made of several batches (micro-batches, ranks): the same plan as `plan_batch` on
     their concatenation, returned per part for the parts in `wanted` (default: all).
 
     With token_budget="per_sample" only the per-sample scores of the other parts are read, so they
     may come without token grids (token_nll None); the "batch" budget needs every part's grids.
+    seed: seeds the random draws of the baselines (the same seed gives the same plan on every rank);
+    progress: fraction of training done, for InfoBatch's annealing.
     """
     wanted = list(range(len(parts))) if wanted is None else wanted
     scores = SampleScores(*(torch.cat([getattr(p.scores, f) for p in parts])
                             for f in ("ppl", "entropy", "num_tokens", "has_response")))
-    selection = select_samples(scores.ppl, scores.entropy, scores.has_response, cfg)
+    selection = select_pool(scores, cfg, _generator(seed, 0), progress)
     offsets = [0]
     for part in parts:
         offsets.append(offsets[-1] + part.scores.ppl.shape[0])
     if cfg.token_budget == "batch" and cfg.token_ratio < 1.0:
-        whole = build_plan(concat_scored(parts), selection, cfg)
+        whole = build_plan(concat_scored(parts), selection, cfg, _generator(seed, 1))
         return {i: whole.take(offsets[i], offsets[i + 1], parts[i].loss_mask.shape[1]) for i in wanted}
-    return {i: build_plan(parts[i], selection.rows(offsets[i], offsets[i + 1]), cfg) for i in wanted}
+    return {i: build_plan(parts[i], selection.rows(offsets[i], offsets[i + 1]), cfg, _generator(seed, 2 + i))
+            for i in wanted}

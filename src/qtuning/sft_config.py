@@ -136,6 +136,11 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                 "selection_pool='accumulation' is not allowed with scoring='reuse': reuse mode scores each micro-batch "
                 "inside its own training forward, so the step's other micro-batches are not scored yet"
             )
+        if self.scoring == "reuse" and (self.sample_pruner, self.token_pruner) != ("qtuning", "qtuning"):
+            raise ConfigError(
+                f"sample_pruner={self.sample_pruner!r}, token_pruner={self.token_pruner!r} are not allowed with "
+                "scoring='reuse': the baselines run in probe mode (scoring: probe)"
+            )
         if self.packing or self.padding_free:
             raise ConfigError(
                 f"packing={self.packing!r}, padding_free={self.padding_free!r} are not supported: Q-Tuning scores and "

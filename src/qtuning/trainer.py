@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from .plan_log import PlanLog, plan_records
+from .policies import needs_scores
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
 from .qtuner import apply_plan, loss_on_kept
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
@@ -87,6 +88,14 @@ class QTuningSFTTrainer(SFTTrainer):
         # compute_loss normalises by the kept tokens of the whole step (probe) or scales itself (reuse)
         self.loss_is_scaled_for_ga = True
         check_head_path(self.model)
+        self._qt_needs_scores = needs_scores(self.qt_config.sample_pruner, self.qt_config.token_pruner)
+        self._qt_reference = None  # token_pruner="rho1" on a model without adapters: a frozen copy
+        if self.qt_config.token_pruner == "rho1" and not hasattr(self.model, "disable_adapter"):
+            import copy
+
+            reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+            reference.__dict__.pop("forward", None)  # TRL's fused-head forward, bound to the original's closure
+            self._qt_reference = reference
         self._qt_window: dict[str, float] = defaultdict(float)  # sums since the last log
         self._qt_totals: dict[str, float] = defaultdict(float)  # sums since the start of training (resumable)
         self._qt_last_warned: dict[str, int] = {}
@@ -125,14 +134,18 @@ class QTuningSFTTrainer(SFTTrainer):
         self._qt_step_scoring_s = 0.0
         if self.args.scoring == "reuse" and self.args.pruning_method == "qtuning":
             return batches, None  # plans are made inside compute_loss, from the training forward
+        scored = self.args.pruning_method != "none" and self._qt_needs_scores
         if self.args.pruning_method == "none":
             plans = [_full_plan((shift_labels(b["labels"]) != IGNORE_INDEX).cpu()) for b in batches]
         else:
             started = time.perf_counter()
-            parts = [self._score_micro_batch(batch) for batch in batches]
-            plans = plan_step(parts, self.qt_config, self.args.selection_pool)
+            score = self._score_micro_batch if scored else self._unscored_micro_batch
+            parts = [score(batch) for batch in batches]
+            # A new random stream per step, the same on every rank (the baselines' random draws).
+            seed = self.args.seed * 100_003 + self.state.global_step
+            progress = self.state.global_step / max(1, self.state.max_steps)
+            plans = plan_step(parts, self.qt_config, self.args.selection_pool, seed=seed, progress=progress)
             self._qt_step_scoring_s += time.perf_counter() - started
-        scored = self.args.pruning_method != "none"
         for index, (batch, plan) in enumerate(zip(batches, plans)):
             batch[PLAN_KEY] = plan
             self._record_plan(plan, batch, index, shift_mask(batch["attention_mask"]).cpu(), scored=scored)
@@ -149,7 +162,31 @@ class QTuningSFTTrainer(SFTTrainer):
                 batch["attention_mask"].to(self.args.device), batch["labels"].to(self.args.device),
                 self.qt_config.entropy_positions, self.args.score_chunk_size, self.args.probe_batch_size,
             )
-        return prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
+        part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
+        if self.qt_config.token_pruner == "rho1":
+            part.reference_nll = torch.where(part.loss_mask, self._reference_nll(batch).cpu().double(), 0.0)
+        return part
+
+    def _unscored_micro_batch(self, batch) -> ScoredBatch:
+        """A pruner that reads no scores (random, longest): the masks alone, no forward pass."""
+        loss_mask = (shift_labels(batch["labels"]) != IGNORE_INDEX).cpu()  # (B, T)
+        zeros = torch.zeros(loss_mask.shape, dtype=torch.float64)
+        return prepare_scores(zeros, zeros, loss_mask, self.qt_config, shift_mask(batch["attention_mask"]).cpu())
+
+    def _reference_nll(self, batch) -> torch.Tensor:
+        """Token NLL (B, T) of the reference model for Rho-1: the initial model, i.e. the adapters
+        switched off (PEFT) or the frozen copy taken at start-up."""
+        if self._qt_reference is not None:
+            model, switch = self._qt_reference, contextlib.nullcontext()
+        else:
+            model, switch = self.model_wrapped, self.model.disable_adapter()
+        with switch:
+            scores, _, _ = score_batch(
+                model, batch["input_ids"].to(self.args.device), batch["attention_mask"].to(self.args.device),
+                batch["labels"].to(self.args.device), self.qt_config.entropy_positions,
+                self.args.score_chunk_size, self.args.probe_batch_size,
+            )
+        return scores.nll
 
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -212,11 +249,12 @@ class QTuningSFTTrainer(SFTTrainer):
             "alpha": plan.alpha, "beta": plan.beta, "scored_tokens": int(plan.num_trainable_tokens.sum()) if scored
             else 0, "scored_positions": int(attention.sum()) if scored else 0,
             "trainable_tokens": int(plan.num_trainable_tokens.sum()), "kept_tokens": plan.num_kept_tokens,
+            "positions": int(attention.sum()),
         }
         for q in range(1, 5):
             counts[f"q{q}"] = int((plan.quadrant == q).sum())
         self._window_add(**counts)
-        if self._plan_log is not None and scored:
+        if self._plan_log is not None:  # unscored baselines too: PPL 1 and Ent 0, but who was kept
             ids = batch.get(ID_KEY)
             self._plan_log.write(plan_records(
                 plan, step=self.state.global_step + 1, micro_batch=index, rank=self.args.process_index,
@@ -326,8 +364,8 @@ class QTuningSFTTrainer(SFTTrainer):
         trained_pos = totals.get("trained_positions", 0.0)
         # Full-data training would run forward+backward (~3 forward passes) over every position we scored
         # (every position of every sample); we ran 1 forward there plus 3 on the kept rows.
-        all_pos = scored_pos if self.args.pruning_method == "qtuning" and self.args.scoring == "probe" else trained_pos
-        cost = scored_pos + 3 * trained_pos if self.args.scoring == "probe" else 3 * trained_pos
+        all_pos = totals.get("positions", 0.0)
+        cost = (scored_pos if self.args.scoring == "probe" else 0.0) + 3 * trained_pos
         summary = {
             "wall_clock_s": time.perf_counter() - self._qt_train_started,
             "optimizer_steps": self.state.global_step,
