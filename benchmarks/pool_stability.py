@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import statistics
-from itertools import combinations
 from pathlib import Path
 
 import torch
 
 from qtuning import QTuningConfig
+from qtuning.analysis import pool_stability, spearman
 from qtuning.distributed import _shareable
-from qtuning.selection import prepare_scores, select_samples
+from qtuning.selection import prepare_scores
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -54,16 +53,6 @@ def score_rows(model_name: str, rows: int, max_length: int, batch: int):
     return torch.cat(ppl), torch.cat(ent), torch.cat(valid), parts
 
 
-def kept_set(ppl, ent, valid, index: torch.Tensor, cfg) -> tuple[set[int], float, float]:
-    sel = select_samples(ppl[index], ent[index], valid[index], cfg)
-    kept = {int(i) for i, role in zip(index.tolist(), sel.kept_role.tolist()) if role != 0}
-    return kept, (sel.ppl_lo + sel.ppl_hi) / 2, (sel.ent_lo + sel.ent_hi) / 2
-
-
-def jaccard(a: set, b: set) -> float:
-    return len(a & b) / max(1, len(a | b))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -77,34 +66,24 @@ def main() -> None:
     ppl, ent, valid, parts = score_rows(args.model, args.rows, args.max_length, batch=16)
     n = ppl.shape[0]
     cfg = QTuningConfig(sample_ratio=args.sample_ratio)
-    reference, ref_ppl_mid, ref_ent_mid = kept_set(ppl, ent, valid, torch.arange(n), cfg)
+    # The threshold stability test of `qtuning analyze` (qtuning.analysis), with whole pools only.
+    result = pool_stability(ppl, ent, valid, [(str(p), p) for p in args.pools], cfg, shuffles=args.shuffles,
+                            seed=0, include_remainder=False)
+    reference = result.reference.kept()
+    whole = result.reference.pools[0]
     print(f"{n} rows scored; whole-dataset selection keeps {len(reference)} "
-          f"(PPL line {ref_ppl_mid:.3f}, Ent line {ref_ent_mid:.3f})")
+          f"(PPL line {whole['ppl_mid']:.3f}, Ent line {whole['ent_mid']:.3f})")
     print(f"PPL/Ent rank correlation over the rows: {spearman(ppl, ent):.3f}")
 
-    rows = []
+    keys = ("pool", "jaccard_vs_whole_mean", "jaccard_vs_whole_sd", "jaccard_across_shuffles_mean", "ppl_line_sd",
+            "ent_line_sd", "kept_mean")
+    rows = [{k: (int(r[k]) if k == "pool" else r[k]) for k in keys} for r in result.rows]
     print(f"\n{'pool':>5s} {'Jaccard vs whole':>17s} {'Jaccard across shuffles':>24s} "
           f"{'PPL line sd':>12s} {'Ent line sd':>12s}")
-    for pool in args.pools:
-        kept_by_shuffle, ppl_lines, ent_lines = [], [], []
-        for s in range(args.shuffles):
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(s))
-            kept = set()
-            for start in range(0, n - pool + 1, pool):
-                k, pm, em = kept_set(ppl, ent, valid, order[start : start + pool], cfg)
-                kept |= k
-                ppl_lines.append(pm)
-                ent_lines.append(em)
-            kept_by_shuffle.append(kept)
-        vs_whole = [jaccard(k, reference) for k in kept_by_shuffle]
-        across = [jaccard(a, b) for a, b in combinations(kept_by_shuffle, 2)]
-        row = {"pool": pool, "jaccard_vs_whole_mean": statistics.mean(vs_whole),
-               "jaccard_vs_whole_sd": statistics.pstdev(vs_whole), "jaccard_across_shuffles_mean":
-               statistics.mean(across), "ppl_line_sd": statistics.pstdev(ppl_lines),
-               "ent_line_sd": statistics.pstdev(ent_lines), "kept_mean": statistics.mean(len(k) for k in kept_by_shuffle)}
-        rows.append(row)
-        print(f"{pool:5d} {row['jaccard_vs_whole_mean']:11.3f} +- {row['jaccard_vs_whole_sd']:.3f} "
-              f"{row['jaccard_across_shuffles_mean']:24.3f} {row['ppl_line_sd']:12.3f} {row['ent_line_sd']:12.3f}")
+    for row in rows:
+        print(f"{row['pool']:5d} {row['jaccard_vs_whole_mean']:11.3f} +- {row['jaccard_vs_whole_sd']:.3f} "
+              f"{row['jaccard_across_shuffles_mean'] or 0.0:24.3f} {row['ppl_line_sd']:12.3f} "
+              f"{row['ent_line_sd']:12.3f}")
 
     light = pickle.dumps([_shareable(p, cfg) for p in parts[:1]])
     heavy = pickle.dumps([_shareable(p, QTuningConfig(token_budget="batch")) for p in parts[:1]])
@@ -119,12 +98,6 @@ def main() -> None:
            "gathered_bytes_per_sample": per_sample}
     (RESULTS / "pool_stability.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {RESULTS / 'pool_stability.json'}")
-
-
-def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    rx = torch.argsort(torch.argsort(x)).double()
-    ry = torch.argsort(torch.argsort(y)).double()
-    return float(torch.corrcoef(torch.stack([rx, ry]))[0, 1])
 
 
 if __name__ == "__main__":

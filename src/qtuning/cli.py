@@ -3,6 +3,9 @@
     qtuning train --config configs/quickstart.yaml [--key value ...]
     qtuning plan --model smollm2-135m-instruct --data alpaca-demo --num-samples 64
     qtuning fetch
+    qtuning analyze --model smollm2-135m-instruct --data alpaca-demo -o analysis/   (see commands.py)
+    qtuning report RUN_DIR
+    qtuning select --scores analysis/scores.parquet --sample-ratio 0.25 -o subset.jsonl
 
 Options come from the config dataclasses (`QTuningSFTConfig`, `QTuningConfig`): their field help
 is the --help text, and YAML keys are their field names.
@@ -211,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--models", nargs="*", default=["smollm2-135m-instruct"])
     fetch.add_argument("--datasets", nargs="*", default=["alpaca-demo"])
     fetch.set_defaults(func=_cmd_fetch)
+
+    from .commands import register  # analyze, report, select
+
+    register(sub)
     return parser
 
 
@@ -224,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, UsageError) as exc:
         parser.error(str(exc))
+    except ValueError as exc:  # bad input files or folders: the message names the path and what was expected
+        from .data import DataError
+        from .models import ModelSpecError
+
+        if not isinstance(exc, (DataError, ModelSpecError)):
+            raise
+        print(f"qtuning: error: {exc}", file=sys.stderr)
+        return 1
     return 2
 
 

@@ -11,6 +11,12 @@ Accepted row formats (detected per file, from its first row):
 - Alpaca `instruction` (+ optional `input`) + `output`.
 Malformed rows raise a DataError naming the file, the row and the field. Rows whose response is
 empty are counted, reported and skipped; rows longer than max_length are truncated and counted.
+
+A row may carry a static token mask (what `qtuning select` writes): `qtuning_token_keep`, a list
+of 0/1, one per response token (the tokens whose label is set, after the first position) of the
+untruncated tokenisation with the tokenizer named in `qtuning_token_keep_model`; a 0 sets that
+token's label to -100 (it stays in the input as context). Such records get a `token_keep` key,
+and `to_dataset` then tokenises every record itself (input_ids + labels) so that TRL keeps them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from pathlib import Path
 import torch
 
 from .scoring import IGNORE_INDEX
+
+
+MASK_FIELD = "qtuning_token_keep"  # 0/1 per response token: a static token mask (see `qtuning select`)
+MASK_MODEL_FIELD = "qtuning_token_keep_model"  # the model (tokenizer) the mask was computed with
 
 
 class DataError(ValueError):
@@ -148,6 +158,18 @@ def normalise_row(row: dict, index: int, source: str) -> dict:
     """One row of any accepted format -> a normalised record (see the module docstring)."""
     if not isinstance(row, dict):
         raise DataError(f"{source}: row {index}: expected an object with named fields, got {type(row).__name__}")
+    record = _normalise_fields(row, index, source)
+    if row.get(MASK_FIELD) is not None:
+        mask = row[MASK_FIELD]
+        if not isinstance(mask, list) or not all(v in (0, 1) and not isinstance(v, float) for v in mask):
+            raise DataError(f"{source}: row {index}: field {MASK_FIELD!r} must be a list of 0/1 (one per response "
+                            f"token), got {mask!r:.80}")
+        record["token_keep"] = [int(v) for v in mask]
+        record["token_keep_origin"] = f"{source}: row {index}"
+    return record
+
+
+def _normalise_fields(row: dict, index: int, source: str) -> dict:
     row_id = str(row.get("id", f"row-{index}"))
     if "messages" in row:
         messages = _messages(row["messages"], source, index, "messages")
@@ -218,9 +240,28 @@ def tokenize_record(tokenizer, record: dict, max_length: int | None) -> dict[str
     while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
         start += 1
     labels = [IGNORE_INDEX] * start + list(full_ids[start:])
+    if record.get("token_keep") is not None:
+        labels = _apply_token_mask(labels, record)
     if max_length is not None:
         full_ids, labels = full_ids[:max_length], labels[:max_length]
     return {"input_ids": list(full_ids), "labels": labels}
+
+
+def _apply_token_mask(labels: list[int], record: dict) -> list[int]:
+    """Labels with IGNORE_INDEX where the record's static mask is 0 (one entry per response token)."""
+    mask = record["token_keep"]
+    positions = [j for j in range(1, len(labels)) if labels[j] != IGNORE_INDEX]
+    if len(mask) != len(positions):
+        raise DataError(
+            f"{record.get('token_keep_origin', 'a record')}: field {MASK_FIELD!r} has {len(mask)} entries but the "
+            f"response has {len(positions)} tokens with this tokenizer (value {mask!r:.60}); the mask must come from "
+            "the same model/tokenizer (see its qtuning_token_keep_model field) and the untruncated response"
+        )
+    labels = list(labels)
+    for j, keep in zip(positions, mask):
+        if not keep:
+            labels[j] = IGNORE_INDEX
+    return labels
 
 
 def count_truncation(tokenizer, records: list[dict], max_length: int | None, report: DataReport) -> None:
@@ -235,10 +276,19 @@ def count_truncation(tokenizer, records: list[dict], max_length: int | None, rep
                 report.no_response_after_truncation += 1
 
 
-def to_dataset(records: list[dict]):
-    """A datasets.Dataset in TRL's conversational prompt/completion form (ids kept as 'source_id')."""
+def to_dataset(records: list[dict], tokenizer=None, max_length: int | None = None):
+    """A datasets.Dataset in TRL's conversational prompt/completion form (ids kept as 'source_id').
+
+    Records with a static token mask (`token_keep`) need the tokenizer: then every record is
+    tokenised here (input_ids + labels, pruned tokens at -100), a form TRL trains on as it is.
+    """
     from datasets import Dataset
 
+    if any(r.get("token_keep") is not None for r in records):
+        if tokenizer is None:
+            raise ValueError(f"records carry {MASK_FIELD!r} masks: to_dataset needs the tokenizer to apply them")
+        return Dataset.from_list([{**tokenize_record(tokenizer, r, max_length), "source_id": r["id"]}
+                                  for r in records])
     return Dataset.from_list(
         [{"prompt": r["prompt"], "completion": r["completion"], "source_id": r["id"]} for r in records]
     )

@@ -29,8 +29,11 @@ def resolve_model(spec: str | os.PathLike) -> str:
     """A path (or hub id) that `from_pretrained` can load and the Trainer can train."""
     text = str(spec)
     if text.lower() in BUILTIN_MODELS:
+        converted = cache_root() / "models" / text.lower()
+        if (converted / _DONE_MARKER).is_file():  # converted before: the package is not needed again
+            return str(converted)
         gguf = fetch_file(BUILTIN_MODELS[text.lower()])
-        return str(convert_gguf(gguf, cache_root() / "models" / text.lower()))
+        return str(convert_gguf(gguf, converted))
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

@@ -87,12 +87,29 @@ def score_batch(
     mask on the shifted grid, ready for `plan_batch`.
     """
     was_training = model.training
-    model.eval()  # no dropout while scoring: the same batch always gets the same plan
+    # No dropout while scoring, so the same batch always gets the same plan. Switching modes walks
+    # every module (costly per step on a GPU), so it is skipped when the model has no dropout at all.
+    switch = was_training and has_dropout(model)
+    if switch:
+        model.eval()
     try:
         hidden = _final_hidden_by_length(model, input_ids, attention_mask, sub_batch_size)  # (B, T, H)
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
     return scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions, chunk_size)
+
+
+def has_dropout(model) -> bool:
+    """Whether any dropout of the model is active in training mode (cached on the model)."""
+    cached = model.__dict__.get("_qtuning_has_dropout")
+    if cached is None:
+        config = getattr(unwrap_model(model), "config", None)
+        in_config = any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                        for k, v in (config.to_dict().items() if config is not None else ()) if "dropout" in k)
+        in_modules = any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+        cached = model.__dict__["_qtuning_has_dropout"] = in_config or in_modules
+    return cached
 
 
 def _final_hidden_by_length(model, input_ids, attention_mask, sub_batch_size: int) -> torch.Tensor:

@@ -57,6 +57,12 @@ def build_trainer(cfg: QTuningSFTConfig, *, model=None, tokenizer=None, callback
     if model is None:
         model, tokenizer = load_model_and_tokenizer(cfg.model)
     records, report = load_records(cfg.data)
+    if cfg.pruning_method != "none" and any(r.get("token_keep") is not None for r in records):
+        import warnings
+
+        warnings.warn(f"[qtuning] {cfg.data} carries static token masks (qtuning_token_keep, from `qtuning select`) "
+                      f"and pruning_method={cfg.pruning_method!r} selects and prunes again on top of them; "
+                      "use --pruning_method none to train on the static selection as it is", stacklevel=2)
     reports = [report]
     if cfg.eval_data:
         eval_records, eval_report = load_records(cfg.eval_data)
@@ -78,8 +84,9 @@ def build_trainer(cfg: QTuningSFTConfig, *, model=None, tokenizer=None, callback
             target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
         )
     trainer = QTuningSFTTrainer(
-        model=model, args=cfg, train_dataset=to_dataset(train_records),
-        eval_dataset=to_dataset(eval_records) if eval_records else None, processing_class=tokenizer,
+        model=model, args=cfg, train_dataset=to_dataset(train_records, tokenizer, cfg.max_length),
+        eval_dataset=to_dataset(eval_records, tokenizer, cfg.max_length) if eval_records else None,
+        processing_class=tokenizer,
         peft_config=peft_config, callbacks=callbacks,
     )
     return trainer, reports
@@ -135,7 +142,9 @@ def print_summary(summary: dict) -> None:
         f"  samples                 {summary['samples_scored']:.0f} scored, {summary['samples_trained']:.0f} trained "
         f"({summary['samples_trained'] / max(1, summary['samples_scored']):.1%})",
         f"  response tokens         {summary['trainable_tokens_scored']:.0f} scored, {summary['tokens_trained']:.0f} "
-        f"carried a loss ({summary['tokens_trained'] / max(1, summary['trainable_tokens_scored']):.1%})",
+        f"carried a loss ({summary['tokens_trained'] / summary['trainable_tokens_scored']:.1%})"
+        if summary["trainable_tokens_scored"] else f"  response tokens         {summary['tokens_trained']:.0f} carried "
+        "a loss (none scored: pruning_method none)",
         f"  compute vs full data    {summary['estimated_compute_vs_full_data']:.1%} (estimated: {summary['estimate_basis']})",
         f"  scoring time            {summary['scoring_s']:.1f} s",
     ]

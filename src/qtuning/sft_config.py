@@ -80,9 +80,11 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                           "Training in bf16 mixed precision already probes in bf16."},
     )
     probe_batch_size: int = field(
-        default=4,
+        default=-1,
         metadata={"help": "The probe runs the batch's rows sorted by length in groups of this many, each trimmed "
-                          "to its longest row, so padding costs little. 0: the whole batch in one forward."},
+                          "to its longest row, so padding costs little. 0: the whole batch in one forward. -1 "
+                          "(auto): 4 on a CPU (compute-bound), 0 on a GPU (a small model's steps are bound by "
+                          "kernel launches there, and groups multiply them)."},
     )
     score_chunk_size: int = field(
         default=512, metadata={"help": "Positions per chunk when scoring over the vocabulary (memory O(chunk x V))."}
@@ -148,8 +150,9 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
             )
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction={self.eval_fraction!r} is not allowed: expected a number in [0, 1)")
-        if self.probe_batch_size < 0:
-            raise ConfigError(f"probe_batch_size={self.probe_batch_size!r} is not allowed: expected an integer >= 0")
+        if self.probe_batch_size < -1:
+            raise ConfigError(f"probe_batch_size={self.probe_batch_size!r} is not allowed: expected an integer >= 0, "
+                              "or -1 (auto)")
         for name in ("score_chunk_size",):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: expected an integer >= 1")
@@ -167,6 +170,12 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
         if self.device.type == "cpu":
             return "bf16" if cpu_has_native_bf16() else "same"
         return "same"
+
+    def resolved_probe_batch_size(self) -> int:
+        """probe_batch_size with -1 (auto) resolved for this device."""
+        if self.probe_batch_size >= 0:
+            return self.probe_batch_size
+        return 4 if self.device.type == "cpu" else 0
 
     def qtuning_config(self) -> QTuningConfig:
         """The engine's settings alone."""

@@ -160,7 +160,7 @@ class QTuningSFTTrainer(SFTTrainer):
             scores, loss_mask, attention = score_batch(
                 self.model_wrapped, batch["input_ids"].to(self.args.device),
                 batch["attention_mask"].to(self.args.device), batch["labels"].to(self.args.device),
-                self.qt_config.entropy_positions, self.args.score_chunk_size, self.args.probe_batch_size,
+                self.qt_config.entropy_positions, self.args.score_chunk_size, self.args.resolved_probe_batch_size(),
             )
         part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
         if self.qt_config.token_pruner == "rho1":
@@ -184,7 +184,7 @@ class QTuningSFTTrainer(SFTTrainer):
             scores, _, _ = score_batch(
                 model, batch["input_ids"].to(self.args.device), batch["attention_mask"].to(self.args.device),
                 batch["labels"].to(self.args.device), self.qt_config.entropy_positions,
-                self.args.score_chunk_size, self.args.probe_batch_size,
+                self.args.score_chunk_size, self.args.resolved_probe_batch_size(),
             )
         return scores.nll
 

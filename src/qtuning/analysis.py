@@ -1,0 +1,435 @@
+"""EU-plane analysis of a whole dataset: score it once with a model, then look at what Q-Tuning keeps.
+
+    qtuning analyze --model smollm2-135m-instruct --data alpaca-demo -o analysis/
+
+1. `score_dataset`: every record is tokenised like `qtuning train` does, scored in batches by the
+   probe (no grad), and written in shards of `shard_rows` rows (`OUT/shards/part-*.parquet`); a
+   shard on disk is never scored again, so an interrupted run resumes where it stopped.
+2. `select_in_pools`: the scored samples are shuffled (seed) and cut into pools of N; each pool
+   runs stage 1 (`selection.select_samples`) with the QTuningConfig settings, giving each sample a
+   quadrant and a kept role per pool size.
+3. `pool_stability`: the threshold stability test: the kept set under pools of N (several shuffles)
+   against the whole-dataset selection (Jaccard), and the spread of the pools' mid thresholds.
+4. `failure_signatures`: ALGORITHM.md section 8's warnings (quadrant collapse, a bisection that
+   misses its tolerance, a supplement that decides most of the kept set).
+
+No plotting here (that is `qtuning.plots`), nothing runs on import. A shard row holds, per sample:
+index (position among the scored records), row (its row in the source), id, ppl, entropy,
+trainable_tokens (scored response tokens), has_response, positions (non-pad positions after the
+shift), response_tokens_total (response tokens before truncation), token_ids and token_nll (the
+scored response tokens and their NLL, in order: what `qtuning select` prunes from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import torch
+
+from .config import QTuningConfig
+from .data import DataError
+from .selection import ROLE_DROPPED, ROLE_Q2, ROLE_Q4, select_samples
+
+ROLE_NAMES = {ROLE_DROPPED: "dropped", ROLE_Q2: "Q2", ROLE_Q4: "Q4"}
+QUADRANT_NAMES = {1: "Q1 harmful noise", 2: "Q2 valuable misconception", 3: "Q3 redundant knowledge",
+                  4: "Q4 calibration data"}
+COLLAPSE_SHARE = 0.05  # a quadrant holding fewer than this share of the samples has collapsed
+SHARD_DIR = "shards"
+META_FILE = "meta.json"
+SCORES_FILE = "scores.parquet"
+TOKEN_SCORES_FILE = "token_scores.parquet"
+
+
+class AnalysisError(DataError):
+    """An analysis input or output folder is unusable; the message names the path and what was expected."""
+
+
+@dataclass
+class AnalyzeConfig:
+    """Settings of `qtuning analyze` (the selection's own settings are QTuningConfig's)."""
+
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Model that scores the data: built-in name, .gguf file, Hugging Face folder or hub id."},
+    )
+    data: str = field(
+        default="alpaca-demo",
+        metadata={"help": "Data to analyse: built-in name, .json/.jsonl/.parquet file or save_to_disk folder."},
+    )
+    output: str = field(
+        default="analysis",
+        metadata={"help": "Output folder: scores.parquet/.csv, token_scores.parquet, eu_plane.png, summary.md/.html, "
+                          "stability.json, and the score shards (kept for resuming)."},
+    )
+    max_samples: int = field(default=0, metadata={"help": "Score only the first N records (0: all)."})
+    max_length: int = field(default=1024, metadata={"help": "Tokens per sample (longer ones are truncated, like "
+                                                            "`qtuning train --max_length`)."})
+    batch_size: int = field(default=8, metadata={"help": "Rows per scoring forward (rows are sorted by length)."})
+    shard_rows: int = field(default=256, metadata={"help": "Rows per score shard: the unit of resuming."})
+    pool_sizes: str = field(
+        default="8,32,all",
+        metadata={"help": "Selection pool sizes to analyse, comma-separated; 'all' is the whole dataset as one pool."},
+    )
+    shuffles: int = field(default=4, metadata={"help": "Shuffles per pool size for the threshold stability test."})
+    seed: int = field(default=0, metadata={"help": "Seed of the pools' shuffles (shuffle s uses seed + s)."})
+    examples: int = field(default=3, metadata={"help": "Example samples shown per quadrant in the summary."})
+    device: str = field(default="auto", metadata={"help": "Device to score on: auto (cuda if available), cpu, cuda."})
+    max_batches: int = field(
+        default=0,
+        metadata={"help": "Stop after scoring this many batches (0: no limit); a later run resumes from the "
+                          "last complete shard."},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "batch_size", "shard_rows", "shuffles"):
+            if getattr(self, name) < 1:
+                raise AnalysisError(f"{name}={getattr(self, name)!r} is not allowed: expected an integer >= 1")
+        for name in ("max_samples", "examples", "max_batches"):
+            if getattr(self, name) < 0:
+                raise AnalysisError(f"{name}={getattr(self, name)!r} is not allowed: expected an integer >= 0")
+        parse_pool_sizes(self.pool_sizes, 1)  # checks the syntax
+
+
+def check_qtuning_selection(qcfg: QTuningConfig, command: str) -> None:
+    """analyze and select run Q-Tuning's own stage 1; a baseline sample pruner has no EU-plane selection."""
+    pruner = getattr(qcfg, "sample_pruner", "qtuning")
+    if pruner != "qtuning":
+        raise AnalysisError(f"sample_pruner={pruner!r} is not supported by `qtuning {command}`: it shows and runs "
+                            "Q-Tuning's EU-plane selection (sample_pruner='qtuning')")
+    if getattr(qcfg, "token_pruner", "qtuning") == "rho1":
+        raise AnalysisError(f"token_pruner='rho1' is not supported by `qtuning {command}`: it needs a reference "
+                            "model's token losses, which the stored scores do not have")
+
+
+# ---------------------------------------------------------------------------------- 1. scoring
+
+
+def parse_pool_sizes(text: str, n: int) -> list[tuple[str, int]]:
+    """'8,32,all' -> [('8', 8), ('32', 32), ('all', n)]; a size >= n is the whole dataset."""
+    out = []
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        if part.lower() in ("all", "whole", "0"):
+            out.append(("all", n))
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise AnalysisError(f"pool_sizes={text!r}: {part!r} is not allowed: expected integers >= 1 or 'all'")
+        out.append((part, int(part)))
+    if not out:
+        raise AnalysisError(f"pool_sizes={text!r}: expected at least one pool size")
+    return list(dict.fromkeys(out))
+
+
+def data_fingerprint(records: list[dict]) -> str:
+    """A short hash of the normalised records (ids and texts): the scores belong to exactly these."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record["id"], record["prompt"], record["completion"]], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_or_write_meta(out_dir: Path, meta: dict) -> None:
+    """Resuming is only sound on the same data, model and settings: refuse anything else."""
+    path = out_dir / META_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise AnalysisError(f"{path}: not valid JSON ({exc.msg}); remove the folder {out_dir} to start "
+                                "over") from exc
+        changed = [k for k in meta if k != "model_path" and old.get(k) != meta[k]]
+        if changed:
+            details = "; ".join(f"{k}: {old.get(k)!r} on disk, {meta[k]!r} now" for k in changed)
+            raise AnalysisError(
+                f"{out_dir} holds scores of another analysis ({details}); use another output folder or remove it"
+            )
+        return
+    if any((out_dir / SHARD_DIR).glob("part-*.parquet")):
+        raise AnalysisError(f"{out_dir} holds score shards but no {META_FILE}: they cannot be matched to this data "
+                            "and model; use another output folder or remove it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _response_positions(labels: list[int]) -> int:
+    """Response tokens that carry a loss: labels set at positions 1.. (position 0 is never predicted)."""
+    return sum(1 for label in labels[1:] if label != -100)
+
+
+def score_dataset(model, tokenizer, records: list[dict], source_rows: list[int], out_dir: str | os.PathLike,
+                  cfg: AnalyzeConfig, qcfg: QTuningConfig, progress: bool = True) -> bool:
+    """Score every record into shards under out_dir/shards; True once every shard is on disk.
+
+    Shards already on disk are skipped (resume). With cfg.max_batches > 0 it stops after that many
+    batches and returns False; the shard being filled is not written and will be scored again.
+    """
+    from tqdm import tqdm
+
+    from .data import collate, tokenize_record
+    from .probe import score_batch
+    from .scoring import sample_scores, shift_labels
+
+    shard_dir = Path(out_dir) / SHARD_DIR
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    n = len(records)
+    todo = shards_to_score(out_dir, n, cfg.shard_rows)
+    if not todo:
+        return True
+    done_rows = n - sum(len(rows) for _, rows in todo)
+    device = next(model.parameters()).device
+    bar = tqdm(total=n, initial=done_rows, desc="scoring", unit="row", disable=not progress)
+    batches = 0
+    try:
+        for k, rows in todo:
+            features = {i: tokenize_record(tokenizer, records[i], cfg.max_length) for i in rows}
+            order = sorted(rows, key=lambda i: -len(features[i]["input_ids"]))  # little padding per batch
+            out_rows = []
+            for start in range(0, len(order), cfg.batch_size):
+                if cfg.max_batches and batches >= cfg.max_batches:
+                    return False
+                chunk = order[start : start + cfg.batch_size]
+                batch = collate([features[i] for i in chunk], tokenizer.pad_token_id)
+                batch = {key: value.to(device) for key, value in batch.items()}
+                scores, loss_mask, attention = score_batch(
+                    model, batch["input_ids"], batch["attention_mask"], batch["labels"], qcfg.entropy_positions
+                )
+                per_sample = sample_scores(scores.nll.cpu(), scores.entropy.cpu(), loss_mask.cpu(), attention.cpu(),
+                                           qcfg.entropy_positions)
+                targets = shift_labels(batch["labels"]).cpu()  # (B, T): the token each position predicts
+                nll, loss_mask, attention = scores.nll.cpu(), loss_mask.cpu(), attention.cpu()
+                for b, i in enumerate(chunk):
+                    where = loss_mask[b]
+                    full = tokenize_record(tokenizer, records[i], None)
+                    out_rows.append({
+                        "index": i, "row": source_rows[i], "id": str(records[i]["id"]),
+                        "ppl": float(per_sample.ppl[b]), "entropy": float(per_sample.entropy[b]),
+                        "trainable_tokens": int(per_sample.num_tokens[b]),
+                        "has_response": bool(per_sample.has_response[b]),
+                        "positions": int(attention[b].sum()),
+                        "response_tokens_total": _response_positions(full["labels"]),
+                        "token_ids": targets[b][where].tolist(), "token_nll": nll[b][where].tolist(),
+                    })
+                batches += 1
+                bar.update(len(chunk))
+            write_shard(shard_path(shard_dir, k), sorted(out_rows, key=lambda r: r["index"]))
+    finally:
+        bar.close()
+    return True
+
+
+def shards_to_score(out_dir: str | os.PathLike, n: int, shard_rows: int) -> list[tuple[int, range]]:
+    """(shard number, record indices) of the shards not on disk yet."""
+    shard_dir = Path(out_dir) / SHARD_DIR
+    shards = [(k, range(start, min(n, start + shard_rows))) for k, start in enumerate(range(0, n, shard_rows))]
+    return [(k, rows) for k, rows in shards if not shard_path(shard_dir, k).is_file()]
+
+
+def shard_path(shard_dir: Path, k: int) -> Path:
+    return shard_dir / f"part-{k:05d}.parquet"
+
+
+def _shard_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("index", pa.int64()), ("row", pa.int64()), ("id", pa.string()), ("ppl", pa.float64()),
+        ("entropy", pa.float64()), ("trainable_tokens", pa.int64()), ("has_response", pa.bool_()),
+        ("positions", pa.int64()), ("response_tokens_total", pa.int64()),
+        ("token_ids", pa.list_(pa.int32())), ("token_nll", pa.list_(pa.float32())),
+    ])
+
+
+def write_shard(path: Path, rows: list[dict]) -> None:
+    """Written whole or not at all (temporary file, then an atomic rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows, schema=_shard_schema())
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_shards(out_dir: str | os.PathLike):
+    """Every shard of an analysis folder as one pandas DataFrame, ordered by index."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    shard_dir = Path(out_dir) / SHARD_DIR
+    paths = sorted(shard_dir.glob("part-*.parquet"))
+    if not paths:
+        raise AnalysisError(f"{shard_dir}: no score shards (expected part-*.parquet from `qtuning analyze`)")
+    frames = [pq.read_table(p).to_pandas() for p in paths]
+    return pd.concat(frames, ignore_index=True).sort_values("index", ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------- 2. pools
+
+
+@dataclass
+class PoolRun:
+    """Stage 1 over a dataset cut into pools of `pool_size` (one shuffle)."""
+
+    label: str
+    pool_size: int
+    seed: int
+    kept_role: torch.Tensor  # (N,) int64 ROLE_*; ROLE_DROPPED also for samples left out of every pool
+    quadrant: torch.Tensor  # (N,) int64 1..4 by the pool's mid thresholds, 0 without a response
+    supplemented: torch.Tensor  # (N,) bool
+    pools: list[dict]  # per pool: size, kept, supplemented, converged, iterations, alpha, thresholds
+
+    def kept(self) -> set[int]:
+        return set((self.kept_role != ROLE_DROPPED).nonzero().flatten().tolist())
+
+
+def select_in_pools(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, pool_size: int, cfg: QTuningConfig,
+                    seed: int = 0, include_remainder: bool = True, label: str | None = None) -> PoolRun:
+    """Shuffle with `seed`, cut into pools of pool_size, select in each (the whole dataset: no shuffle).
+
+    include_remainder=False leaves out the last, smaller pool (what a drop_last loader does).
+    """
+    n = ppl.shape[0]
+    whole = pool_size >= n
+    order = torch.arange(n) if whole else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    stop = n if include_remainder or whole else n - n % pool_size
+    kept_role = torch.zeros(n, dtype=torch.int64)
+    quadrant = torch.zeros(n, dtype=torch.int64)
+    supplemented = torch.zeros(n, dtype=torch.bool)
+    pools = []
+    for start in range(0, stop, max(1, pool_size)):
+        index = order[start : start + pool_size]
+        sel = select_samples(ppl[index], ent[index], valid[index], cfg)
+        kept_role[index], quadrant[index], supplemented[index] = sel.kept_role, sel.quadrant, sel.supplemented
+        pools.append({
+            "size": sel.pool_size, "kept": int((sel.kept_role != ROLE_DROPPED).sum()),
+            "supplemented": int(sel.supplemented.sum()), "converged": sel.converged, "iterations": sel.iterations,
+            "alpha": sel.alpha, "beta": sel.beta, "bisection_kept_fraction": sel.bisection_kept_fraction,
+            "ppl_lo": sel.ppl_lo, "ppl_hi": sel.ppl_hi, "ent_lo": sel.ent_lo, "ent_hi": sel.ent_hi,
+            "ppl_mid": (sel.ppl_lo + sel.ppl_hi) / 2, "ent_mid": (sel.ent_lo + sel.ent_hi) / 2,
+        })
+    return PoolRun(label=label or ("all" if whole else str(pool_size)), pool_size=min(pool_size, n), seed=seed,
+                   kept_role=kept_role, quadrant=quadrant, supplemented=supplemented, pools=pools)
+
+
+# ---------------------------------------------------------------------------------- 3. stability
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    rx = torch.argsort(torch.argsort(x)).double()
+    ry = torch.argsort(torch.argsort(y)).double()
+    if x.numel() < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(torch.corrcoef(torch.stack([rx, ry]))[0, 1])
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.pstdev(values) if values else 0.0
+
+
+@dataclass
+class Stability:
+    """The threshold stability test: one row per pool size, and the runs behind it."""
+
+    reference: PoolRun  # the whole dataset as one pool
+    rows: list[dict]
+    runs: dict[str, list[PoolRun]]  # label -> one run per shuffle
+
+
+def pool_stability(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, pool_sizes: list[tuple[str, int]],
+                   cfg: QTuningConfig, shuffles: int = 4, seed: int = 0,
+                   include_remainder: bool = True) -> Stability:
+    """Kept sets under each pool size and shuffle (seed + s) against the whole-dataset selection.
+
+    Per pool size: Jaccard overlap with the whole-dataset kept set (mean and sd over shuffles), the
+    mean Jaccard between shuffles, the sd of the pools' mid thresholds (PPL and Ent lines, over
+    every pool of every shuffle), the kept and supplemented shares and the bisection's success rate.
+    """
+    n = ppl.shape[0]
+    reference = select_in_pools(ppl, ent, valid, n, cfg, label="all")
+    ref_kept = reference.kept()
+    rows, runs = [], {}
+    for label, size in pool_sizes:
+        count = 1 if size >= n else shuffles
+        these = [select_in_pools(ppl, ent, valid, size, cfg, seed + s, include_remainder, label) for s in range(count)]
+        runs[label] = these
+        kept_sets = [r.kept() for r in these]
+        pools = [p for r in these for p in r.pools if p["size"] > 0]
+        vs_whole = [jaccard(k, ref_kept) for k in kept_sets]
+        across = [jaccard(a, b) for a, b in combinations(kept_sets, 2)]
+        kept_total = sum(p["kept"] for p in pools)
+        rows.append({
+            "pool": label, "pool_size": min(size, n), "shuffles": count, "pools": len(pools),
+            "jaccard_vs_whole_mean": statistics.mean(vs_whole), "jaccard_vs_whole_sd": _sd(vs_whole),
+            "jaccard_across_shuffles_mean": statistics.mean(across) if across else None,
+            "ppl_line_mean": statistics.mean(p["ppl_mid"] for p in pools) if pools else 0.0,
+            "ppl_line_sd": _sd([p["ppl_mid"] for p in pools]),
+            "ent_line_mean": statistics.mean(p["ent_mid"] for p in pools) if pools else 0.0,
+            "ent_line_sd": _sd([p["ent_mid"] for p in pools]),
+            "kept_mean": statistics.mean(len(k) for k in kept_sets),
+            "converged_share": sum(p["converged"] for p in pools) / max(1, len(pools)),
+            "supplemented_share": sum(p["supplemented"] for p in pools) / max(1, kept_total),
+        })
+    return Stability(reference=reference, rows=rows, runs=runs)
+
+
+# ---------------------------------------------------------------------------------- 4. warnings
+
+
+def quadrant_shares(run: PoolRun, valid: torch.Tensor) -> list[float]:
+    n = max(1, int(valid.sum()))
+    return [int(((run.quadrant == q) & valid).sum()) / n for q in range(1, 5)]
+
+
+def failure_signatures(run: PoolRun, valid: torch.Tensor, sample_ratio: float) -> list[str]:
+    """ALGORITHM.md section 8 for one pool size: collapse, a missed bisection, a dominant supplement."""
+    out = []
+    where = "the whole dataset as one pool" if run.label == "all" else f"pools of {run.label}"
+    shares = quadrant_shares(run, valid)
+    small = [f"Q{q + 1} {s:.1%}" for q, s in enumerate(shares) if s < COLLAPSE_SHARE]
+    if small:
+        out.append(f"quadrant collapse with {where}: {', '.join(small)} of the samples (under "
+                   f"{COLLAPSE_SHARE:.0%}); the thresholds barely separate these samples")
+    pools = [p for p in run.pools if p["size"] > 0]
+    missed = [p for p in pools if not p["converged"]]
+    if pools and len(missed) > len(pools) / 2:
+        detail = (f"kept fraction {missed[0]['bisection_kept_fraction']:.3f} vs target {sample_ratio:.3f}"
+                  if len(pools) == 1 else f"in {len(missed)}/{len(pools)} pools")
+        out.append(f"the bisection missed its tolerance with {where} ({detail}): the supplement, not the "
+                   "quantiles, sets the kept fraction")
+    kept = sum(p["kept"] for p in pools)
+    supplemented = sum(p["supplemented"] for p in pools)
+    if kept and supplemented > 0.5 * kept:
+        out.append(f"the supplement chose {supplemented / kept:.0%} of the kept samples with {where}: the kept "
+                   "set is decided by distance from the diagonal, not by the quadrant corners")
+    return out
+
+
+def quadrant_examples(scores, run: PoolRun, k: int) -> dict[int, list[int]]:
+    """Up to k sample indices per quadrant, the deepest into their corner (by rank on both axes)."""
+    valid = torch.tensor(scores["has_response"].to_numpy().copy(), dtype=torch.bool)
+    ppl = torch.tensor(scores["ppl"].to_numpy().copy(), dtype=torch.float64)
+    ent = torch.tensor(scores["entropy"].to_numpy().copy(), dtype=torch.float64)
+    rank_p = torch.argsort(torch.argsort(ppl)).double()
+    rank_e = torch.argsort(torch.argsort(ent)).double()
+    direction = {1: (1, 1), 2: (1, -1), 3: (-1, -1), 4: (-1, 1)}
+    out = {}
+    for q, (dp, de) in direction.items():
+        members = ((run.quadrant == q) & valid).nonzero().flatten()
+        depth = dp * rank_p[members] + de * rank_e[members]
+        out[q] = members[torch.argsort(depth, descending=True, stable=True)[:k]].tolist()
+    return out
+
+
+def finite(value: float | None) -> float | None:
+    """JSON-safe: NaN and inf become None."""
+    return None if value is None or not math.isfinite(value) else value
