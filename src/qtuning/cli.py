@@ -3,6 +3,7 @@
     qtuning train --config configs/quickstart.yaml [--key value ...]
     qtuning plan --model smollm2-135m-instruct --data alpaca-demo --num-samples 64
     qtuning fetch
+    qtuning eval --model DIR --tasks arc_easy,squad --limit 300 -o results.json
     qtuning analyze --model smollm2-135m-instruct --data alpaca-demo -o analysis/   (see commands.py)
     qtuning report RUN_DIR
     qtuning select --scores analysis/scores.parquet --sample-ratio 0.25 -o subset.jsonl
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, QTuningConfig
+from .evaluation import EvalError
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
@@ -215,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--datasets", nargs="*", default=["alpaca-demo"])
     fetch.set_defaults(func=_cmd_fetch)
 
+    from .evaluation import add_eval_arguments, run_eval_cli
+
+    evaluate = sub.add_parser("eval", help="benchmark a model (ARC, GSM8K, MATH, TriviaQA, SQuAD) on the built-in data",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=run_eval_cli)
+
     from .commands import register  # analyze, report, select
 
     register(sub)
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(argv[1:])
         args = parser.parse_args(argv)
         return args.func(args)
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, EvalError) as exc:
         parser.error(str(exc))
     except ValueError as exc:  # bad input files or folders: the message names the path and what was expected
         from .data import DataError
