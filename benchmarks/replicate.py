@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -267,6 +268,9 @@ def write_results() -> dict:
             if any("summary" in c for c in mine) else 0,
         }
     meta = json.loads((WORK / "data_meta.json").read_text()) if (WORK / "data_meta.json").exists() else {}
+    for v in summary.values():  # the evaluation's own noise: the binomial standard error of one cell's EM
+        p_hat = v["mean"] / 100
+        v["eval_standard_error"] = round(100 * math.sqrt(p_hat * (1 - p_hat) / EVAL_SIZE), 3)
     result = {
         "metric": METRIC,
         "metric_definition": "exact match (x100, SQuAD-style normalisation) of the greedy answer's first line with "
@@ -275,6 +279,7 @@ def write_results() -> dict:
                  "split_seed": SPLIT_SEED, "recipe": BASE,
                  "arms": {a: (None if s is None else {"data": s[0], **s[1]}) for a, s in ARMS.items()}},
         "summary": summary,
+        "comparisons": comparisons(summary),
         "noise": noise_study(cells) if meta else {},
         "paper": PAPER,
         "cells": len(cells),
@@ -283,6 +288,31 @@ def write_results() -> dict:
     RESULTS_JSON.write_text(json.dumps(result, indent=1) + "\n")
     RESULTS_MD.write_text(render_markdown(result))
     return result
+
+
+def comparisons(summary: dict) -> dict:
+    """The differences the issue asks about, each with Welch's t over the seeds (None below 2 seeds each)."""
+    pairs = [("full", "zero_shot"), ("qtuning_25x50", "full"), ("qtuning_12.5x50", "full"),
+             ("random_25x50", "full"), ("qtuning_25x50", "random_25x50"), ("qtuning_6.25x50", "full"),
+             ("infobatch_random_25x50", "full"), ("noisy_qtuning_25x50", "noisy_random_25x50"),
+             ("noisy_full", "full")]
+    out = {}
+    for a, b in pairs:
+        if a not in summary or b not in summary:
+            continue
+        x, y = summary[a], summary[b]
+        diff = x["mean"] - y["mean"]
+        spread = math.sqrt(x["std"] ** 2 / x["n"] + y["std"] ** 2 / y["n"])
+        welch = round(diff / spread, 2) if x["n"] > 1 and y["n"] > 1 and spread > 0 else None
+        out[f"{a} - {b}"] = {"difference": round(diff, 3), "welch_t": welch}
+    if "full" in summary and "zero_shot" in summary:
+        gap = summary["full"]["mean"] - summary["zero_shot"]["mean"]
+        out["task_check"] = {
+            "full_minus_zero_shot": round(gap, 3), "full_seed_std": summary["full"]["std"],
+            "passes": gap > summary["full"]["std"] and summary["full"]["n"] > 1,
+            "rule": "the full-data arm must beat zero-shot by more than the seed-to-seed standard deviation",
+        }
+    return out
 
 
 def render_markdown(result: dict) -> str:
@@ -304,6 +334,19 @@ def render_markdown(result: dict) -> str:
         frac = "-" if v["trained_sample_fraction"] is None else f"{v['trained_sample_fraction']:.3f}"
         lines.append(f"| {arm} | {v['mean']:.2f} | {v['std']:.2f} | {v['f1_mean']:.2f} | {v['f1_std']:.2f} | {v['n']} | {frac} | "
                      f"{v['tokens_trained']} | {v['train_wall_clock_s']:.0f} | {v['wall_clock_s']:.0f} |")
+    comp = result.get("comparisons") or {}
+    if comp:
+        lines += ["", "Evaluation noise alone (binomial standard error of one cell's EM on "
+                  f"{EVAL_SIZE} questions): " + ", ".join(f"{a} {v['eval_standard_error']:.2f}" for a, v in s.items()
+                                                        if a in ["zero_shot", *MAIN_ARMS]) + ".", "",
+                  "| comparison | EM difference | Welch t over seeds |", "|---|---:|---:|"]
+        for name, v in comp.items():
+            if name != "task_check":
+                lines.append(f"| {name} | {v['difference']:+.2f} | {'-' if v['welch_t'] is None else v['welch_t']} |")
+        if "task_check" in comp:
+            c = comp["task_check"]
+            lines += ["", f"Task check ({c['rule']}): full - zero-shot = {c['full_minus_zero_shot']:+.2f} EM against a "
+                      f"seed sd of {c['full_seed_std']:.2f}: {'passes' if c['passes'] else 'does NOT pass'}."]
     lines += ["", "## The paper's numbers (for scale: other models, data and benchmarks)", "",
               "| setting | full data | Q-Tuning | Random+Random |", "|---|---:|---:|---:|"]
     for name, v in result["paper"].items():
