@@ -364,6 +364,9 @@ def render_markdown(result: dict) -> str:
                 qk = e.get("quadrant_share_clean")
                 fmt = (lambda d: "/".join(f"{d[f'Q{q}']:.2f}" for q in range(1, 5))) if qc else (lambda d: "-")
                 lines.append(f"| {arm} | {e['seed']} | {e['corrupted_share_of_kept']:.3f} | {fmt(qc)} | {fmt(qk)} |")
+    notes = RESULTS_JSON.parent / "replication_notes.md"  # the hand-written reading of the numbers, if any
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
