@@ -15,7 +15,7 @@ PRUNE_DIRECTIONS = ("high", "low")
 ENTROPY_POSITIONS = ("response", "all")
 KEPT_QUADRANTS = ("q2_q4", "q1_q4", "q2_q3")
 PRUNE_TOKENS_IN = ("q2", "q2_q4")
-# kept in step with qtuning.policies (this module imports nothing heavy)
+# implemented in qtuning.policies (which imports these names; this module imports nothing heavy)
 SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
 TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
 

@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import torch
 
-SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
-TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
+from .config import SAMPLE_PRUNERS, TOKEN_PRUNERS  # the one list of names, checked by QTuningConfig
 # which sample / token pruners read the probe's scores (the others need only the masks)
 SCORED_SAMPLE_PRUNERS = ("qtuning", "entropy", "infobatch")
 SCORED_TOKEN_PRUNERS = ("qtuning", "ppl", "rho1")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 
 from .config import QTuningConfig
-from .policies import baseline_keep, token_priority
+from .policies import baseline_keep, target_count, token_priority
 from .scoring import SampleScores, sample_scores
 
 ROLE_DROPPED = 0
@@ -285,7 +285,7 @@ def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Gener
     return SampleSelection(
         kept_role=torch.where(keep, ROLE_KEPT, ROLE_DROPPED), supplemented=torch.zeros_like(keep),
         quadrant=torch.zeros(keep.shape[0], dtype=torch.int64), pool_size=n,
-        target_count=min(n, max(1, round(cfg.sample_ratio * n))) if n else 0, converged=True,
+        target_count=target_count(n, cfg.sample_ratio), converged=True,
         bisection_kept_fraction=int(keep.sum()) / n if n else 0.0,
         weight=None if bool((weight == 1).all()) else weight,
     )
@@ -346,7 +346,7 @@ def select_samples(
 
     # Supplement: top up to K with the samples furthest from the diagonal of the normalised plane,
     # taken from every not-yet-kept sample (the code's rule). Ties go to the lower batch index.
-    target = min(n, max(1, round(r_s * n)))  # Python's round: half to even
+    target = target_count(n, r_s)  # Python's round: half to even
     result.target_count = target
     missing = target - int((kept_role != ROLE_DROPPED).sum())
     if missing > 0:
