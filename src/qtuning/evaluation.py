@@ -29,6 +29,7 @@ training renders `record["prompt"]` (`qtuning.data.tokenize_record`). Per task:
 | gsm8k | record["prompt"] | greedy answer, <= 320 new tokens | exact_match: number after "####", else the last number |
 | math | record["prompt"] | greedy answer, <= 384 new tokens | exact_match: last \\boxed{} vs the solution's last \\boxed{} |
 | triviaqa, squad | record["prompt"] | greedy answer, <= 24 new tokens, first line | exact_match, f1 (SQuAD normalisation, max over answers) |
+| arith, letters | record["prompt"] | greedy answer, <= 160 / 224 new tokens | exact_match: the integer after the last "Answer:" (else the last integer) |
 
 acc and acc_norm are lm_eval's: argmax of the summed log-likelihood of each choice, and argmax of
 that sum divided by the choice's length in characters (bytes for non-ASCII text).
@@ -64,7 +65,11 @@ TASKS: dict[str, EvalTask] = {
     "math": EvalTask("math", "generate", ("exact_match",), 384),
     "triviaqa": EvalTask("triviaqa", "generate", ("exact_match", "f1"), 24),
     "squad": EvalTask("squad", "generate", ("exact_match", "f1"), 24),
+    # procedural tasks with worked solutions (qtuning.procedural_data): the integer after "Answer:"
+    "arith": EvalTask("arith-steps", "generate", ("exact_match",), 160),
+    "letters": EvalTask("letter-count-steps", "generate", ("exact_match",), 224),
 }
+FINAL_ANSWER_TASKS = ("arith", "letters")
 ALIASES = {name.replace("_", "-"): name for name in TASKS} | {
     "arc-easy-val": "arc_easy", "arc-challenge-val": "arc_challenge",
 }
@@ -262,6 +267,10 @@ def score_generation(task: str, response: str, doc: dict) -> dict[str, float]:
         return {"exact_match": float(extract_gsm8k_answer(response) == doc["answers"][0])}
     if task == "math":
         return {"exact_match": float(math_equal(last_boxed(response), doc["answers"][0]))}
+    if task in FINAL_ANSWER_TASKS:
+        from .procedural_data import final_answer
+
+        return {"exact_match": float(final_answer(response) == doc["answers"][0])}
     answer = first_line(response)
     return {"exact_match": exact_match_score(answer, doc["answers"]), "f1": f1_score(answer, doc["answers"])}
 
@@ -273,6 +282,10 @@ def lm_eval_process_gsm8k(doc: dict, results: list[str]) -> dict[str, float]:
 
 def lm_eval_process_math(doc: dict, results: list[str]) -> dict[str, float]:
     return score_generation("math", results[0], doc)
+
+
+def lm_eval_process_final_answer(doc: dict, results: list[str]) -> dict[str, float]:
+    return score_generation("arith", results[0], doc)
 
 
 def lm_eval_process_qa(doc: dict, results: list[str]) -> dict[str, float]:
@@ -303,6 +316,8 @@ def prepare_doc(task: str, record: dict) -> dict:
             answers = [gsm8k_gold(record)]
         elif task == "math":
             answers = [math_gold(record)]
+        elif task in FINAL_ANSWER_TASKS:
+            answers = [str(record["answer"])]
         else:
             answers = [str(a) for a in (record.get("answers") or [record.get("answer") or record["response"]])]
         return {"id": str(record["id"]), "eval_prompt": record["prompt"], "answers": answers}
@@ -381,7 +396,8 @@ def _task_yaml(task: str, data_file: Path) -> dict:
             "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in spec.metrics],
         }
     else:
-        hook = {"gsm8k": "lm_eval_process_gsm8k", "math": "lm_eval_process_math"}.get(task, "lm_eval_process_qa")
+        hook = {"gsm8k": "lm_eval_process_gsm8k", "math": "lm_eval_process_math",
+                **{t: "lm_eval_process_final_answer" for t in FINAL_ANSWER_TASKS}}.get(task, "lm_eval_process_qa")
         config |= {
             "output_type": "generate_until",
             "doc_to_target": "{{answers[0]}}",
@@ -564,6 +580,46 @@ def generate_responses(model, tokenizer, prompts: list[str], max_new_tokens: int
         bar.update(len(group))
     bar.close()
     return out_texts
+
+
+def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) -> list[tuple[float, int]]:
+    """Per record, (summed NLL, token count) of its reference `response` after its `prompt`, as
+    training tokenises them (chat template, loss on the response tokens only); fp32 log-softmax over
+    the full vocabulary, no pruning. The held-out NLL of a set is sum(NLL) / sum(tokens)."""
+    import torch
+
+    from .data import tokenize_record
+    from .probe import score_batch
+    from .scoring import IGNORE_INDEX
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [tokenize_record(tokenizer, {"prompt": [{"role": "user", "content": r["prompt"]}],
+                                           "completion": [{"role": "assistant", "content": r["response"]}]}, None)
+               for r in records]
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(records)
+    order = sorted(range(len(records)), key=lambda i: -len(encoded[i]["input_ids"]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for group in _batches(order, batch_size):
+                width = max(len(encoded[i]["input_ids"]) for i in group)
+                ids = torch.full((len(group), width), pad, dtype=torch.long)
+                labels = torch.full((len(group), width), IGNORE_INDEX, dtype=torch.long)
+                mask = torch.zeros((len(group), width), dtype=torch.long)
+                for row, i in enumerate(group):  # right padding, as in training
+                    n = len(encoded[i]["input_ids"])
+                    ids[row, :n] = torch.tensor(encoded[i]["input_ids"])
+                    labels[row, :n] = torch.tensor(encoded[i]["labels"])
+                    mask[row, :n] = 1
+                scores, loss_mask, _ = score_batch(model, ids.to(device), mask.to(device), labels.to(device))
+                nll = torch.where(loss_mask, scores.nll, 0.0).sum(dim=1)  # (B,)
+                for row, i in enumerate(group):
+                    out[i] = (float(nll[row]), int(loss_mask[row].sum()))
+    finally:
+        model.train(was_training)
+    return out
 
 
 def _native_run(model, tokenizer, docs: dict[str, list[dict]], batch_size: int, progress: bool,
