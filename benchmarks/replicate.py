@@ -4,7 +4,7 @@
     python benchmarks/replicate.py --only full,qtuning_25x50 --seeds 0,1,2
     python benchmarks/replicate.py --report        # rewrite the results from the cached cells only
 
-The task (chosen to fit a 2-core CPU and to separate the arms; see benchmarks/RESULTS.md):
+The task (chosen to fit a 2-core CPU and to separate the arms; see benchmarks/results/replication.md):
 SmolLM2-135M-Instruct + LoRA (r 8, alpha 16, all linear layers) fine-tuned for one epoch on
 512 TriviaQA questions (closed book, the primary answer as the response), evaluated on 500
 other TriviaQA questions by greedy generation, SQuAD-style exact match and F1 against every
@@ -18,7 +18,7 @@ are.
 
 Each cell runs in its own process and is cached under .replication/cells/ (git-ignored):
 an interrupted grid resumes where it stopped. After every cell the summary is rewritten to
-benchmarks/results/replication.json and benchmarks/RESULTS.md.
+benchmarks/results/replication.json and benchmarks/results/replication.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".replication"
 CELLS = WORK / "cells"
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "replication.json"
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+RESULTS_MD = ROOT / "benchmarks" / "results" / "replication.md"
 
 TRAIN_SIZE = 512
 EVAL_SIZE = 500

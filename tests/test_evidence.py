@@ -1,0 +1,251 @@
+"""The evidence suite's parts: procedural tasks and their verifier, the paired two-way bootstrap,
+per-item held-out NLL, and the suite's data (disjoint splits, the noise derangement)."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qtuning.bootstrap import Interval, mean_interval, paired_difference, verdict
+from qtuning.evaluation import score_generation
+from qtuning.procedural_data import arith_record, final_answer, letter_record, story_words
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "evidence"))
+
+
+# ------------------------------------------------------------------------------ procedural tasks
+@pytest.mark.parametrize("index", range(40))
+def test_arith_worked_solution_is_correct_arithmetic(index):
+    record = arith_record(index)
+    expression = re.search(r"Calculate (.+?)\. Work", record["prompt"]).group(1)
+    assert str(eval(expression)) == record["answer"]  # left to right is Python's order for + and -
+    lines = record["response"].splitlines()
+    for line in lines[:-1]:
+        a, op, b, _, c = re.match(r"Step \d+: (-?\d+) ([+-]) (\d+) (=) (-?\d+)", line).groups()
+        assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+    assert lines[-1] == f"Answer: {record['answer']}"
+    assert 3 <= record["difficulty"]["terms"] <= 6 and len(lines) == record["difficulty"]["terms"]
+
+
+def test_arith_records_are_deterministic_and_distinct():
+    assert arith_record(7) == arith_record(7)
+    assert arith_record(7)["prompt"] != arith_record(8)["prompt"]
+
+
+def test_letter_counting_counts_and_spelling():
+    text = "*** START OF THE BOOK ***\nThe cheerful engineer keeps seventeen green trees.\n*** END OF THE BOOK ***"
+    words = story_words(text)
+    assert words == ["The", "cheerful", "engineer", "keeps", "seventeen", "green", "trees"]
+    for index in range(30):
+        record = letter_record(index, words)
+        letter = re.search(r'the letter "(.)"', record["prompt"]).group(1)
+        span = re.search(r'in the text: "(.+?)"\?', record["prompt"]).group(1).split()
+        assert record["answer"] == str(sum(w.lower().count(letter) for w in span))
+        lines = record["response"].splitlines()
+        for word, line in zip(span, lines):
+            assert line == f"{word}: {'-'.join(word.lower())} -> {word.lower().count(letter)}"
+        assert lines[-2].endswith(f"= {record['answer']}") and lines[-1] == f"Answer: {record['answer']}"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Step 1: 3 + 4 = 7\nAnswer: 7", "7"),
+    ("Answer: -12 and then Answer: 5", "5"),  # the last Answer: line counts
+    ("so the result is 42.", "42"),  # no Answer: line: the last integer
+    ("Answer: 007", "7"),
+    ("no number at all", None),
+])
+def test_final_answer(text, expected):
+    assert final_answer(text) == expected
+
+
+def test_arith_metric_scores_the_final_answer():
+    doc = {"answers": ["17"]}
+    assert score_generation("arith", "Step 1: 10 + 7 = 17\nAnswer: 17", doc) == {"exact_match": 1.0}
+    assert score_generation("letters", "Total: 1 + 2 = 3\nAnswer: 3", doc) == {"exact_match": 0.0}
+
+
+# ------------------------------------------------------------------------------ the bootstrap
+def test_a_constant_paired_difference_has_a_zero_width_interval():
+    a = np.array([[1, 0, 1, 1], [0, 1, 1, 0]], dtype=float)
+    b = a - 0.25  # every item 0.25 lower, every seed
+    interval = paired_difference(a, b, resamples=500)
+    assert interval.mean == pytest.approx(0.25)
+    assert interval.low == pytest.approx(0.25) and interval.high == pytest.approx(0.25)
+    assert (interval.seeds, interval.items) == (2, 4)
+
+
+def test_the_mean_is_the_plain_difference_and_the_interval_covers_it():
+    rng = np.random.default_rng(1)
+    a = (rng.random((5, 200)) < 0.6).astype(float)
+    b = (rng.random((5, 200)) < 0.5).astype(float)
+    interval = paired_difference(a, b, resamples=2000)
+    assert interval.mean == pytest.approx(a.mean() - b.mean())
+    assert interval.low < interval.mean < interval.high
+    # the two-way interval is wider than an items-only one when the seeds disagree
+    shifted = a + np.array([0.3, -0.3, 0.2, -0.2, 0.0])[:, None]
+    assert (paired_difference(shifted, b, resamples=2000).high - paired_difference(shifted, b, resamples=2000).low
+            > interval.high - interval.low)
+
+
+def test_a_single_baseline_row_pairs_with_every_seed():
+    a = np.array([[1.0, 1.0], [1.0, 0.0]])
+    zero_shot = np.array([[0.0, 0.0]])
+    assert paired_difference(a, zero_shot, resamples=100).mean == pytest.approx(0.75)
+
+
+def test_ratio_of_sums_for_nll():
+    # item NLL sums and token counts: the set's NLL is sum / sum, not the mean of per-item means
+    num = np.array([[2.0, 10.0]])
+    den = np.array([[1.0, 4.0]])
+    assert mean_interval(num, den, resamples=100).mean == pytest.approx(12.0 / 5.0)
+    diff = paired_difference(num, np.array([[1.0, 4.0]]), den, np.array([[1.0, 4.0]]), resamples=100)
+    assert diff.mean == pytest.approx(12.0 / 5.0 - 1.0)
+
+
+def test_unpaired_shapes_and_bad_values_are_refused():
+    with pytest.raises(ValueError, match="paired"):
+        paired_difference(np.ones((2, 3)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        paired_difference(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("low, high, higher_is_better, expected", [
+    (0.01, 0.05, True, "A better"),
+    (-0.05, -0.01, True, "B better"),
+    (-0.01, 0.05, True, "no difference resolved"),
+    (-0.05, -0.01, False, "A better"),  # lower is better (NLL): a negative difference favours A
+])
+def test_decision_rule(low, high, higher_is_better, expected):
+    assert verdict(Interval(0.0, low, high, 5, 100), "A", "B", higher_is_better) == expected
+
+
+# ------------------------------------------------------------------------------ held-out NLL
+def test_response_nll_matches_the_models_own_loss():
+    from helpers import tiny_tokenizer
+
+    from qtuning.data import tokenize_record
+    from qtuning.evaluation import response_nll
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    records = [{"prompt": "Calculate 1 + 2.", "response": "Step 1: 1 + 2 = 3\nAnswer: 3"},
+               {"prompt": "Hi", "response": "Hello there, how can I help you today?"},
+               {"prompt": "A much longer prompt than the others, with several words in it.", "response": "Yes."}]
+    pairs = response_nll(model, tokenizer, records, batch_size=2)  # mixed lengths: padding inside a batch
+    for record, (nll_sum, count) in zip(records, pairs):
+        encoded = tokenize_record(tokenizer, {"prompt": [{"role": "user", "content": record["prompt"]}],
+                                              "completion": [{"role": "assistant", "content": record["response"]}]},
+                                  None)
+        ids = torch.tensor([encoded["input_ids"]])
+        labels = torch.tensor([encoded["labels"]])
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss  # mean CE over the response tokens
+        assert count == int((labels[0, 1:] != -100).sum())
+        assert nll_sum / count == pytest.approx(float(loss), rel=1e-4)
+
+
+# ------------------------------------------------------------------------------ the suite's data
+def _rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+@pytest.mark.parametrize("task", ["arith", "letters", "arc"])
+def test_suite_training_and_evaluation_items_are_disjoint(task, tmp_path, monkeypatch):
+    import suite
+
+    from qtuning.evaluation import arc_question
+
+    monkeypatch.setattr(suite, "WORK", tmp_path)
+    meta = suite.prepare_task(task)
+    train = _rows(tmp_path / task / "train.jsonl")
+    held_out = json.loads((tmp_path / task / "eval_records.json").read_text())
+    assert len(train) == suite.TASKS[task]["train"] == meta["train"]
+    norm = suite._norm
+    eval_prompts = {norm(arc_question(r)) if task == "arc" else norm(r["prompt"]) for r in held_out}
+    assert not {norm(r["prompt"]) for r in train} & eval_prompts
+    assert not {r["id"] for r in train} & {r["id"] for r in held_out}
+    assert len({norm(r["prompt"]) for r in train}) == len(train)
+    if task == "arc":  # trained as it is scored: the question alone, the correct choice's text
+        assert all("\nA. " not in r["prompt"] for r in train)
+    assert suite.prepare_task(task) == meta  # cached and deterministic
+
+
+def test_suite_noise_is_a_derangement_of_the_responses(tmp_path, monkeypatch):
+    import suite
+
+    monkeypatch.setattr(suite, "WORK", tmp_path)
+    meta = suite.prepare_task("arith")
+    train = _rows(tmp_path / "arith" / "train.jsonl")
+    noisy = _rows(tmp_path / "arith" / "train_noisy.jsonl")
+    assert [r["id"] for r in noisy] == [r["id"] for r in train]
+    swapped = {a["id"] for a, b in zip(train, noisy) if a["completion"] != b["completion"]}
+    assert swapped == set(meta["corrupted_ids"]) and len(swapped) == round(0.2 * len(train))
+    responses = {r["completion"] for r in train}
+    assert all(b["completion"] in responses for b in noisy)
+
+
+def test_the_plan_has_every_required_cell():
+    import suite
+
+    cells = suite.planned_cells(suite.TASK_ORDER)
+    assert len(cells) == len(set(cells))
+    for task in suite.TASK_ORDER:
+        for arm in ("full", "random_25x50", "qtuning_25x50"):
+            assert {s for t, a, s in cells if (t, a) == (task, arm)} == set(range(5))
+        assert (task, "zero_shot", 0) in cells
+        for arm in ("random_25x50_3ep", "qtuning_25x50_3ep"):
+            assert suite.ARMS[arm][1]["num_train_epochs"] == 3
+            assert (task, arm, 0) in cells
+    # the sensitivity stage comes first: every zero-shot and full cell before any pruned one
+    first_pruned = next(i for i, c in enumerate(cells) if c[1] not in ("zero_shot", "full"))
+    assert all(c[1] not in ("zero_shot", "full") for c in cells[first_pruned:])
+
+
+def test_a_seed_gives_every_arm_the_same_data_order_and_lora_init(tmp_path):
+    """The suite's pairing: full data, Random and Q-Tuning with one seed see the same rows in the same
+    steps (over two epochs) and start from the same LoRA weights."""
+    from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
+    from transformers import set_seed
+
+    from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.trainer import ID_KEY, QTuningSFTTrainer
+
+    class Recording(QTuningSFTTrainer):
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            self.seen.append([i for b in batches for i in b[ID_KEY].tolist()])
+            return batches, count
+
+    runs = {}
+    for name, overrides in {"full": dict(pruning_method="none"),
+                            "random": dict(sample_pruner="random", token_pruner="random", sample_ratio=0.25),
+                            "qtuning": dict(sample_ratio=0.25)}.items():
+        set_seed(3)  # what run.build_trainer does first
+        cfg = QTuningSFTConfig(output_dir=str(tmp_path / name), per_device_train_batch_size=8, num_train_epochs=2,
+                               report_to=[], learning_rate=1e-2, save_strategy="no", seed=3, disable_tqdm=True,
+                               lora_r=0, probe_precision="same", **overrides)
+        from peft import LoraConfig
+
+        trainer = Recording(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(32),
+                            processing_class=tiny_tokenizer(),
+                            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+        trainer.seen = []
+        init = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+        trainer.train()
+        runs[name] = (trainer.seen, init)
+    full_order, full_init = runs["full"]
+    assert len(full_order) == 8 and sorted(sum(full_order[:4], [])) == list(range(32))  # 2 epochs x 4 steps
+    assert full_order[:4] != full_order[4:]  # the second epoch is reshuffled...
+    for name in ("random", "qtuning"):
+        order, init = runs[name]
+        assert order == full_order  # ...the same way for every arm
+        assert init.keys() == full_init.keys() and all(torch.equal(init[k], full_init[k]) for k in init)
