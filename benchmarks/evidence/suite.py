@@ -5,6 +5,9 @@
     python benchmarks/evidence/suite.py --only arith:full:0,arith:zero_shot:0
     python benchmarks/evidence/suite.py --report         # rewrite the results from the finished cells only
 
+Every cell runs from one pinned commit of this repository, so that no later change to the library can
+make cells incomparable: `git worktree add ../evidence-run <commit>` and run this script there (the
+commit is recorded in every cell; the finished cells are then copied back into this checkout).
 Each cell (task, arm, seed) trains in its own process (one at a time, two threads, fp32: PLAN.md says
 why), evaluates on the task's held-out items, and is written atomically to
 benchmarks/results/evidence_cells/<task>__<arm>__s<seed>.json with its per-item scores, so the
@@ -200,8 +203,9 @@ def run_cell(task: str, arm: str, seed: int) -> dict:
     folder = task_dir(task)
     eval_records = json.loads((folder / "eval_records.json").read_text())
     spec = TASKS[task]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     record: dict = {"task": task, "arm": arm, "seed": seed, "threads": torch.get_num_threads(),
-                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S"), "code_commit": commit}
     if ARMS[arm] is None:
         model, tokenizer = load_model_and_tokenizer(BASE["model"])
         record["train_s"] = 0.0
