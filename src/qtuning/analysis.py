@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .config import QTuningConfig
-from .data import DataError
+from .errors import AnalysisError
 from .selection import ROLE_DROPPED, ROLE_Q2, ROLE_Q4, select_samples
 
 ROLE_NAMES = {ROLE_DROPPED: "dropped", ROLE_Q2: "Q2", ROLE_Q4: "Q4"}
@@ -45,10 +45,6 @@ SHARD_DIR = "shards"
 META_FILE = "meta.json"
 SCORES_FILE = "scores.parquet"
 TOKEN_SCORES_FILE = "token_scores.parquet"
-
-
-class AnalysisError(DataError):
-    """An analysis input or output folder is unusable; the message names the path and what was expected."""
 
 
 @dataclass

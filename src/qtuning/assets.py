@@ -21,9 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class AssetError(RuntimeError):
-    """A packaged asset could not be fetched or failed its checksum."""
+from .errors import AssetError
 
 
 @dataclass(frozen=True)

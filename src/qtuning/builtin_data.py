@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .assets import fetch_files
-from .data import DataError
+from .errors import DataError
 
 LETTERS = "ABCDE"  # ARC questions have 3 to 5 choices
 MATH_SUBJECTS = (

@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, QTuningConfig
-from .evaluation import EvalError
+from .config import QTuningConfig
+from .errors import QTuningError, UsageError
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
@@ -121,10 +121,6 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 RECIPES = Path(__file__).parent / "recipes"  # configs/ in the repository points here
-
-
-class UsageError(ValueError):
-    """Bad command-line or recipe input; the message says what and where."""
 
 
 def _close(name: str, names) -> str:
@@ -238,17 +234,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(argv[1:])
         args = parser.parse_args(argv)
         return args.func(args)
-    except (ConfigError, UsageError, EvalError) as exc:
-        parser.error(str(exc))
-    except ValueError as exc:  # bad input files or folders: the message names the path and what was expected
-        from .data import DataError
-        from .models import ModelSpecError
-
-        if not isinstance(exc, (DataError, ModelSpecError)):
-            raise
+    except QTuningError as exc:  # the user's input: one line that names it, no traceback
         print(f"qtuning: error: {exc}", file=sys.stderr)
-        return 1
-    return 2
+        if exc.exit_code == 2:  # a bad option or config value: exit as argparse does for its own errors
+            raise SystemExit(2) from None
+        return exc.exit_code
 
 
 def exit_process(code: int) -> None:

@@ -61,7 +61,7 @@ def register(sub) -> None:
 
 def _need_plots() -> None:
     """matplotlib is an extra (qtuning[plot]): say so before any work is done."""
-    from .cli import UsageError
+    from .errors import UsageError
 
     try:
         from . import plots  # noqa: F401
@@ -90,7 +90,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .cli import UsageError, dataclass_from_args
+    from .cli import dataclass_from_args
+    from .errors import UsageError
     from .config import QTuningConfig
     from .static_select import SelectConfig, run_select
 

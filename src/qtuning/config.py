@@ -10,6 +10,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from .errors import ConfigError
+
 TOKEN_BUDGETS = ("per_sample", "batch")
 PRUNE_DIRECTIONS = ("high", "low")
 ENTROPY_POSITIONS = ("response", "all")
@@ -18,10 +20,6 @@ PRUNE_TOKENS_IN = ("q2", "q2_q4")
 # implemented in qtuning.policies (which imports these names; this module imports nothing heavy)
 SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
 TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
-
-
-class ConfigError(ValueError):
-    """A configuration value is not allowed. The message names the field, the value and what is allowed."""
 
 
 @dataclass

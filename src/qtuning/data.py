@@ -28,15 +28,12 @@ from pathlib import Path
 
 import torch
 
+from .errors import DataError
 from .scoring import IGNORE_INDEX
 
 
 MASK_FIELD = "qtuning_token_keep"  # 0/1 per response token: a static token mask (see `qtuning select`)
 MASK_MODEL_FIELD = "qtuning_token_keep_model"  # the model (tokenizer) the mask was computed with
-
-
-class DataError(ValueError):
-    """A dataset row or file is unusable. The message names the file, the row and the field."""
 
 
 @dataclass

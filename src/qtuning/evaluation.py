@@ -47,6 +47,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import EvalError
+
 # ------------------------------------------------------------------------------------------- tasks
 
 
@@ -73,10 +75,6 @@ FINAL_ANSWER_TASKS = ("arith", "letters")
 ALIASES = {name.replace("_", "-"): name for name in TASKS} | {
     "arc-easy-val": "arc_easy", "arc-challenge-val": "arc_challenge",
 }
-
-
-class EvalError(ValueError):
-    """A bad task name, records file or model directory; the message says which."""
 
 
 def task_name(name: str) -> str:

@@ -10,19 +10,19 @@ no quantization_config), saved as safetensors next to its tokenizer, and used fr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from .assets import cache_root, fetch_file, sha256_of
+from .errors import ModelSpecError
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+ACCEPTED_FORMS = (f"a built-in name ({', '.join(BUILTIN_MODELS)}), a .gguf file, a local Hugging Face model folder "
+                  "(with config.json) or a hub id that transformers can load")
 _DONE_MARKER = "qtuning-converted.txt"
-
-
-class ModelSpecError(ValueError):
-    """The model argument names nothing usable."""
 
 
 def resolve_model(spec: str | os.PathLike) -> str:
@@ -85,14 +85,38 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+@contextlib.contextmanager
+def _unknown_model_is_a_spec_error(spec, path: str):
+    """A hub id that resolve_model passed through, and the hub has no such model (or is offline):
+    a ModelSpecError naming the value, instead of transformers' OSError traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if Path(path).exists():  # a real folder with broken files: transformers' message names them
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSpecError(f"model {str(spec)!r} is neither a built-in name, a .gguf file, a local folder nor a "
+                             f"model the hub can serve ({reason}); expected {ACCEPTED_FORMS}") from exc
+
+
+def load_tokenizer(spec: str | os.PathLike):
+    """The tokenizer of a model argument (any form `load_model_and_tokenizer` accepts)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(spec)
+    with _unknown_model_is_a_spec_error(spec, path):
+        return AutoTokenizer.from_pretrained(path)
+
+
 def load_model_and_tokenizer(spec: str | os.PathLike, dtype=None, device: str | None = None):
     """(model, tokenizer) for a model argument; the tokenizer gets a pad token if it has none."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(spec)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with _unknown_model_is_a_spec_error(spec, path):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device is not None:

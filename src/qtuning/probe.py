@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .errors import ModelSpecError
 from .scoring import IGNORE_INDEX, TokenScores, shift_labels, shift_mask, token_scores_from_hidden
 
 
@@ -33,7 +34,7 @@ def backbone_and_head(model):
     head = inner.get_output_embeddings()
     backbone = getattr(inner, inner.base_model_prefix, None)
     if head is None or backbone is None or backbone is inner:
-        raise TypeError(f"{type(inner).__name__} has no separate backbone and output embedding to score with")
+        raise ModelSpecError(f"{type(inner).__name__} has no separate backbone and output embedding to score with")
     return backbone, head
 
 
@@ -205,7 +206,7 @@ def check_head_path(model, vocab_size: int | None = None, atol: float = 1e-3) ->
     ours = head_logits(head, hidden[0], logit_softcap(model))
     error = (ours - full[0]).abs().max().item()
     if not error <= atol * max(1.0, full.abs().max().item()):
-        raise ValueError(
+        raise ModelSpecError(
             f"{type(inner).__name__}: logits differ from head(final hidden states) by {error:.3g}; this model "
             "transforms its logits in a way qtuning does not reproduce (e.g. a logit scale)."
         )

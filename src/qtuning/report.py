@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DataError
+from .errors import ReportError
 
 REPORT_FILE = "qtuning_report.html"
 STATE_FILE = "trainer_state.json"
@@ -46,10 +46,6 @@ padding:8px;margin:4px 0 14px;font-size:13px;line-height:1.7}
 .tok.pruned{background:#ffcdd2;text-decoration:line-through;text-decoration-color:#c62828}
 .sample-head{font-size:0.9em;color:#555;margin-top:10px}
 """
-
-
-class ReportError(DataError):
-    """A run directory (or one of its files) is missing, empty or not what `qtuning train` writes."""
 
 
 # ---------------------------------------------------------------------------------- documents
@@ -282,9 +278,9 @@ def load_run_tokenizer(run: Run, tokenizer: str | None = None):
     from transformers import AutoTokenizer
 
     if tokenizer:
-        from .models import resolve_model
+        from .models import load_tokenizer
 
-        return AutoTokenizer.from_pretrained(resolve_model(tokenizer))
+        return load_tokenizer(tokenizer)
     checkpoints = sorted(run.path.glob("checkpoint-*"), key=lambda p: p.stat().st_mtime, reverse=True)
     for candidate in [run.path, *checkpoints]:
         if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():

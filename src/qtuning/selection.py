@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 
 from .config import QTuningConfig
+from .errors import ScoreError
 from .policies import baseline_keep, target_count, token_priority
 from .scoring import SampleScores, sample_scores
 
@@ -27,10 +28,6 @@ ROLE_Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
 
 # exp() overflows float64 above ~709.78; a token NLL that large is already "infinitely" surprising.
 _MAX_TOKEN_NLL = 700.0
-
-
-class ScoreError(ValueError):
-    """The scores handed to the selection are unusable (NaN, Inf, wrong shape)."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from .errors import ConfigError
 from .plan_log import PlanLog, plan_records
 from .policies import needs_scores
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
@@ -112,7 +113,7 @@ class QTuningSFTTrainer(SFTTrainer):
 
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"resume_from_checkpoint=True, but {self.args.output_dir} holds no checkpoint")
+                raise ConfigError(f"resume_from_checkpoint=True, but {self.args.output_dir} holds no checkpoint")
         self._qt_resume_from = resume_from_checkpoint
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
