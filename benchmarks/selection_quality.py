@@ -1,0 +1,181 @@
+"""Selection quality of the threshold variants: stability across pool sizes, and where label noise lands.
+
+    .venv/bin/python benchmarks/selection_quality.py [--rows 512] [--shuffles 5] [--window 512]
+
+Static measurements from one scoring pass of SmolLM2-135M-Instruct (the model before training; a
+training run rescores with its current weights every step, so these are the first step's view):
+
+1. Stability. 512 real Alpaca rows are scored once. The reference is the paper's selection over
+   the whole data set as one pool. For pools of 8 and 16 (5 shuffles each), every variant selects
+   pool after pool in order, and the union of the kept sets is compared with the reference
+   (Jaccard). Variants: `paper` (lines from each pool) and `history` (lines from the last W scored
+   samples, qtuning.history), plus the noise-aware options below.
+2. Noise. The evidence suite's noisy arith rows (20% of the responses swapped with another row's,
+   benchmarks/evidence/PLAN.md) are scored once; in pools of 16 (5 shuffles), per variant: the
+   share of corrupted rows among the kept rows, and the share of the corrupted rows' response
+   tokens that carry a loss against the clean rows' share; Random x Random at the same budget.
+
+Writes benchmarks/results/selection_quality.json (the downstream part comes from the evidence
+suite: benchmarks/evidence/report.py adds it when its cells exist) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / ".bench-cache"
+
+VARIANTS = {  # name -> QTuningConfig overrides (sample_ratio 0.25, token_ratio 0.5 for all)
+    "paper": {},
+    "history": {"thresholds": "history"},
+    "history_supplement_low_ppl": {"thresholds": "history", "supplement_toward": "low_ppl"},
+    "history_q2_cap_0.5": {"thresholds": "history", "max_q2_share": 0.5},
+    "paper_supplement_low_ppl": {"supplement_toward": "low_ppl"},
+    "paper_q2_cap_0.5": {"max_q2_share": 0.5},
+}
+
+
+def score_records(records: list[dict], max_length: int, cache_name: str) -> list:
+    """Per-row ScoredBatch parts (one row each, so pools can be cut in any order), cached on disk."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"{cache_name}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    from tqdm import tqdm
+
+    from qtuning import QTuningConfig
+    from qtuning.data import collate, tokenize_record
+    from qtuning.models import load_model_and_tokenizer
+    from qtuning.probe import score_batch
+    from qtuning.selection import prepare_scores
+
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
+    features = [tokenize_record(tokenizer, r, max_length) for r in records]
+    rows = []
+    for start in tqdm(range(0, len(features), 16), desc=f"scoring {cache_name}", unit="batch"):
+        b = collate(features[start:start + 16], tokenizer.pad_token_id)
+        scores, loss_mask, attention = score_batch(model, b["input_ids"], b["attention_mask"], b["labels"],
+                                                   sub_batch_size=4)
+        for i in range(b["input_ids"].shape[0]):
+            width = int(attention[i].sum())
+            rows.append(prepare_scores(scores.nll[i:i + 1, :width], scores.entropy[i:i + 1, :width],
+                                       loss_mask[i:i + 1, :width], QTuningConfig(), attention[i:i + 1, :width]))
+    torch.save(rows, path)
+    return rows
+
+
+def run_pools(rows: list, order: list[int], pool: int, cfg, seed: int) -> list:
+    """Plan pool after pool (in `order`), each pool alone, with one score window carried across pools
+    when cfg.thresholds == 'history'. Returns one SelectionPlan per row, in `order`."""
+    from qtuning.history import ScoreWindow
+    from qtuning.selection import plan_pool
+
+    window = ScoreWindow(cfg.history_window) if cfg.thresholds == "history" else None
+    plans = []
+    for step, start in enumerate(range(0, len(order) - pool + 1, pool)):
+        parts = [rows[i] for i in order[start:start + pool]]
+        planned = plan_pool(parts, cfg, seed=seed * 100_003 + step, window=window)
+        plans += [planned[i] for i in range(len(parts))]
+    return plans
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--shuffles", type=int, default=5)
+    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--pools", type=int, nargs="+", default=[8, 16])
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "benchmarks" / "evidence"))
+    import random
+
+    from qtuning import QTuningConfig
+    from qtuning.data import load_records, split_records
+    from qtuning.selection import plan_pool
+
+    base = dict(sample_ratio=0.25, token_ratio=0.5, history_window=args.window)
+    out: dict = {"benchmark": "selection_quality", "model": "smollm2-135m-instruct (before training)",
+                 "window": args.window, "shuffles": args.shuffles, "variants": VARIANTS}
+
+    # ---- 1. stability on Alpaca
+    records, _ = load_records("alpaca-demo")
+    records, _ = split_records(records, 0.0, seed=0, max_train=args.rows)
+    rows = score_records(records, 256, f"alpaca-{args.rows}")
+    whole = plan_pool(rows, QTuningConfig(**{k: v for k, v in base.items() if k != "history_window"}))
+    reference = {i for i, p in whole.items() if bool(p.sample_keep.any())}
+    out["whole_dataset_kept"] = len(reference)
+    jac: dict = {}
+    for name, overrides in VARIANTS.items():
+        cfg = QTuningConfig(**base, **overrides)
+        for pool in args.pools:
+            values = []
+            for shuffle in range(args.shuffles):
+                order = list(range(len(rows)))
+                random.Random(shuffle).shuffle(order)
+                plans = run_pools(rows, order, pool, cfg, shuffle)
+                kept = {order[j] for j, p in enumerate(plans) if bool(p.sample_keep.any())}
+                values.append(jaccard(kept, reference))
+            jac.setdefault(name, {})[str(pool)] = round(sum(values) / len(values), 4)
+            print(f"stability  {name:28s} pool {pool:3d}: Jaccard vs whole {jac[name][str(pool)]:.3f}", flush=True)
+    out["jaccard_vs_whole"] = jac
+
+    # ---- 2. noise on the evidence suite's noisy arith rows
+    import suite  # benchmarks/evidence/suite.py: the same rows and corrupted ids as the suite
+
+    meta = suite.prepare_task("arith")
+    noisy, _ = load_records(str(suite.task_dir("arith") / "train_noisy.jsonl"))
+    corrupted = [r["id"] in set(meta["corrupted_ids"]) for r in noisy]
+    noisy_rows = score_records(noisy, 320, "arith-noisy")
+    noise: dict = {}
+    for name, overrides in {**VARIANTS, "random": {"sample_pruner": "random", "token_pruner": "random"}}.items():
+        cfg = QTuningConfig(**base, **overrides)
+        kept_bad = kept_all = tok_bad = tok_bad_all = tok_clean = tok_clean_all = 0
+        for shuffle in range(args.shuffles):
+            order = list(range(len(noisy_rows)))
+            random.Random(shuffle).shuffle(order)
+            for j, plan in enumerate(run_pools(noisy_rows, order, 16, cfg, shuffle)):
+                bad = corrupted[order[j]]
+                kept = int(plan.sample_keep.sum())
+                kept_bad += kept * bad
+                kept_all += kept
+                trained = int(plan.token_keep.sum())
+                total = int(plan.num_trainable_tokens.sum())
+                if bad:
+                    tok_bad, tok_bad_all = tok_bad + trained, tok_bad_all + total
+                else:
+                    tok_clean, tok_clean_all = tok_clean + trained, tok_clean_all + total
+        noise[name] = {"corrupted_rows_kept_share": round(kept_bad / max(1, kept_all), 4),
+                       "corrupted_tokens_trained_share": round(tok_bad / max(1, tok_bad_all), 4),
+                       "clean_tokens_trained_share": round(tok_clean / max(1, tok_clean_all), 4)}
+        print(f"noise      {name:28s} corrupted share of kept {noise[name]['corrupted_rows_kept_share']:.3f} | "
+              f"corrupted tokens trained {noise[name]['corrupted_tokens_trained_share']:.3f} vs clean "
+              f"{noise[name]['clean_tokens_trained_share']:.3f}", flush=True)
+    out["noise"] = noise
+    out["noise_data"] = {"rows": len(noisy), "corrupted_rows": sum(corrupted),
+                         "corrupted_share_of_data": round(sum(corrupted) / len(noisy), 4)}
+    out["config_fields"] = {f.name: f.default for f in dataclasses.fields(QTuningConfig)
+                            if f.name in ("thresholds", "history_window", "supplement_toward", "max_q2_share")}
+    path = RESULTS / "selection_quality.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    for key in ("downstream", "default"):  # written by the evidence report, kept here
+        if key in previous:
+            out[key] = previous[key]
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""scoring: auto (qtuning.scoring_mode): the schedule, and the choice from injected step times."""
+
+import pytest
+
+from qtuning.scoring_mode import ScoringModeChooser
+
+
+def feed(chooser, times):
+    """Run steps 1..n with injected times per mode; returns the modes used."""
+    modes = []
+    for step in range(1, 9):
+        mode = chooser.mode_for_step(step)
+        modes.append(mode)
+        chooser.record(step, mode, times[mode])
+    return modes
+
+
+@pytest.mark.parametrize("times, expected", [
+    ({"probe": 1.0, "reuse": 2.5}, "probe"),  # compute-bound: the probe saves time
+    ({"probe": 3.2, "reuse": 2.0}, "reuse"),  # launch-bound (a small model on a GPU): reuse is cheaper
+])
+def test_picks_the_cheaper_mode_from_injected_timings(times, expected):
+    chooser = ScoringModeChooser(warmup_steps=1, measured_steps=2)
+    modes = feed(chooser, times)
+    # step 1 warm-up (probe), steps 2-5 alternate probe/reuse, then the choice for good
+    assert modes[:5] == ["probe", "probe", "reuse", "probe", "reuse"]
+    assert chooser.chosen == expected and modes[5:] == [expected] * 3
+    assert chooser.probe_s == [times["probe"]] * 2 and chooser.reuse_s == [times["reuse"]] * 2
+
+
+def test_the_warm_up_step_is_not_counted_and_medians_resist_one_outlier():
+    chooser = ScoringModeChooser(warmup_steps=1, measured_steps=3)
+    times = iter([50.0, 1.0, 1.2, 9.0, 1.3, 1.0, 1.1])  # step 1 slow (warm-up); one slow probe step (9.0)
+    for step in range(1, 8):
+        chooser.record(step, chooser.mode_for_step(step), next(times))
+    assert chooser.probe_s == [1.0, 9.0, 1.0] and chooser.reuse_s == [1.2, 1.3, 1.1]
+    assert chooser.chosen == "probe"  # median 1.0 vs 1.2
+
+
+def test_state_round_trip_keeps_the_decision():
+    chooser = ScoringModeChooser()
+    feed(chooser, {"probe": 2.0, "reuse": 1.0})
+    restored = ScoringModeChooser()
+    restored.load_state_dict(chooser.state_dict())
+    assert restored.mode_for_step(100) == "reuse"
