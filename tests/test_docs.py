@@ -1,0 +1,109 @@
+"""The documentation stays true to the code and self-contained.
+
+- docs/configuration.md's field tables equal what scripts/config_reference.py generates now;
+- README.md is at most 150 lines and docs/algorithm.md exists;
+- nothing in the repository points outside it for the algorithm spec;
+- every relative Markdown link in README.md and docs/*.md leads to an existing file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCANNED = ("README.md", "docs", "src", "tests", "benchmarks", "examples", "scripts")
+TEXT_SUFFIXES = {".md", ".py", ".sh", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".ini", ".json", ".jsonl", ".html"}
+# Spelled in pieces, so that this file does not match its own patterns.
+FORBIDDEN = ("shared" + "/docs", ".." + "/shared", "ALGORITHM" + ".md")
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "scripts" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configuration_reference_is_up_to_date():
+    generator = _generator()
+    doc = ROOT / "docs" / "configuration.md"
+    assert not generator.is_stale(doc), (
+        "docs/configuration.md's field tables differ from the config dataclasses: "
+        "run `.venv/bin/python scripts/config_reference.py`"
+    )
+
+
+def test_readme_is_short_and_the_algorithm_is_in_the_repository():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move detail into docs/"
+    assert (ROOT / "docs" / "algorithm.md").is_file()
+
+
+def _repository_files() -> list[Path]:
+    """Text files under SCANNED: tracked or new, not git-ignored (build outputs, .venv, egg-info)."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *SCANNED],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        paths = [ROOT / p for p in out]
+    except (OSError, subprocess.CalledProcessError):
+        paths = []
+        for top in SCANNED:
+            base = ROOT / top
+            if base.is_file():
+                paths.append(base)
+                continue
+            for folder, dirs, files in os.walk(base):
+                dirs[:] = [d for d in dirs if d not in ("__pycache__", "output") and not d.endswith(".egg-info")]
+                paths += [Path(folder) / f for f in files]
+    return [p for p in paths if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name == "README")]
+
+
+def test_no_reference_points_outside_the_repository():
+    offenders = []
+    for path in _repository_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            for needle in FORBIDDEN:
+                if needle in line:
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {needle}")
+    assert not offenders, "references to the spec outside the repository (cite docs/algorithm.md):\n" + "\n".join(
+        offenders
+    )
+
+
+_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _relative_links(path: Path) -> list[str]:
+    text = _CODE_SPAN.sub("", _FENCE.sub("", path.read_text(encoding="utf-8")))
+    targets = []
+    for target in _LINK.findall(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue  # http(s)://, mailto:, an anchor on the same page
+        targets.append(target.split("#", 1)[0])
+    return targets
+
+
+def test_relative_markdown_links_resolve():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in _relative_links(page):
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert pages[1:], "docs/ holds no Markdown page"
+    assert not broken, "broken relative links:\n" + "\n".join(broken)
