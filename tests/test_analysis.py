@@ -20,10 +20,10 @@ from qtuning.analysis import (
     parse_pool_sizes,
     pool_stability,
     quadrant_examples,
+    run_analyze,
     select_in_pools,
 )
 from qtuning.cli import main
-from qtuning.commands import analyze
 from qtuning.data import load_records, tokenize_record
 from qtuning.selection import select_samples
 
@@ -167,22 +167,22 @@ def test_interrupted_analyze_resumes_without_rescoring(tiny_model, tmp_path, mon
     seen, handle = _count_rows(model)
     try:
         # 1. stopped after 3 batches: shard 0 (2 batches) is written, shard 1 is not
-        assert analyze(AnalyzeConfig(**settings, max_batches=3), qcfg, model=model, tokenizer=tokenizer,
+        assert run_analyze(AnalyzeConfig(**settings, max_batches=3), qcfg, model=model, tokenizer=tokenizer,
                        progress=False) == {"complete": False}
         assert seen["rows"] == 6 and sorted(p.name for p in (out / "shards").iterdir()) == ["part-00000.parquet"]
         # 2. killed (an exception) in the middle of shard 1: nothing more on disk, nothing half-written
         seen.update(rows=0, calls=0, raise_after=1)
         with pytest.raises(KeyboardInterrupt):
-            analyze(AnalyzeConfig(**settings), qcfg, model=model, tokenizer=tokenizer, progress=False)
+            run_analyze(AnalyzeConfig(**settings), qcfg, model=model, tokenizer=tokenizer, progress=False)
         assert seen["rows"] == 4  # the first batch of shard 1, then the raising one
         assert sorted(p.name for p in (out / "shards").iterdir()) == ["part-00000.parquet"]
         # 3. resumed: only shards 1 and 2 (8 rows) are scored
         seen.update(rows=0, calls=0, raise_after=None)
-        result = analyze(AnalyzeConfig(**settings), qcfg, model=model, tokenizer=tokenizer, progress=False)
+        result = run_analyze(AnalyzeConfig(**settings), qcfg, model=model, tokenizer=tokenizer, progress=False)
         assert result["complete"] and seen["rows"] == 8
         # 4. an uninterrupted run elsewhere gives the same scores
         seen.update(rows=0)
-        fresh = analyze(AnalyzeConfig(**{**settings, "output": str(tmp_path / "fresh")}), qcfg, model=model,
+        fresh = run_analyze(AnalyzeConfig(**{**settings, "output": str(tmp_path / "fresh")}), qcfg, model=model,
                         tokenizer=tokenizer, progress=False)
         assert seen["rows"] == 12 and fresh["complete"]
     finally:
@@ -192,7 +192,7 @@ def test_interrupted_analyze_resumes_without_rescoring(tiny_model, tmp_path, mon
         raise AssertionError("the model was loaded although every shard is on disk")
 
     monkeypatch.setattr("qtuning.models.load_model_and_tokenizer", no_model)
-    assert analyze(AnalyzeConfig(**settings), qcfg, progress=False)["complete"]
+    assert run_analyze(AnalyzeConfig(**settings), qcfg, progress=False)["complete"]
     resumed_scores = pd.read_parquet(out / "scores.parquet")
     fresh_scores = pd.read_parquet(tmp_path / "fresh" / "scores.parquet")
     pd.testing.assert_frame_equal(resumed_scores, fresh_scores)
@@ -245,9 +245,9 @@ def test_resuming_with_other_settings_is_refused(tiny_model, tmp_path):
     folder, model, tokenizer = tiny_model
     data = write_jsonl_rows(tmp_path / "data.jsonl", 4)
     settings = dict(model=str(folder), data=str(data), output=str(tmp_path / "a"), pool_sizes="all", shuffles=1)
-    analyze(AnalyzeConfig(**settings), QTuningConfig(), model=model, tokenizer=tokenizer, progress=False)
+    run_analyze(AnalyzeConfig(**settings), QTuningConfig(), model=model, tokenizer=tokenizer, progress=False)
     with pytest.raises(AnalysisError, match=r"holds scores of another analysis \(max_length: 1024 on disk, 32 now"):
-        analyze(AnalyzeConfig(**settings, max_length=32), QTuningConfig(), model=model, tokenizer=tokenizer,
+        run_analyze(AnalyzeConfig(**settings, max_length=32), QTuningConfig(), model=model, tokenizer=tokenizer,
                 progress=False)
 
 

@@ -21,25 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_args import add_dataclass_arguments, dataclass_from_args
 from .config import QTuningConfig
 from .errors import QTuningError, UsageError
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One --flag per dataclass field, typed and documented from the field itself."""
-    group = parser.add_argument_group(f"{cls.__name__} ({cls.__doc__.strip().splitlines()[0]})")
-    for f in dataclasses.fields(cls):
-        group.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            dest=f.name,
-            type=type(f.default),
-            default=f.default,
-            help=f"{f.metadata.get('help', '')} (default: {f.default!r})",
-        )
-
-
-def dataclass_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

@@ -17,55 +17,12 @@ from __future__ import annotations
 import torch
 
 from .config import QTuningConfig
-from .probe import forward_final_hidden, nll_sum, score_batch
-from .scoring import IGNORE_INDEX, shift_labels
+from .kept_batch import LOSS_WEIGHT_KEY, apply_plan, kept_token_count, loss_on_kept
+from .probe import score_batch
 from .selection import SelectionPlan, plan_batch
 
-
-LOSS_WEIGHT_KEY = "loss_weight"
-
-
-def apply_plan(batch: dict, plan: SelectionPlan) -> dict:
-    """The kept rows of a right-padded batch, trailing all-pad columns trimmed, pruned labels set to -100.
-
-    batch: input_ids, attention_mask, labels (B, T), unshifted. The plan's token_keep lives on the
-    shifted grid (position t decides the label of token t + 1). A pool in which no row is kept
-    returns row 0 with every label masked, so that a forward/backward still happens (collectives
-    in distributed training stay in step) and contributes zero. A plan with sample weights adds
-    "loss_weight" (B',): `loss_on_kept` applies it (a plain `model(**kept)` would not accept it).
-    """
-    labels = batch["labels"]
-    token_keep = plan.token_keep.to(labels.device)  # (B, T), shifted grid
-    masked = torch.full_like(labels, IGNORE_INDEX)
-    masked[:, 1:] = torch.where(token_keep[:, :-1], labels[:, 1:], IGNORE_INDEX)
-    rows = plan.sample_keep.nonzero().flatten().to(labels.device)  # (B',)
-    if rows.numel() == 0:
-        rows = torch.zeros(1, dtype=torch.long, device=labels.device)
-        masked[0] = IGNORE_INDEX
-    attention = batch["attention_mask"][rows]
-    used = attention.sum(dim=0).nonzero()
-    width = int(used.max()) + 1 if used.numel() else 1
-    kept = {
-        "input_ids": batch["input_ids"][rows, :width],
-        "attention_mask": attention[:, :width],
-        "labels": masked[rows, :width],
-    }
-    if plan.sample_weight is not None:  # InfoBatch's rescaling, per kept row (B',)
-        kept[LOSS_WEIGHT_KEY] = plan.sample_weight.to(labels.device)[rows].float()
-    return kept
-
-
-def kept_token_count(batch: dict) -> int:
-    """Positions of a (kept) batch that carry a loss."""
-    return int((shift_labels(batch["labels"]) != IGNORE_INDEX).sum())
-
-
-def loss_on_kept(model, kept: dict, num_items: int | torch.Tensor | None = None, chunk_size: int = 4096):
-    """Sum of CE over the kept batch's loss positions / num_items (default: their count here)."""
-    hidden = forward_final_hidden(model, kept["input_ids"], kept["attention_mask"])  # (B', T', H)
-    total = nll_sum(model, hidden, shift_labels(kept["labels"]), chunk_size, kept.get(LOSS_WEIGHT_KEY))
-    denominator = kept_token_count(kept) if num_items is None else num_items
-    return total / torch.as_tensor(denominator, device=total.device).clamp(min=1)
+# apply_plan and loss_on_kept live in qtuning.kept_batch (the trainer uses them too); re-exported here.
+__all__ = ["LOSS_WEIGHT_KEY", "QTuner", "apply_plan", "kept_token_count", "loss_on_kept"]
 
 
 class QTuner:

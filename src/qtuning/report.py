@@ -420,7 +420,7 @@ def _clip(text: str, limit: int) -> str:
 
 def analysis_doc(result: dict, records: list[dict], scores, examples: dict[int, list[int]], png: bytes) -> Doc:
     """The summary of `qtuning analyze` (see commands.analyze for `result`)."""
-    from .analysis import QUADRANT_NAMES
+    from .selection import QUADRANT_NAMES
 
     meta, settings = result["meta"], result["settings"]
     doc = Doc(title=f"EU-plane analysis: {meta['data']} scored by {meta['model']}")

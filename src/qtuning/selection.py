@@ -25,6 +25,9 @@ ROLE_DROPPED = 0
 ROLE_KEPT = 1  # kept by a baseline sample pruner (qtuning.policies); token-prunable
 ROLE_Q2 = 2  # kept, token-prunable ("valuable misconception"; the kept high-PPL corner)
 ROLE_Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
+ROLE_NAMES = {ROLE_DROPPED: "dropped", ROLE_Q2: "Q2", ROLE_Q4: "Q4"}
+QUADRANT_NAMES = {1: "Q1 harmful noise", 2: "Q2 valuable misconception", 3: "Q3 redundant knowledge",
+                  4: "Q4 calibration data"}
 
 # exp() overflows float64 above ~709.78; a token NLL that large is already "infinitely" surprising.
 _MAX_TOKEN_NLL = 700.0

@@ -27,10 +27,10 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from .errors import ConfigError
+from .kept_batch import apply_plan, loss_on_kept
 from .plan_log import PlanLog, plan_records
 from .policies import needs_scores
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
-from .qtuner import apply_plan, loss_on_kept
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
 from .distributed import all_reduce_sum, plan_step
 from .selection import ScoredBatch, SelectionPlan, prepare_scores
