@@ -1,11 +1,20 @@
 """qtuning: Q-Tuning (arXiv 2509.23873) data pruning for supervised fine-tuning.
 
-The pure engine is importable without any model code:
+Three ways in, all importable from here:
 
-    from qtuning import QTuningConfig, plan_batch
+    from qtuning import QTuningSFTTrainer, QTuningSFTConfig   # a TRL SFTTrainer that prunes every step
+    from qtuning import QTuner                                # three calls in your own training loop
+    from qtuning import QTuningConfig, plan_batch             # the pure engine: scores in, a plan out
+
+The engine (config, scoring, selection) is imported eagerly and needs only torch. The trainer,
+its configs and QTuner are imported on first use (module `__getattr__`), so `import qtuning`
+does not import transformers or trl.
 """
 
-from .config import ConfigError, QTuningConfig
+import importlib
+
+from .config import QTuningConfig
+from .errors import ConfigError, QTuningError, ScoreError
 from .scoring import (
     IGNORE_INDEX,
     SampleScores,
@@ -21,7 +30,6 @@ from .selection import (
     ROLE_Q2,
     ROLE_Q4,
     SampleSelection,
-    ScoreError,
     SelectionPlan,
     plan_batch,
     prune_tokens,
@@ -30,10 +38,36 @@ from .selection import (
 
 __version__ = "0.1.0"
 
+# name -> the module that defines it, imported on first access
+_LAZY = {
+    "QTuningSFTTrainer": ".trainer",
+    "QTuningSFTConfig": ".sft_config",
+    "QTuner": ".qtuner",
+    "apply_plan": ".kept_batch",
+    "loss_on_kept": ".kept_batch",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # the next access skips this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "ConfigError",
     "IGNORE_INDEX",
+    "QTuner",
     "QTuningConfig",
+    "QTuningError",
+    "QTuningSFTConfig",
+    "QTuningSFTTrainer",
     "ROLE_DROPPED",
     "ROLE_Q2",
     "ROLE_Q4",
@@ -42,6 +76,8 @@ __all__ = [
     "SampleSelection",
     "SelectionPlan",
     "TokenScores",
+    "apply_plan",
+    "loss_on_kept",
     "plan_batch",
     "prune_tokens",
     "select_samples",
