@@ -109,10 +109,13 @@ def test_failure_signatures_fire_on_their_case_only():
     valid = torch.ones(40, dtype=torch.bool)
     healthy = _run([1] * 10 + [2] * 10 + [3] * 10 + [4] * 10, [True] * 10 + [False] * 30, [False] * 40, [True] * 4)
     assert failure_signatures(healthy, valid, 0.25) == []
-    # Q3 holds 1 of 40 samples (2.5% < 5%): collapse, naming the quadrant
-    collapsed = _run([1] * 13 + [2] * 13 + [3] * 1 + [4] * 13, [True] * 10 + [False] * 30, [False] * 40, [True] * 4)
+    # Q3 and Q4 hold 1 of 40 samples each (2.5% < 5%): collapse, naming the quadrants
+    collapsed = _run([1] * 19 + [2] * 19 + [3] * 1 + [4] * 1, [True] * 10 + [False] * 30, [False] * 40, [True] * 4)
     (warning,) = failure_signatures(collapsed, valid, 0.25)
-    assert "quadrant collapse" in warning and "Q3 2.5%" in warning and "Q1" not in warning
+    assert "quadrant collapse" in warning and "Q3 2.5%, Q4 2.5%" in warning and "Q1" not in warning
+    # one quadrant under 5% is not a collapse: the rule is the trainer's (qtuning.signatures), two or more
+    one_small = _run([1] * 13 + [2] * 13 + [3] * 1 + [4] * 13, [True] * 10 + [False] * 30, [False] * 40, [True] * 4)
+    assert failure_signatures(one_small, valid, 0.25) == []
     # 3 of 4 pools missed the tolerance; 8 of 12 kept samples came from the supplement
     bad = _run([1] * 10 + [2] * 10 + [3] * 10 + [4] * 10, [True] * 12 + [False] * 28, [True] * 8 + [False] * 32,
                [False, False, False, True])

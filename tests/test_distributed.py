@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from qtuning.plan_log import read_run_plans
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = Path(__file__).parent / "scripts" / "ddp_check.py"
 
@@ -62,8 +64,7 @@ def test_train_command_under_torchrun(tmp_path):
     logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
     assert len(logs) == 4
     # the logged statistics are gathered over both ranks, not rank 0's: compare with both plan logs
-    plans = [json.loads(line) for name in ("qtuning_plans.jsonl", "qtuning_plans.rank1.jsonl")
-             for line in open(out / name)]
+    plans = read_run_plans(out)
     assert len(plans) == 8 and {p["rank"] for p in plans} == {0, 1}
     assert sum(e["qtuning/tokens_scored"] for e in logs) == sum(sum(p["samples"]["trainable_tokens"]) for p in plans)
     for step, entry in enumerate(logs, start=1):  # one global pool of 2 x 4 samples per step
@@ -105,7 +106,7 @@ def test_one_step_on_two_ranks_updates_like_one_process(tmp_path, sharding):
     assert moved > 1e-4  # the step did something
     for key in a:
         assert (a[key] - b[key]).abs().max().item() < 1e-5, key
-    plans_single = [json.loads(l) for l in open(tmp_path / "single" / "qtuning_plans.jsonl")]
-    plans_multi = [json.loads(l) for name in ("qtuning_plans.jsonl", "qtuning_plans.rank1.jsonl")
-                   for l in open(tmp_path / "multi" / name)]
+    plans_single = read_run_plans(tmp_path / "single")
+    plans_multi = read_run_plans(tmp_path / "multi")  # step 1: rank 0's, then rank 1's
+    assert [p["rank"] for p in plans_multi] == [0, 1]
     assert plans_single[0]["samples"]["role"] == plans_multi[0]["samples"]["role"] + plans_multi[1]["samples"]["role"]

@@ -88,5 +88,7 @@ def test_train_command_on_the_real_model(tmp_path):
     assert 0.5 < summary["eval_loss_before"] < 5.0  # a pretrained instruct model on Alpaca: ~1.6 measured
     assert abs(summary["eval_loss_after"] - summary["eval_loss_before"]) < 1.0
     assert (out / "adapter_model.safetensors").is_file()
-    plans = [json.loads(line) for line in open(out / "qtuning_plans.jsonl")]
+    from qtuning.plan_log import read_plan_log
+
+    plans = read_plan_log(out / "qtuning_plans.jsonl")
     assert len(plans) == 2 and all(sum(r != 0 for r in p["samples"]["role"]) == 2 for p in plans)

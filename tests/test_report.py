@@ -178,3 +178,29 @@ def test_bad_run_directories_are_named(tmp_path, capsys):
         read_run(broken)
     assert main(["report", str(tmp_path / "nope")]) == 1
     assert "nope: no such directory" in capsys.readouterr().err
+
+
+def test_run_file_names_come_from_their_writers():
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    from qtuning.plan_log import PLAN_LOG_FILE, plan_log_path
+    from qtuning.report import TRAINER_STATE_FILE
+    from qtuning.trainer import CHECKPOINT_STATE_FILE, SUMMARY_FILE
+
+    assert TRAINER_STATE_FILE == TRAINER_STATE_NAME  # written by transformers' Trainer, read by the report
+    assert len({TRAINER_STATE_FILE, CHECKPOINT_STATE_FILE, SUMMARY_FILE, PLAN_LOG_FILE}) == 4
+    assert plan_log_path("out").name == PLAN_LOG_FILE and plan_log_path("out", 3).name == "qtuning_plans.rank3.jsonl"
+
+
+def test_one_plan_log_reader_strict_for_reports_and_lenient_on_resume(tmp_path):
+    from qtuning.errors import PlanLogError
+    from qtuning.plan_log import PlanLog, read_plan_log, read_run_plans
+
+    log = tmp_path / "qtuning_plans.jsonl"
+    log.write_text('{"step": 1, "samples": {}}\n\n{"step": 2, "samples": {}}\n{"step": 3, "samp')
+    with pytest.raises(PlanLogError, match=r"qtuning_plans.jsonl: line 4 is not valid JSON"):
+        read_plan_log(log)
+    PlanLog(log, keep_up_to_step=1).close()  # resuming at step 1 drops step 2 and the line cut short
+    assert read_plan_log(log) == [{"step": 1, "samples": {}}]
+    (tmp_path / "qtuning_plans.rank1.jsonl").write_text('{"step": 0, "rank": 1, "samples": {}}\n')
+    assert [(p["step"], p.get("rank", 0)) for p in read_run_plans(tmp_path)] == [(0, 1), (1, 0)]

@@ -24,7 +24,9 @@ def _losses(out):
 
 
 def _plans(out):
-    return [json.loads(line) for line in open(out / "qtuning_plans.jsonl")]
+    from qtuning.plan_log import read_plan_log
+
+    return read_plan_log(out / "qtuning_plans.jsonl")
 
 
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):

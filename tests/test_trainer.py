@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from qtuning import QTuningConfig, plan_batch
+from qtuning.plan_log import read_plan_log
 from qtuning.probe import backbone_and_head, score_batch
 from qtuning.scoring import IGNORE_INDEX, shift_labels
 from qtuning.sft_config import QTuningSFTConfig
@@ -140,7 +141,7 @@ def test_logs_plan_file_and_summary(tmp_path):
         assert entry["qtuning/tokens_trained"] < entry["qtuning/tokens_scored"]
         assert 0 <= entry["qtuning/scoring_time_share"] <= 1
     assert logs[-1]["qtuning/tokens_trained_total"] == sum(e["qtuning/tokens_trained"] for e in logs)
-    lines = [json.loads(l) for l in open(tmp_path / "out" / "qtuning_plans.jsonl")]
+    lines = read_plan_log(tmp_path / "out" / "qtuning_plans.jsonl")
     assert [l["step"] for l in lines] == [1, 2, 3]
     first = lines[0]
     assert len(first["samples"]["id"]) == 8 and sum(r != 0 for r in first["samples"]["role"]) == 2

@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 
 from .config import QTuningConfig
+from . import signatures
 from .errors import AnalysisError
 from .selection import ROLE_DROPPED, ROLE_NAMES, ROLE_Q2, ROLE_Q4, select_samples
 
-COLLAPSE_SHARE = 0.05  # a quadrant holding fewer than this share of the samples has collapsed
 SHARD_DIR = "shards"
 META_FILE = "meta.json"
 SCORES_FILE = "scores.parquet"
@@ -388,24 +388,27 @@ def quadrant_shares(run: PoolRun, valid: torch.Tensor) -> list[float]:
 
 
 def failure_signatures(run: PoolRun, valid: torch.Tensor, sample_ratio: float) -> list[str]:
-    """ALGORITHM.md section 8 for one pool size: collapse, a missed bisection, a dominant supplement."""
+    """The warnings of `qtuning.signatures` for one pool size: collapse, a missed bisection, a dominant
+    supplement (the rule is the trainer's; the wording names the pool size)."""
     out = []
     where = "the whole dataset as one pool" if run.label == "all" else f"pools of {run.label}"
     shares = quadrant_shares(run, valid)
-    small = [f"Q{q + 1} {s:.1%}" for q, s in enumerate(shares) if s < COLLAPSE_SHARE]
-    if small:
-        out.append(f"quadrant collapse with {where}: {', '.join(small)} of the samples (under "
-                   f"{COLLAPSE_SHARE:.0%}); the thresholds barely separate these samples")
     pools = [p for p in run.pools if p["size"] > 0]
     missed = [p for p in pools if not p["converged"]]
-    if pools and len(missed) > len(pools) / 2:
+    kept = sum(p["kept"] for p in pools)
+    supplemented = sum(p["supplemented"] for p in pools)
+    fired = signatures.failure_signatures(shares, plans=len(pools), converged=len(pools) - len(missed), kept=kept,
+                                          supplemented=supplemented)
+    if fired["collapse"]:
+        small = ", ".join(f"Q{q} {shares[q - 1]:.1%}" for q in signatures.collapsed_quadrants(shares))
+        out.append(f"quadrant collapse with {where}: {small} of the samples (two or more quadrants under "
+                   f"{signatures.COLLAPSE_SHARE:.0%}); the thresholds barely separate these samples")
+    if fired["bisection"]:
         detail = (f"kept fraction {missed[0]['bisection_kept_fraction']:.3f} vs target {sample_ratio:.3f}"
                   if len(pools) == 1 else f"in {len(missed)}/{len(pools)} pools")
         out.append(f"the bisection missed its tolerance with {where} ({detail}): the supplement, not the "
                    "quantiles, sets the kept fraction")
-    kept = sum(p["kept"] for p in pools)
-    supplemented = sum(p["supplemented"] for p in pools)
-    if kept and supplemented > 0.5 * kept:
+    if fired["supplement"]:
         out.append(f"the supplement chose {supplemented / kept:.0%} of the kept samples with {where}: the kept "
                    "set is decided by distance from the diagonal, not by the quadrant corners")
     return out

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from .config import QTuningConfig
 from .scoring import SampleScores
+from .seeds import derive_seed
 from .selection import ScoredBatch, SelectionPlan, plan_pool
 
 SELECTION_POOLS = ("micro_batch", "global", "accumulation")
@@ -66,10 +67,15 @@ def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global"
     if pool not in SELECTION_POOLS:
         raise ValueError(f"selection_pool={pool!r} is not allowed: expected one of {', '.join(SELECTION_POOLS)}")
     rank, size = world(local)
+
+    def pool_seed(number: int) -> int | None:
+        """The seed of the step's pool `number` (1-based), the same on every rank."""
+        return None if seed is None else derive_seed(seed, number, "pool")
+
     if pool == "micro_batch" or (size == 1 and pool == "global"):
         # every micro-batch of every rank is its own pool, with its own random stream
-        return [plan_pool([part], cfg, seed=None if seed is None else seed + 7919 * (rank * len(parts) + i + 1),
-                          progress=progress)[0] for i, part in enumerate(parts)]
+        return [plan_pool([part], cfg, seed=pool_seed(rank * len(parts) + i + 1), progress=progress)[0]
+                for i, part in enumerate(parts)]
     shared = gather_objects([_shareable(p, cfg) for p in parts], local)  # [rank][micro]
     counts = {len(s) for s in shared}
     if len(counts) != 1:
@@ -81,7 +87,7 @@ def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global"
 
     if pool == "global":
         return [plan_pool([part_of(r, i) for r in range(size)], cfg, wanted=[rank],
-                          seed=None if seed is None else seed + 7919 * (i + 1), progress=progress)[rank]
+                          seed=pool_seed(i + 1), progress=progress)[rank]
                 for i in range(len(parts))]
     # accumulation: one pool, ordered micro-batch first, then rank (micro-batch i of the step is the
     # concatenation of every rank's i-th micro-batch, as one process would see the global batch)

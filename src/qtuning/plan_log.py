@@ -9,18 +9,23 @@ Line format (columnar per sample, so that `pandas.DataFrame(line["samples"])` wo
 
 `step` is the optimizer step the micro-batch belongs to (1-based). "tokens" lists the Q2
 (token-pruned) samples only: their response tokens, smoothed scores s_i and kept flags.
-Resuming truncates the lines of steps after the checkpoint, so nothing is duplicated.
+Resuming truncates the lines of steps after the checkpoint, so nothing is duplicated. Every rank
+writes its own log (`plan_log_path`); `read_plan_log` reads one, `read_run_plans` a whole run's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from .errors import PlanLogError
 from .selection import ROLE_Q2, SelectionPlan
+
+PLAN_LOG_FILE = "qtuning_plans.jsonl"  # rank 0's log in output_dir; rank N writes qtuning_plans.rankN.jsonl
 
 _SCALARS = ("pool_size", "target_count", "alpha", "beta", "ppl_lo", "ppl_hi", "ent_lo", "ent_hi", "ppl_mid",
             "ent_mid", "iterations", "converged", "bisection_kept_fraction", "num_kept", "num_supplemented",
@@ -75,14 +80,8 @@ class PlanLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            kept = []
-            with open(self.path) as handle:
-                for line in handle:
-                    try:
-                        if json.loads(line)["step"] <= keep_up_to_step:
-                            kept.append(line if line.endswith("\n") else line + "\n")
-                    except (json.JSONDecodeError, KeyError):
-                        break  # a line cut short by a crash: nothing after it is trustworthy
+            # A line cut short by a crash ends the readable log: nothing after it is trustworthy.
+            kept = [line for _, line, record in _lines(self.path, strict=False) if record["step"] <= keep_up_to_step]
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(kept))
             os.replace(tmp, self.path)
@@ -100,6 +99,49 @@ class PlanLog:
             self._handle.close()
 
 
-def read_plan_log(path: str | os.PathLike) -> list[dict]:
+def _lines(path: Path, strict: bool) -> Iterator[tuple[int, str, dict]]:
+    """(line number, the line with its newline, its record) of each non-empty line of a plan log.
+
+    A line that is not a plan record (not JSON, or no 'step' and 'samples'): a PlanLogError when
+    `strict`, else the end of the log (what a crash mid-write leaves)."""
     with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if not strict:
+                    return
+                raise PlanLogError(f"{path}: line {number} is not valid JSON ({exc.msg}); expected one plan per "
+                                   "line, as `qtuning train` writes") from exc
+            if not isinstance(record, dict) or "step" not in record or "samples" not in record:
+                if not strict:
+                    return
+                raise PlanLogError(f"{path}: line {number} is not a plan record (expected 'step' and 'samples')")
+            yield number, line if line.endswith("\n") else line + "\n", record
+
+
+def read_plan_log(path: str | os.PathLike) -> list[dict]:
+    """The records of one plan log, in order; a PlanLogError names the first line that is not one."""
+    return [record for _, _, record in _lines(Path(path), strict=True)]
+
+
+def plan_log_path(output_dir: str | os.PathLike, rank: int = 0) -> Path:
+    """Where rank `rank` of a run logs its plans: PLAN_LOG_FILE, or qtuning_plans.rank<N>.jsonl."""
+    name = PLAN_LOG_FILE if rank == 0 else PLAN_LOG_FILE.replace(".jsonl", f".rank{rank}.jsonl")
+    return Path(output_dir) / name
+
+
+def plan_log_paths(output_dir: str | os.PathLike) -> list[Path]:
+    """Every rank's plan log in a run's output_dir (rank 0 first), those that exist."""
+    folder = Path(output_dir)
+    ranks = sorted(folder.glob(PLAN_LOG_FILE.replace(".jsonl", ".rank*.jsonl")))
+    return [p for p in [plan_log_path(folder), *ranks] if p.is_file()]
+
+
+def read_run_plans(output_dir: str | os.PathLike) -> list[dict]:
+    """Every plan record of a run (all ranks), ordered by step, rank, micro-batch."""
+    plans = [record for path in plan_log_paths(output_dir) for record in read_plan_log(path)]
+    plans.sort(key=lambda p: (p["step"], p.get("rank", 0), p.get("micro_batch", 0)))
+    return plans

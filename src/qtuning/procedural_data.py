@@ -19,6 +19,8 @@ from __future__ import annotations
 import random
 import re
 
+from .seeds import derive_seed
+
 ANSWER_PREFIX = "Answer:"
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 _INTEGER = re.compile(r"-?\d+")
@@ -39,7 +41,7 @@ def final_answer(text: str) -> str | None:
 # ------------------------------------------------------------------------------------- arithmetic
 def arith_record(index: int) -> dict:
     """Item `index` of arith-steps: a chain sum and its left-to-right worked solution."""
-    rng = random.Random(ARITH_SEED * 1_000_003 + index)
+    rng = random.Random(derive_seed(ARITH_SEED, index, "stream"))
     terms = rng.randint(3, 6)
     digits = rng.randint(1, 3)
     low = 0 if digits == 1 else 10 ** (digits - 1)
@@ -76,7 +78,7 @@ def story_words(text: str) -> list[str]:
 
 def letter_record(index: int, words: list[str]) -> dict:
     """Item `index` of letter-count-steps: count a letter in a span of 3-5 words, spelling each word."""
-    rng = random.Random(LETTERS_SEED * 1_000_003 + index)
+    rng = random.Random(derive_seed(LETTERS_SEED, index, "stream"))
     length = rng.randint(3, 5)
     start = rng.randint(0, len(words) - length)
     span = words[start:start + length]

@@ -23,12 +23,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ReportError
+from .errors import PlanLogError, ReportError
+from .plan_log import PLAN_LOG_FILE, plan_log_path, read_run_plans
 
-REPORT_FILE = "qtuning_report.html"
-STATE_FILE = "trainer_state.json"
-PLANS_FILE = "qtuning_plans.jsonl"
-SUMMARY_FILE = "qtuning_summary.json"
+REPORT_FILE = "qtuning_report.html"  # written here
+# Written by transformers' Trainer (transformers.trainer.TRAINER_STATE_NAME; a test pins the two together),
+# named here so that reading a run does not import transformers. The other names come from their writers:
+# plan_log.PLAN_LOG_FILE, trainer.SUMMARY_FILE.
+TRAINER_STATE_FILE = "trainer_state.json"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;
@@ -161,31 +163,14 @@ def read_json(path: Path, what: str):
 
 def find_state(run_dir: Path) -> Path | None:
     """trainer_state.json of the run, or of its newest checkpoint if the run did not finish."""
-    if (run_dir / STATE_FILE).is_file():
-        return run_dir / STATE_FILE
+    if (run_dir / TRAINER_STATE_FILE).is_file():
+        return run_dir / TRAINER_STATE_FILE
     def number(path: Path) -> int:
         suffix = path.parent.name.rsplit("-", 1)[-1]
         return int(suffix) if suffix.isdigit() else -1
 
-    checkpoints = sorted(run_dir.glob("checkpoint-*/" + STATE_FILE), key=number)
+    checkpoints = sorted(run_dir.glob("checkpoint-*/" + TRAINER_STATE_FILE), key=number)
     return checkpoints[-1] if checkpoints else None
-
-
-def read_plans(path: Path) -> list[dict]:
-    plans = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ReportError(f"{path}: line {number} is not valid JSON ({exc.msg}); expected one plan per "
-                                  "line, as `qtuning train` writes") from exc
-            if not isinstance(record, dict) or "step" not in record or "samples" not in record:
-                raise ReportError(f"{path}: line {number} is not a plan record (expected 'step' and 'samples')")
-            plans.append(record)
-    return plans
 
 
 @dataclass
@@ -201,14 +186,14 @@ class Run:
 
 def read_run(run_dir: str | os.PathLike) -> Run:
     path = Path(run_dir).expanduser()
-    expected = (f"the output_dir of a `qtuning train` run (holding {STATE_FILE} and {PLANS_FILE}, "
-                f"or a checkpoint-*/{STATE_FILE})")
+    expected = (f"the output_dir of a `qtuning train` run (holding {TRAINER_STATE_FILE} and {PLAN_LOG_FILE}, "
+                f"or a checkpoint-*/{TRAINER_STATE_FILE})")
     if not path.exists():
         raise ReportError(f"{path}: no such directory; expected {expected}")
     if not path.is_dir():
         raise ReportError(f"{path}: is a file, not a directory; expected {expected}")
     state_path = find_state(path)
-    plans_path = path / PLANS_FILE
+    plans_path = plan_log_path(path)
     if state_path is None and not plans_path.is_file():
         contents = sorted(p.name for p in path.iterdir())[:8]
         raise ReportError(f"{path}: {'empty' if not contents else 'holds ' + ', '.join(contents)}; expected {expected}")
@@ -219,9 +204,12 @@ def read_run(run_dir: str | os.PathLike) -> Run:
             raise ReportError(f"{state_path}: no 'log_history' list; expected the Trainer's trainer_state.json")
         history = state["log_history"]
     # every rank writes its own log (qtuning_plans.rank1.jsonl, ...): a step's statistics cover all of them
-    plans = [plan for log in [plans_path, *sorted(path.glob("qtuning_plans.rank*.jsonl"))] if log.is_file()
-             for plan in read_plans(log)]
-    plans.sort(key=lambda p: (p["step"], p.get("rank", 0), p.get("micro_batch", 0)))
+    try:
+        plans = read_run_plans(path)
+    except PlanLogError as exc:
+        raise ReportError(str(exc)) from exc
+    from .trainer import SUMMARY_FILE  # its writer (imported here: a run's files are read without trl)
+
     summary_path = path / SUMMARY_FILE
     summary = read_json(summary_path, "the run's summary object") if summary_path.is_file() else None
     if not plans and not any("loss" in h for h in history):

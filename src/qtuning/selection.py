@@ -20,6 +20,7 @@ from .config import QTuningConfig
 from .errors import ScoreError
 from .policies import baseline_keep, target_count, token_priority
 from .scoring import SampleScores, sample_scores
+from .seeds import derive_seed
 
 ROLE_DROPPED = 0
 ROLE_KEPT = 1  # kept by a baseline sample pruner (qtuning.policies); token-prunable
@@ -461,7 +462,7 @@ def concat_scored(parts: list[ScoredBatch]) -> ScoredBatch:
 
 def _generator(seed: int | None, stream: int) -> torch.Generator | None:
     """An independent random stream per (seed, stream), so every rank draws the same numbers."""
-    return None if seed is None else torch.Generator().manual_seed(seed * 1_000_003 + stream)
+    return None if seed is None else torch.Generator().manual_seed(derive_seed(seed, stream, "stream"))
 
 
 def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | None = None, *,

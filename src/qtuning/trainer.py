@@ -28,18 +28,20 @@ from trl import SFTTrainer
 
 from .errors import ConfigError
 from .kept_batch import apply_plan, loss_on_kept
-from .plan_log import PlanLog, plan_records
+from .plan_log import PlanLog, plan_log_path, plan_records
 from .policies import needs_scores
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
+from .seeds import derive_seed
+from .signatures import COLLAPSE_SHARE, failure_signatures
 from .distributed import all_reduce_sum, plan_step
 from .selection import ScoredBatch, SelectionPlan, prepare_scores
 from .sft_config import QTuningSFTConfig
 
 PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
 ID_KEY = "qtuning_id"  # dataset row index, carried through the collator for the plan log
-SUMMARY_FILE = "qtuning_summary.json"
-STATE_FILE = "qtuning_state.json"
+SUMMARY_FILE = "qtuning_summary.json"  # in output_dir at the end of training (run.py adds the held-out losses)
+CHECKPOINT_STATE_FILE = "qtuning_state.json"  # in each checkpoint-*/: the running totals, for resuming
 
 
 class _CollatorWithIds:
@@ -143,7 +145,7 @@ class QTuningSFTTrainer(SFTTrainer):
             score = self._score_micro_batch if scored else self._unscored_micro_batch
             parts = [score(batch) for batch in batches]
             # A new random stream per step, the same on every rank (the baselines' random draws).
-            seed = self.args.seed * 100_003 + self.state.global_step
+            seed = derive_seed(self.args.seed, self.state.global_step, "step")
             progress = self.state.global_step / max(1, self.state.max_steps)
             plans = plan_step(parts, self.qt_config, self.args.selection_pool, seed=seed, progress=progress)
             self._qt_step_scoring_s += time.perf_counter() - started
@@ -303,25 +305,26 @@ class QTuningSFTTrainer(SFTTrainer):
         return out
 
     def _warn_failure_signatures(self, w: dict[str, float]) -> None:
-        """ALGORITHM.md section 8, over the samples since the last log; each kind at most every N steps."""
+        """The failure signatures (qtuning.signatures) over the samples since the last log; each kind at most
+        every warn_every_steps steps."""
         if self.args.pruning_method == "none" or not w.get("samples"):
             return
         step = self.state.global_step
         shares = [w.get(f"q{q}", 0) / w["samples"] for q in range(1, 5)]
-        signatures = {
-            "collapse": (sum(s < 0.05 for s in shares) >= 2,
-                         f"quadrant collapse: Q1-Q4 shares {[round(s, 3) for s in shares]} (two or more under 5%); "
-                         "the thresholds barely separate the samples (try a larger selection pool)"),
-            "bisection": (w.get("converged", 0) / w["plans"] < 0.5,
-                          f"the bisection missed its tolerance in {1 - w.get('converged', 0) / w['plans']:.0%} of the "
-                          "plans: the kept fraction is set by the supplement, not by the quantiles"),
-            "supplement": (w.get("supplemented", 0) > 0.5 * max(1.0, w.get("kept", 0)),
-                           f"the supplement chose {w.get('supplemented', 0) / max(1.0, w.get('kept', 0)):.0%} of the "
-                           "kept samples"),
+        fired = failure_signatures(shares, plans=w["plans"], converged=w.get("converged", 0), kept=w.get("kept", 0),
+                                   supplemented=w.get("supplemented", 0))
+        messages = {
+            "collapse": f"quadrant collapse: Q1-Q4 shares {[round(s, 3) for s in shares]} (two or more under "
+                        f"{COLLAPSE_SHARE:.0%}); the thresholds barely separate the samples (try a larger selection "
+                        "pool)",
+            "bisection": f"the bisection missed its tolerance in {1 - w.get('converged', 0) / w['plans']:.0%} of the "
+                         "plans: the kept fraction is set by the supplement, not by the quantiles",
+            "supplement": f"the supplement chose {w.get('supplemented', 0) / max(1.0, w.get('kept', 0)):.0%} of the "
+                          "kept samples",
         }
-        for kind, (fired, message) in signatures.items():
+        for kind, message in messages.items():
             last = self._qt_last_warned.get(kind)
-            if fired and (last is None or step - last >= self.args.warn_every_steps):
+            if fired[kind] and (last is None or step - last >= self.args.warn_every_steps):
                 self._qt_last_warned[kind] = step
                 if self.is_world_process_zero():
                     warnings.warn(f"[qtuning] step {step}: {message}", stacklevel=2)
@@ -332,18 +335,18 @@ class QTuningSFTTrainer(SFTTrainer):
         if self.is_world_process_zero():
             folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
             if folder.is_dir():
-                (folder / STATE_FILE).write_text(json.dumps({"totals": dict(self._qt_totals)}, indent=1))
+                (folder / CHECKPOINT_STATE_FILE).write_text(json.dumps({"totals": dict(self._qt_totals)}, indent=1))
         if self._plan_log is not None:
             self._plan_log.flush()
 
     def _on_train_begin(self, resume_from: str | None):
-        if resume_from and (Path(resume_from) / STATE_FILE).is_file():
-            saved = json.loads((Path(resume_from) / STATE_FILE).read_text())
+        if resume_from and (Path(resume_from) / CHECKPOINT_STATE_FILE).is_file():
+            saved = json.loads((Path(resume_from) / CHECKPOINT_STATE_FILE).read_text())
             self._qt_totals = defaultdict(float, saved["totals"])
         if self.args.plan_log and self.args.pruning_method != "none":
-            path = Path(self.args.output_dir) / f"qtuning_plans{'' if self.args.process_index == 0 else f'.rank{self.args.process_index}'}.jsonl"
             # On resume, drop what was logged after the checkpoint: those steps are about to run again.
-            self._plan_log = PlanLog(path, keep_up_to_step=self.state.global_step)
+            self._plan_log = PlanLog(plan_log_path(self.args.output_dir, self.args.process_index),
+                                     keep_up_to_step=self.state.global_step)
         self._qt_reuse_index = 0
         self._qt_train_started = time.perf_counter()
 
