@@ -316,3 +316,36 @@ def test_stats_are_plain_scalars():
     assert stats["num_kept"] == 2 and stats["pool_size"] == 3
     assert sum(stats[f"quadrant_{q}"] for q in range(1, 5)) == 3
     assert all(isinstance(v, (int, float, bool)) for v in stats.values())
+
+
+def test_a_plan_is_its_parts_and_its_counts_are_derived():
+    from qtuning import ROLE_DROPPED, ROLE_Q2, ROLE_Q4, Role
+    from qtuning.selection import SampleSelection
+    from qtuning.scoring import SampleScores
+
+    nll, ent, mask, attn = _three_sample_pool()
+    plan = plan_batch(nll, ent, mask, QTuningConfig(), attention_mask=attn)
+    assert isinstance(plan.selection, SampleSelection) and isinstance(plan.scores, SampleScores)
+    assert plan.kept_role is plan.selection.kept_role and plan.sample_ppl is plan.scores.ppl
+    assert plan.alpha == plan.selection.alpha and plan.ppl_mid == (plan.ppl_lo + plan.ppl_hi) / 2
+    assert torch.equal(plan.sample_keep, plan.kept_role != Role.DROPPED)
+    assert plan.num_kept == int(plan.sample_keep.sum()) and plan.num_kept_tokens == int(plan.token_keep.sum())
+    kept_tokens = int(mask[plan.sample_keep].sum())
+    assert plan.num_trainable_tokens_kept_samples == kept_tokens
+    assert plan.num_pruned_tokens == kept_tokens - plan.num_kept_tokens > 0
+    assert (ROLE_DROPPED, ROLE_Q2, ROLE_Q4) == (Role.DROPPED, Role.Q2, Role.Q4) == (0, 2, 4) and Role.KEPT == 1
+    assert set(plan.kept_role.tolist()) <= {int(r) for r in Role} and plan.kept_role.dtype == torch.int64
+
+
+def test_keep_all_is_full_data_training():
+    from qtuning import Role, SelectionPlan
+
+    mask = torch.tensor([[False, True, True, False], [False, False, False, False], [True, True, True, True]])
+    plan = SelectionPlan.keep_all(mask)
+    assert plan.sample_keep.tolist() == [True, False, True] and torch.equal(plan.token_keep, mask)
+    assert plan.kept_role.tolist() == [Role.Q4, Role.DROPPED, Role.Q4] and plan.kept_role.dtype == torch.int64
+    assert (plan.num_kept, plan.num_kept_tokens, plan.num_pruned_tokens, plan.pool_size, plan.target_count) == (
+        2, 6, 0, 2, 2)
+    assert plan.converged and plan.bisection_kept_fraction == 1.0 and plan.num_trainable_tokens.tolist() == [2, 0, 4]
+    part = plan.take(1, 3, width=3)
+    assert part.num_kept == 1 and part.num_kept_tokens == 3 and part.pool_size == 2

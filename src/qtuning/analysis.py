@@ -40,7 +40,7 @@ import torch
 from .config import QTuningConfig
 from . import signatures
 from .errors import AnalysisError
-from .selection import ROLE_DROPPED, ROLE_NAMES, ROLE_Q2, ROLE_Q4, select_samples
+from .selection import ROLE_NAMES, Role, select_samples
 
 SHARD_DIR = "shards"
 META_FILE = "meta.json"
@@ -276,13 +276,13 @@ class PoolRun:
     label: str
     pool_size: int
     seed: int
-    kept_role: torch.Tensor  # (N,) int64 ROLE_*; ROLE_DROPPED also for samples left out of every pool
+    kept_role: torch.Tensor  # (N,) int64 Role values; DROPPED also for samples left out of every pool
     quadrant: torch.Tensor  # (N,) int64 1..4 by the pool's mid thresholds, 0 without a response
     supplemented: torch.Tensor  # (N,) bool
     pools: list[dict]  # per pool: size, kept, supplemented, converged, iterations, alpha, thresholds
 
     def kept(self) -> set[int]:
-        return set((self.kept_role != ROLE_DROPPED).nonzero().flatten().tolist())
+        return set((self.kept_role != Role.DROPPED).nonzero().flatten().tolist())
 
 
 def select_in_pools(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, pool_size: int, cfg: QTuningConfig,
@@ -304,7 +304,7 @@ def select_in_pools(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, p
         sel = select_samples(ppl[index], ent[index], valid[index], cfg)
         kept_role[index], quadrant[index], supplemented[index] = sel.kept_role, sel.quadrant, sel.supplemented
         pools.append({
-            "size": sel.pool_size, "kept": int((sel.kept_role != ROLE_DROPPED).sum()),
+            "size": sel.pool_size, "kept": int((sel.kept_role != Role.DROPPED).sum()),
             "supplemented": int(sel.supplemented.sum()), "converged": sel.converged, "iterations": sel.iterations,
             "alpha": sel.alpha, "beta": sel.beta, "bisection_kept_fraction": sel.bisection_kept_fraction,
             "ppl_lo": sel.ppl_lo, "ppl_hi": sel.ppl_hi, "ent_lo": sel.ent_lo, "ent_hi": sel.ent_hi,
@@ -513,7 +513,8 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     from . import plots
     from .report import analysis_doc
 
-    png = plots.eu_plane(ppl.tolist(), ent.tolist(), whole.quadrant.tolist(), (whole.kept_role != 0).tolist(),
+    kept_whole = (whole.kept_role != Role.DROPPED).tolist()
+    png = plots.eu_plane(ppl.tolist(), ent.tolist(), whole.quadrant.tolist(), kept_whole,
                          ppl_lo=thresholds["ppl_lo"], ppl_hi=thresholds["ppl_hi"], ent_lo=thresholds["ent_lo"],
                          ent_hi=thresholds["ent_hi"],
                          title=f"{cfg.data} scored by {cfg.model}: whole dataset as one pool")
@@ -522,10 +523,10 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     rank_correlation = spearman(ppl[valid], ent[valid])
     populations = {label: [int(((runs[0].quadrant == q) & valid).sum()) for q in range(1, 5)]
                    + [int((~valid).sum())] for label, runs in stability.runs.items()}
-    kept_counts = {label: {q: int(((runs[0].quadrant == q) & (runs[0].kept_role != 0)).sum()) for q in range(1, 5)}
-                   for label, runs in stability.runs.items()}
-    roles = {label: {"Q2": int((runs[0].kept_role == ROLE_Q2).sum()),
-                     "Q4": int((runs[0].kept_role == ROLE_Q4).sum()),
+    kept_counts = {label: {q: int(((runs[0].quadrant == q) & (runs[0].kept_role != Role.DROPPED)).sum())
+                           for q in range(1, 5)} for label, runs in stability.runs.items()}
+    roles = {label: {"Q2": int((runs[0].kept_role == Role.Q2).sum()),
+                     "Q4": int((runs[0].kept_role == Role.Q4).sum()),
                      "supplemented": int(runs[0].supplemented.sum())} for label, runs in stability.runs.items()}
     result = {"complete": True, "meta": meta, "samples": n, "with_response": int(valid.sum()),
               "scoring_s": scoring_s, "whole_dataset_thresholds": thresholds, "spearman_ppl_ent": finite(rank_correlation),

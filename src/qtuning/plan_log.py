@@ -23,13 +23,12 @@ from pathlib import Path
 import torch
 
 from .errors import PlanLogError
-from .selection import ROLE_Q2, SelectionPlan
+from .selection import Role, SelectionPlan
 
 PLAN_LOG_FILE = "qtuning_plans.jsonl"  # rank 0's log in output_dir; rank N writes qtuning_plans.rankN.jsonl
 
-_SCALARS = ("pool_size", "target_count", "alpha", "beta", "ppl_lo", "ppl_hi", "ent_lo", "ent_hi", "ppl_mid",
-            "ent_mid", "iterations", "converged", "bisection_kept_fraction", "num_kept", "num_supplemented",
-            "num_kept_tokens", "num_pruned_tokens")
+# the plan's scalars, but the kept samples' trainable tokens (the "samples" columns give them)
+_SCALARS = tuple(name for name in SelectionPlan.SCALARS if name != "num_trainable_tokens_kept_samples")
 
 
 def plan_records(
@@ -61,7 +60,7 @@ def plan_records(
         targets = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)  # target of position t is token t + 1
         candidates = plan.token_score != 0
         tokens = []
-        for b in (plan.kept_role == ROLE_Q2).nonzero().flatten().tolist():
+        for b in (plan.kept_role == Role.Q2).nonzero().flatten().tolist():
             where = candidates[b]
             tokens.append({
                 "id": ids[b],

@@ -12,7 +12,8 @@ model's dtype or device; the bisection loops over iterations, never over samples
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
+from enum import IntEnum
 
 import torch
 
@@ -22,11 +23,19 @@ from .policies import baseline_keep, target_count, token_priority
 from .scoring import SampleScores, sample_scores
 from .seeds import derive_seed
 
-ROLE_DROPPED = 0
-ROLE_KEPT = 1  # kept by a baseline sample pruner (qtuning.policies); token-prunable
-ROLE_Q2 = 2  # kept, token-prunable ("valuable misconception"; the kept high-PPL corner)
-ROLE_Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
-ROLE_NAMES = {ROLE_DROPPED: "dropped", ROLE_Q2: "Q2", ROLE_Q4: "Q4"}
+
+
+class Role(IntEnum):
+    """A sample's role in a plan; `kept_role` tensors (int64) hold these values."""
+
+    DROPPED = 0
+    KEPT = 1  # kept by a baseline sample pruner (qtuning.policies); token-prunable
+    Q2 = 2  # kept, token-prunable ("valuable misconception"; the kept high-PPL corner)
+    Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
+
+
+ROLE_DROPPED, ROLE_KEPT, ROLE_Q2, ROLE_Q4 = Role.DROPPED, Role.KEPT, Role.Q2, Role.Q4  # the earlier public names
+ROLE_NAMES = {Role.DROPPED: "dropped", Role.KEPT: "kept", Role.Q2: "Q2", Role.Q4: "Q4"}
 QUADRANT_NAMES = {1: "Q1 harmful noise", 2: "Q2 valuable misconception", 3: "Q3 redundant knowledge",
                   4: "Q4 calibration data"}
 
@@ -35,63 +44,148 @@ _MAX_TOKEN_NLL = 700.0
 
 
 @dataclass
+class SampleSelection:
+    """Stage 1's result for a pool of samples: who is kept, in which role, and the pool's thresholds."""
+
+    kept_role: torch.Tensor  # (B,) int64 Role values: DROPPED, KEPT (a baseline), Q2 or Q4
+    supplemented: torch.Tensor  # (B,) bool: kept by the supplement rather than by the bisection corners
+    quadrant: torch.Tensor  # (B,) int64, 1..4 by the mid thresholds, 0 without a trainable position
+    pool_size: int = 0  # N: samples with at least one trainable position
+    target_count: int = 0  # K = min(N, max(1, round(sample_ratio * N)))
+    alpha: float = 0.0  # final quantile level on the PPL axis
+    beta: float = 0.0  # final quantile level on the entropy axis
+    ppl_lo: float = 0.0
+    ppl_hi: float = 0.0
+    ent_lo: float = 0.0
+    ent_hi: float = 0.0
+    iterations: int = 0  # bisection iterates computed
+    converged: bool = False  # the last iterate was within the tolerance
+    bisection_kept_fraction: float = 0.0  # kept fraction of the last iterate, before the supplement
+    weight: torch.Tensor | None = None  # (B,) float64 loss weights (InfoBatch); None = all 1
+
+    @property
+    def ppl_mid(self) -> float:
+        """The quadrant line on the PPL axis."""
+        return (self.ppl_lo + self.ppl_hi) / 2
+
+    @property
+    def ent_mid(self) -> float:
+        """The quadrant line on the entropy axis."""
+        return (self.ent_lo + self.ent_hi) / 2
+
+    def rows(self, start: int, stop: int) -> SampleSelection:
+        """The selection of samples start..stop-1 of the pool (the pool-level fields are shared)."""
+        return replace(self, kept_role=self.kept_role[start:stop], supplemented=self.supplemented[start:stop],
+                       quadrant=self.quadrant[start:stop],
+                       weight=None if self.weight is None else self.weight[start:stop])
+
+
+def _part(part: str, name: str, doc: str) -> property:
+    """A read-only attribute of the plan that is a field of one of its parts."""
+    return property(lambda self: getattr(getattr(self, part), name), doc=doc)
+
+
+@dataclass
 class SelectionPlan:
-    """What to train on for one selection pool. Tensors live on the CPU."""
+    """What to train on for one selection pool: stage 1's selection, the samples' scores and stage 2's
+    token mask. Tensors live on the CPU.
+
+    The parts' fields read as the plan's own (plan.kept_role, plan.alpha, plan.sample_ppl, ...) and
+    the counts are derived from them (plan.num_kept, plan.num_kept_tokens, ...), so nothing is stored twice.
+    """
+
+    selection: SampleSelection  # per sample (B,): roles, supplement, quadrants, weights; the pool's thresholds
+    scores: SampleScores  # per sample (B,): PPL, Ent, trainable tokens
+    token_keep: torch.Tensor  # (B, T) bool, subset of loss_mask: the positions that carry a loss
+    token_score: torch.Tensor  # (B, T) float64, smoothed perplexity s_i (or a baseline's priority) at the
+    # token-pruning candidates, 0 elsewhere
 
     # per sample, (B,)
-    sample_keep: torch.Tensor  # bool
-    kept_role: torch.Tensor  # int64: 0 dropped, 2 kept as Q2 (token-prunable), 4 kept as Q4 (kept whole)
-    supplemented: torch.Tensor  # bool: kept by the supplement rather than by the bisection corners
-    quadrant: torch.Tensor  # int64: 1..4 by the mid thresholds, 0 for a sample with no trainable position
-    sample_ppl: torch.Tensor  # float64, 0 where the sample has no trainable position
-    sample_entropy: torch.Tensor  # float64, 0 where the sample has no trainable position
-    num_trainable_tokens: torch.Tensor  # int64
-    # per token, (B, T)
-    token_keep: torch.Tensor  # bool, subset of loss_mask: the positions that carry a loss
-    token_score: torch.Tensor  # float64, smoothed perplexity s_i at token-pruning candidates, 0 elsewhere
+    kept_role = _part("selection", "kept_role", "(B,) int64 Role values: 0 dropped, 1 kept by a baseline, "
+                      "2 kept as Q2 (token-prunable), 4 kept as Q4 (kept whole)")
+    supplemented = _part("selection", "supplemented", "(B,) bool: kept by the supplement, not by the corners")
+    quadrant = _part("selection", "quadrant", "(B,) int64: 1..4 by the mid thresholds, 0 without a trainable position")
+    sample_weight = _part("selection", "weight", "(B,) float64 loss weight (InfoBatch's rescaling); None = all 1")
+    sample_ppl = _part("scores", "ppl", "(B,) float64, 0 where the sample has no trainable position")
+    sample_entropy = _part("scores", "entropy", "(B,) float64, 0 where the sample has no trainable position")
+    num_trainable_tokens = _part("scores", "num_tokens", "(B,) int64: trainable positions per sample")
     # the pool
-    pool_size: int  # N: samples with at least one trainable position
-    target_count: int  # K = min(N, max(1, round(sample_ratio * N)))
-    alpha: float  # final quantile level on the PPL axis
-    beta: float  # final quantile level on the entropy axis
-    ppl_lo: float
-    ppl_hi: float
-    ent_lo: float
-    ent_hi: float
-    ppl_mid: float  # quadrant line on the PPL axis, (ppl_lo + ppl_hi) / 2
-    ent_mid: float  # quadrant line on the entropy axis, (ent_lo + ent_hi) / 2
-    iterations: int  # bisection iterates computed
-    converged: bool  # the last iterate was within the tolerance
-    bisection_kept_fraction: float  # kept fraction of the last iterate, before the supplement
-    num_kept: int
-    num_supplemented: int
-    num_trainable_tokens_kept_samples: int  # trainable tokens of the kept samples, before token pruning
-    num_kept_tokens: int  # token_keep.sum()
-    num_pruned_tokens: int  # trainable tokens of kept samples masked by stage 2
-    sample_weight: torch.Tensor | None = None  # (B,) float64 loss weight (InfoBatch's rescaling); None = all 1
+    pool_size = _part("selection", "pool_size", "N: samples with at least one trainable position")
+    target_count = _part("selection", "target_count", "K = min(N, max(1, round(sample_ratio * N)))")
+    alpha = _part("selection", "alpha", "final quantile level on the PPL axis")
+    beta = _part("selection", "beta", "final quantile level on the entropy axis")
+    ppl_lo = _part("selection", "ppl_lo", "low PPL threshold of the last iterate")
+    ppl_hi = _part("selection", "ppl_hi", "high PPL threshold of the last iterate")
+    ent_lo = _part("selection", "ent_lo", "low entropy threshold of the last iterate")
+    ent_hi = _part("selection", "ent_hi", "high entropy threshold of the last iterate")
+    ppl_mid = _part("selection", "ppl_mid", "quadrant line on the PPL axis, (ppl_lo + ppl_hi) / 2")
+    ent_mid = _part("selection", "ent_mid", "quadrant line on the entropy axis, (ent_lo + ent_hi) / 2")
+    iterations = _part("selection", "iterations", "bisection iterates computed")
+    converged = _part("selection", "converged", "the last iterate was within the tolerance")
+    bisection_kept_fraction = _part("selection", "bisection_kept_fraction",
+                                    "kept fraction of the last iterate, before the supplement")
 
-    def take(self, start: int, stop: int, width: int | None = None) -> "SelectionPlan":
-        """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared."""
-        rows = slice(start, stop)
-        cols = slice(0, width)
-        keep = self.sample_keep[rows]
-        token_keep = self.token_keep[rows, cols]
-        trainable_kept = int(self.num_trainable_tokens[rows][keep].sum())
-        return replace(
-            self, sample_keep=keep, kept_role=self.kept_role[rows], supplemented=self.supplemented[rows],
-            quadrant=self.quadrant[rows], sample_ppl=self.sample_ppl[rows], sample_entropy=self.sample_entropy[rows],
-            num_trainable_tokens=self.num_trainable_tokens[rows], token_keep=token_keep,
-            token_score=self.token_score[rows, cols], num_kept=int(keep.sum()),
-            num_supplemented=int(self.supplemented[rows].sum()), num_trainable_tokens_kept_samples=trainable_kept,
-            num_kept_tokens=int(token_keep.sum()), num_pruned_tokens=trainable_kept - int(token_keep.sum()),
-            sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
+    # the scalars of stats() and of the logs, in this order
+    SCALARS = ("pool_size", "target_count", "alpha", "beta", "ppl_lo", "ppl_hi", "ent_lo", "ent_hi", "ppl_mid",
+               "ent_mid", "iterations", "converged", "bisection_kept_fraction", "num_kept", "num_supplemented",
+               "num_trainable_tokens_kept_samples", "num_kept_tokens", "num_pruned_tokens")
+
+    @property
+    def sample_keep(self) -> torch.Tensor:
+        """(B,) bool: the samples trained on."""
+        return self.kept_role != Role.DROPPED
+
+    @property
+    def num_kept(self) -> int:
+        return int(self.sample_keep.sum())
+
+    @property
+    def num_supplemented(self) -> int:
+        return int(self.supplemented.sum())
+
+    @property
+    def num_trainable_tokens_kept_samples(self) -> int:
+        """Trainable tokens of the kept samples, before token pruning."""
+        return int(self.num_trainable_tokens[self.sample_keep].sum())
+
+    @property
+    def num_kept_tokens(self) -> int:
+        """token_keep.sum(): the positions that carry a loss."""
+        return int(self.token_keep.sum())
+
+    @property
+    def num_pruned_tokens(self) -> int:
+        """Trainable tokens of kept samples masked by stage 2."""
+        return self.num_trainable_tokens_kept_samples - self.num_kept_tokens
+
+    @classmethod
+    def keep_all(cls, loss_mask: torch.Tensor) -> SelectionPlan:
+        """The 'plan' of full-data training: every sample with a trainable position, every trainable token.
+
+        loss_mask: (B, T) bool. Samples are kept as Q4 (whole); scores are 0 (nothing was scored)."""
+        keep = loss_mask.any(dim=1)  # (B,)
+        n = int(keep.sum())
+        batch = loss_mask.shape[0]
+        zeros = torch.zeros(batch, dtype=torch.float64)
+        selection = SampleSelection(
+            kept_role=torch.where(keep, Role.Q4, Role.DROPPED), supplemented=torch.zeros_like(keep),
+            quadrant=torch.zeros(batch, dtype=torch.int64), pool_size=n, target_count=n, converged=True,
+            bisection_kept_fraction=1.0,
         )
+        scores = SampleScores(ppl=zeros, entropy=zeros, num_tokens=loss_mask.sum(dim=1), has_response=keep)
+        return cls(selection=selection, scores=scores, token_keep=loss_mask.clone(),
+                   token_score=torch.zeros(loss_mask.shape, dtype=torch.float64))
+
+    def take(self, start: int, stop: int, width: int | None = None) -> SelectionPlan:
+        """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared."""
+        rows, cols = slice(start, stop), slice(0, width)
+        scores = SampleScores(**{f.name: getattr(self.scores, f.name)[rows] for f in fields(SampleScores)})
+        return SelectionPlan(selection=self.selection.rows(start, stop), scores=scores,
+                             token_keep=self.token_keep[rows, cols], token_score=self.token_score[rows, cols])
 
     def stats(self) -> dict[str, float | int | bool]:
-        """The scalar fields, for logging."""
-        tensor_names = {f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
-        tensor_names.add("sample_weight")  # a tensor or None
-        out = {k: v for k, v in asdict(self).items() if k not in tensor_names}
+        """The scalars, for logging: SCALARS, then the count of samples in each quadrant."""
+        out = {name: getattr(self, name) for name in self.SCALARS}
         for q in range(1, 5):
             out[f"quadrant_{q}"] = int((self.quadrant == q).sum())
         return out
@@ -195,77 +289,19 @@ def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningCon
     `generator` drives token_pruner="random"."""
     kept_role = selection.kept_role
     if cfg.sample_pruner != "qtuning" or cfg.prune_tokens_in == "q2_q4":
-        prunable = kept_role != ROLE_DROPPED  # (B,)
+        prunable = kept_role != Role.DROPPED  # (B,)
     else:
-        prunable = kept_role == ROLE_Q2
+        prunable = kept_role == Role.Q2
     if cfg.token_pruner == "none":
         prunable = torch.zeros_like(prunable)
     priority = None
     if cfg.token_pruner not in ("qtuning", "none"):
         priority = token_priority(cfg.token_pruner, batch.token_nll, batch.loss_mask, generator=generator,
                                   reference_nll=batch.reference_nll)
-    token_keep, token_score, num_pruned = prune_tokens(
+    token_keep, token_score, _ = prune_tokens(
         batch.token_nll, batch.loss_mask, kept_role, cfg, batch.attention_mask, prunable=prunable, priority=priority
     )
-    sample_keep = kept_role != ROLE_DROPPED
-    scores = batch.scores
-    return SelectionPlan(
-        sample_keep=sample_keep,
-        kept_role=kept_role,
-        supplemented=selection.supplemented,
-        quadrant=selection.quadrant,
-        sample_ppl=scores.ppl,
-        sample_entropy=scores.entropy,
-        num_trainable_tokens=scores.num_tokens,
-        token_keep=token_keep,
-        token_score=token_score,
-        pool_size=selection.pool_size,
-        target_count=selection.target_count,
-        alpha=selection.alpha,
-        beta=selection.beta,
-        ppl_lo=selection.ppl_lo,
-        ppl_hi=selection.ppl_hi,
-        ent_lo=selection.ent_lo,
-        ent_hi=selection.ent_hi,
-        ppl_mid=(selection.ppl_lo + selection.ppl_hi) / 2,
-        ent_mid=(selection.ent_lo + selection.ent_hi) / 2,
-        iterations=selection.iterations,
-        converged=selection.converged,
-        bisection_kept_fraction=selection.bisection_kept_fraction,
-        num_kept=int(sample_keep.sum()),
-        num_supplemented=int(selection.supplemented.sum()),
-        num_trainable_tokens_kept_samples=int(scores.num_tokens[sample_keep].sum()),
-        num_kept_tokens=int(token_keep.sum()),
-        num_pruned_tokens=num_pruned,
-        sample_weight=selection.weight,
-    )
-
-
-@dataclass
-class SampleSelection:
-    """Stage 1's result for a pool of samples."""
-
-    kept_role: torch.Tensor  # (B,) int64: ROLE_DROPPED, ROLE_Q2 or ROLE_Q4
-    supplemented: torch.Tensor  # (B,) bool
-    quadrant: torch.Tensor  # (B,) int64, 1..4 by the mid thresholds, 0 without a trainable position
-    pool_size: int = 0
-    target_count: int = 0
-    alpha: float = 0.0
-    beta: float = 0.0
-    ppl_lo: float = 0.0
-    ppl_hi: float = 0.0
-    ent_lo: float = 0.0
-    ent_hi: float = 0.0
-    iterations: int = 0
-    converged: bool = False
-    bisection_kept_fraction: float = 0.0
-    weight: torch.Tensor | None = None  # (B,) float64 loss weights (InfoBatch); None = all 1
-
-    def rows(self, start: int, stop: int) -> "SampleSelection":
-        """The selection of samples start..stop-1 of the pool (the pool-level fields are shared)."""
-        return replace(self, kept_role=self.kept_role[start:stop], supplemented=self.supplemented[start:stop],
-                       quadrant=self.quadrant[start:stop],
-                       weight=None if self.weight is None else self.weight[start:stop])
+    return SelectionPlan(selection=selection, scores=batch.scores, token_keep=token_keep, token_score=token_score)
 
 
 def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Generator | None = None,
@@ -284,7 +320,7 @@ def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Gener
     )
     n = int(valid.sum())
     return SampleSelection(
-        kept_role=torch.where(keep, ROLE_KEPT, ROLE_DROPPED), supplemented=torch.zeros_like(keep),
+        kept_role=torch.where(keep, Role.KEPT, Role.DROPPED), supplemented=torch.zeros_like(keep),
         quadrant=torch.zeros(keep.shape[0], dtype=torch.int64), pool_size=n,
         target_count=target_count(n, cfg.sample_ratio), converged=True,
         bisection_kept_fraction=int(keep.sum()) / n if n else 0.0,
@@ -342,25 +378,25 @@ def select_samples(
         else:
             a_hi, b_hi = a, b
 
-    kept_role[in_q2] = ROLE_Q2
-    kept_role[in_q4] = ROLE_Q4
+    kept_role[in_q2] = Role.Q2
+    kept_role[in_q4] = Role.Q4
 
     # Supplement: top up to K with the samples furthest from the diagonal of the normalised plane,
     # taken from every not-yet-kept sample (the code's rule). Ties go to the lower batch index.
     target = target_count(n, r_s)  # Python's round: half to even
     result.target_count = target
-    missing = target - int((kept_role != ROLE_DROPPED).sum())
+    missing = target - int((kept_role != Role.DROPPED).sum())
     if missing > 0:
         p_hat, e_hat = _min_max(ppl, valid), _min_max(ent, valid)
         # closeness to each kept corner of the normalised plane; for Q2/Q4 these are p - e and e - p
         toward_high = p_hat - e_hat if high_corner_low_ent else p_hat + e_hat - 1
         toward_low = e_hat - p_hat if low_corner_high_ent else 1 - p_hat - e_hat
         distance = torch.maximum(toward_high, toward_low)  # (B,)
-        candidate = valid & (kept_role == ROLE_DROPPED)
+        candidate = valid & (kept_role == Role.DROPPED)
         key = torch.where(candidate, distance, -math.inf)
         order = torch.sort(key, descending=True, stable=True).indices[:missing]
         supplemented[order] = True
-        kept_role[order] = torch.where(toward_high[order] >= toward_low[order], ROLE_Q2, ROLE_Q4)
+        kept_role[order] = torch.where(toward_high[order] >= toward_low[order], Role.Q2, Role.Q4)
 
     # Quadrants for reporting, by the mid thresholds of the last iterate.
     high_ppl = ppl > (result.ppl_lo + result.ppl_hi) / 2
@@ -409,9 +445,9 @@ def prune_tokens(
     Returns token_keep bool (B, T), the scores (B, T) at the candidates (s, or the priority), and
     the number of pruned tokens.
     """
-    sample_keep = kept_role != ROLE_DROPPED  # (B,)
+    sample_keep = kept_role != Role.DROPPED  # (B,)
     if prunable is None:
-        prunable = kept_role == ROLE_Q2
+        prunable = kept_role == Role.Q2
     candidate = loss_mask & prunable.unsqueeze(1)  # (B, T)
     base = smoothed_token_ppl(token_nll, loss_mask, cfg.smoothing) if priority is None else priority.double()
     score = torch.where(candidate, base, 0.0)

@@ -31,7 +31,7 @@ from .analysis import META_FILE, TOKEN_SCORES_FILE, AnalysisError, check_qtuning
 from .config import QTuningConfig
 from .data import MASK_FIELD, MASK_MODEL_FIELD, load_records, read_rows
 from .scoring import SampleScores
-from .selection import ROLE_DROPPED, ROLE_Q2, ScoredBatch, build_plan, select_samples
+from .selection import Role, ScoredBatch, build_plan, select_samples
 
 ROLE_FIELD = "qtuning_role"
 _ROWS_PER_PART = 512  # stage 2 runs on grids of this many rows at a time (per-sample budget)
@@ -130,7 +130,7 @@ def static_select(table, cfg: QTuningConfig, pool_size: int = 0, seed: int = 0) 
         for lo in range(0, len(index), step):
             hi = min(len(index), lo + step)
             plan = build_plan(_grid(pool.iloc[lo:hi]), selection.rows(lo, hi), cfg)
-            for b in (plan.kept_role != ROLE_DROPPED).nonzero().flatten().tolist():
+            for b in (plan.kept_role != Role.DROPPED).nonzero().flatten().tolist():
                 n_tokens = int(plan.num_trainable_tokens[b])
                 kept[index[lo + b]] = (int(plan.kept_role[b]), plan.token_keep[b, :n_tokens].int().tolist())
     return kept
@@ -163,9 +163,9 @@ def run_select(cfg: SelectConfig, qcfg: QTuningConfig) -> dict:
             row = dict(rows[int(sample["row"])])
             row[MASK_FIELD] = mask
             row[MASK_MODEL_FIELD] = meta.get("model")
-            row[ROLE_FIELD] = "Q2" if role == ROLE_Q2 else "Q4"
+            row[ROLE_FIELD] = "Q2" if role == Role.Q2 else "Q4"
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            counts["q2" if role == ROLE_Q2 else "q4"] += 1
+            counts["q2" if role == Role.Q2 else "q4"] += 1
             counts["tokens"] += len(mask)
             counts["kept_tokens"] += sum(mask)
     pools = "the whole dataset as one pool" if cfg.pool_size <= 0 or cfg.pool_size >= len(table) else \

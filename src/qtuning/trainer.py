@@ -58,23 +58,6 @@ class _CollatorWithIds:
         return batch
 
 
-def _full_plan(loss_mask: torch.Tensor) -> SelectionPlan:
-    """The 'plan' of full-data training: every sample, every trainable token."""
-    keep = loss_mask.any(dim=1)
-    zeros = torch.zeros(loss_mask.shape[0], dtype=torch.float64)
-    n = int(keep.sum())
-    return SelectionPlan(
-        sample_keep=keep, kept_role=torch.where(keep, 4, 0), supplemented=torch.zeros_like(keep),
-        quadrant=torch.zeros(loss_mask.shape[0], dtype=torch.int64), sample_ppl=zeros, sample_entropy=zeros,
-        num_trainable_tokens=loss_mask.sum(dim=1), token_keep=loss_mask.clone(),
-        token_score=torch.zeros(loss_mask.shape, dtype=torch.float64), pool_size=n, target_count=n, alpha=0.0,
-        beta=0.0, ppl_lo=0.0, ppl_hi=0.0, ent_lo=0.0, ent_hi=0.0, ppl_mid=0.0, ent_mid=0.0, iterations=0,
-        converged=True, bisection_kept_fraction=1.0, num_kept=n, num_supplemented=0,
-        num_trainable_tokens_kept_samples=int(loss_mask.sum()), num_kept_tokens=int(loss_mask.sum()),
-        num_pruned_tokens=0,
-    )
-
-
 class QTuningSFTTrainer(SFTTrainer):
     """Drop-in for `trl.SFTTrainer`: pass a `QTuningSFTConfig` as `args`."""
 
@@ -139,7 +122,7 @@ class QTuningSFTTrainer(SFTTrainer):
             return batches, None  # plans are made inside compute_loss, from the training forward
         scored = self.args.pruning_method != "none" and self._qt_needs_scores
         if self.args.pruning_method == "none":
-            plans = [_full_plan((shift_labels(b["labels"]) != IGNORE_INDEX).cpu()) for b in batches]
+            plans = [SelectionPlan.keep_all((shift_labels(b["labels"]) != IGNORE_INDEX).cpu()) for b in batches]
         else:
             started = time.perf_counter()
             score = self._score_micro_batch if scored else self._unscored_micro_batch
