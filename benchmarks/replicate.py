@@ -161,12 +161,12 @@ def run_cell(arm: str, seed: int) -> dict:
         record["train_wall_clock_s"] = 0.0
     else:
         from qtuning.run import build_trainer
-        from qtuning.sft_config import QTuningSFTConfig
+        from qtuning.sft_config import train_configs
 
         dataset, overrides = spec
         out = WORK / "runs" / f"{arm}__s{seed}"
-        cfg = QTuningSFTConfig(output_dir=str(out), data=str(paths[dataset]), seed=seed, **BASE, **overrides)
-        trainer, _ = build_trainer(cfg)
+        run, cfg = train_configs(dict(output_dir=str(out), data=str(paths[dataset]), seed=seed, **BASE, **overrides))
+        trainer, _ = build_trainer(run, cfg)
         train_started = time.perf_counter()
         trainer.train()
         record["train_wall_clock_s"] = time.perf_counter() - train_started
@@ -175,7 +175,9 @@ def run_cell(arm: str, seed: int) -> dict:
         model, tokenizer = trainer.model, trainer.processing_class
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
-        record["plan_log"] = str(out / "qtuning_plans.jsonl") if (out / "qtuning_plans.jsonl").exists() else None
+        from qtuning.plan_log import plan_log_path
+
+        record["plan_log"] = str(plan_log_path(out)) if plan_log_path(out).exists() else None
     model.eval()
     eval_started = time.perf_counter()
     result = evaluate(model, tokenizer, ["triviaqa"], records={"triviaqa": eval_records}, progress=False,

@@ -85,7 +85,7 @@ def build(method: str, args) -> tuple:
             probe_precision="same" if method == "qtuning_fp32" else "auto")
         if method == "random":
             settings.update(sample_pruner="random", token_pruner="random")
-        trainer = QTuningSFTTrainer(model=model, args=QTuningSFTConfig(**common, lora_r=0, **settings),
+        trainer = QTuningSFTTrainer(model=model, args=QTuningSFTConfig(**common, **settings),
                                     train_dataset=to_dataset(train), processing_class=tokenizer, peft_config=lora)
     trainer.create_optimizer()
     # The same rows in the same order for every method: the prepared dataset, in index order, or

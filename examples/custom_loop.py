@@ -10,9 +10,8 @@ import argparse
 
 import torch
 
-from qtuning import QTuningConfig
+from qtuning import QTuner, QTuningConfig
 from qtuning.data import collate, load_records, tokenize_record
-from qtuning.qtuner import QTuner
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from qtuning.cli import UsageError, load_recipe, parse_train_config
-from qtuning.sft_config import QTuningSFTConfig
+from qtuning.errors import ConfigError
+from qtuning.sft_config import QTuningSFTConfig, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
@@ -23,34 +24,34 @@ def test_recipes_are_shipped():
 def test_every_shipped_recipe_loads(recipe, tmp_path):
     text = recipe.read_text()
     assert "Launch:" in text.split("\n\n")[0] or "Launch:" in text[:1200]  # the header names its command
-    cfg = parse_train_config(["--config", str(recipe), "--output_dir", str(tmp_path)])
-    assert isinstance(cfg, QTuningSFTConfig)
+    run, cfg = parse_train_config(["--config", str(recipe), "--output_dir", str(tmp_path)])
+    assert isinstance(run, RunConfig) and isinstance(cfg, QTuningSFTConfig)
     normalised = {"report_to": {"none": []}}  # TrainingArguments turns "none" into an empty list
     for key, value in load_recipe(recipe).items():
         if key == "output_dir":
             continue
         expected = normalised.get(key, {}).get(value, value)
-        actual = getattr(cfg, key)
+        actual = getattr(run if hasattr(run, key) else cfg, key)
         assert getattr(actual, "value", actual) == expected, key  # enums compare by value
 
 
 def test_paper_recipes_have_the_papers_settings(tmp_path):
     for name, ratio in (("paper_25x50.yaml", 0.25), ("paper_12.5x50.yaml", 0.125)):
-        cfg = parse_train_config(["--config", str(ROOT / "configs" / name), "--output_dir", str(tmp_path)])
+        run, cfg = parse_train_config(["--config", str(ROOT / "configs" / name), "--output_dir", str(tmp_path)])
         assert (cfg.sample_ratio, cfg.token_ratio, cfg.smoothing) == (ratio, 0.5, 0.5)
-        assert (cfg.lora_r, cfg.lora_alpha, cfg.learning_rate) == (8, 16, 1e-4)
+        assert (run.lora_r, run.lora_alpha, cfg.learning_rate) == (8, 16, 1e-4)
         assert getattr(cfg.lr_scheduler_type, "value", cfg.lr_scheduler_type) == "cosine"
 
 
 def test_command_line_overrides_the_recipe(tmp_path):
-    cfg = parse_train_config(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--sample_ratio", "0.125",
-                              "--output_dir", str(tmp_path)])
-    assert cfg.sample_ratio == 0.125 and cfg.token_ratio == 0.5
+    run, cfg = parse_train_config(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--sample_ratio", "0.125",
+                                   "--lora_r", "4", "--output_dir", str(tmp_path)])
+    assert cfg.sample_ratio == 0.125 and cfg.token_ratio == 0.5 and run.lora_r == 4
 
 
 def test_no_config_means_the_quickstart(tmp_path):
-    cfg = parse_train_config(["--output_dir", str(tmp_path)])
-    assert cfg.data == "alpaca-demo" and cfg.max_train_samples == load_recipe(ROOT / "configs" / "quickstart.yaml")[
+    run, cfg = parse_train_config(["--output_dir", str(tmp_path)])
+    assert run.data == "alpaca-demo" and run.max_train_samples == load_recipe(ROOT / "configs" / "quickstart.yaml")[
         "max_train_samples"]
 
 
@@ -86,6 +87,41 @@ def test_train_help_documents_every_qtuning_field():
                  "probe_precision", "lora_r"):
         assert f"--{name}" in proc.stdout
     assert "Neighbour smoothing lambda" in proc.stdout
+    assert "RunConfig: what `qtuning train` loads" in proc.stdout and "QTuningSFTConfig: the trainer's" in proc.stdout
+    for name in ("model", "data", "eval_data", "eval_fraction", "max_train_samples", "lora_alpha", "lora_target_modules"):
+        assert f"--{name}" in proc.stdout
+
+
+def test_run_fields_are_the_runs_not_the_trainers(tmp_path):
+    import dataclasses
+
+    from qtuning.sft_config import train_configs
+
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    assert run_fields == {"model", "data", "eval_data", "eval_fraction", "max_train_samples", "max_eval_samples",
+                          "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"}
+    assert not run_fields & {f.name for f in dataclasses.fields(QTuningSFTConfig)}
+    assert (RunConfig().model, RunConfig().lora_r, RunConfig().eval_fraction) == ("smollm2-135m-instruct", 8, 0.05)
+    with pytest.raises(TypeError, match="lora_r"):  # the trainer would ignore it: refused, not dropped
+        QTuningSFTConfig(output_dir=str(tmp_path), lora_r=16)
+    run, cfg = train_configs({"model": "m", "lora_r": 0, "sample_ratio": 0.5, "output_dir": str(tmp_path)})
+    assert (run.model, run.lora_r, cfg.sample_ratio) == ("m", 0, 0.5)
+    with pytest.raises(ConfigError, match=r"eval_fraction=1.0 is not allowed"):
+        RunConfig(eval_fraction=1.0)
+
+
+def test_unknown_run_key_in_a_recipe_lists_close_matches(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora_rank: 8\nmodel: smollm2-135m-instruct\n")
+    with pytest.raises(UsageError, match=r"'lora_rank' \(did you mean .*lora_r"):
+        load_recipe(bad)
+
+
+def test_full_data_has_one_spelling(tmp_path):
+    with pytest.raises(ConfigError, match="pruning_method: none"):
+        QTuningSFTConfig(output_dir=str(tmp_path), sample_pruner="none", token_pruner="none")
+    QTuningSFTConfig(output_dir=str(tmp_path), pruning_method="none")
+    QTuningSFTConfig(output_dir=str(tmp_path), sample_pruner="none", token_pruner="random")  # a real baseline
 
 
 def make_tiny_model_dir(folder: Path) -> Path:

@@ -232,7 +232,7 @@ def test_a_seed_gives_every_arm_the_same_data_order_and_lora_init(tmp_path):
         set_seed(3)  # what run.build_trainer does first
         cfg = QTuningSFTConfig(output_dir=str(tmp_path / name), per_device_train_batch_size=8, num_train_epochs=2,
                                report_to=[], learning_rate=1e-2, save_strategy="no", seed=3, disable_tqdm=True,
-                               lora_r=0, probe_precision="same", **overrides)
+                               probe_precision="same", **overrides)
         from peft import LoraConfig
 
         trainer = Recording(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(32),

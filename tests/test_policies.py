@@ -258,7 +258,7 @@ def test_trainer_rho1_reference_is_the_initial_model(tmp_path, lora):
     from qtuning.trainer import QTuningSFTTrainer
 
     cfg = QTuningSFTConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=2, report_to=[],
-                           learning_rate=0.5, save_strategy="no", seed=0, lora_r=0, disable_tqdm=True,
+                           learning_rate=0.5, save_strategy="no", seed=0, disable_tqdm=True,
                            probe_precision="same", token_pruner="rho1", sample_pruner="random")
     peft = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM") if lora else None
     trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(32),

@@ -22,16 +22,16 @@ OUTPUT = Path(__file__).parent / "output"  # git-ignored: the screenshot is kept
 def run_dir(tmp_path_factory):
     """A real `qtuning train` run on a tiny random model: 2 steps of 8 rows, 50% x 50%, logged every step."""
     from qtuning.run import run_training
-    from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.sft_config import QTuningSFTConfig, RunConfig
 
     root = tmp_path_factory.mktemp("report-run")
     model = make_tiny_model_dir(root / "model")
     data = write_jsonl_rows(root / "data.jsonl", 16)
-    cfg = QTuningSFTConfig(model=str(model), data=str(data), output_dir=str(root / "run"), max_steps=2,
-                           per_device_train_batch_size=8, logging_steps=1, lora_r=0, eval_fraction=0.0,
+    run = RunConfig(model=str(model), data=str(data), lora_r=0, eval_fraction=0.0)
+    cfg = QTuningSFTConfig(output_dir=str(root / "run"), max_steps=2, per_device_train_batch_size=8, logging_steps=1,
                            save_strategy="no", report_to="none", disable_tqdm=True, sample_ratio=0.5,
                            token_ratio=0.5, max_length=128, probe_precision="same", seed=0)
-    run_training(cfg)
+    run_training(run, cfg)
     return root / "run"
 
 

@@ -129,7 +129,7 @@ def test_analyze_select_then_train_on_the_subset(tmp_path):
     from transformers import AutoTokenizer
 
     from qtuning.run import build_trainer, run_training
-    from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.sft_config import QTuningSFTConfig, RunConfig
 
     model = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 12)
@@ -152,16 +152,16 @@ def test_analyze_select_then_train_on_the_subset(tmp_path):
         masks[row["output"]] = mask
     assert any(r["qtuning_role"] == "Q2" for r in rows)
 
-    cfg = QTuningSFTConfig(model=str(model), data=str(subset), output_dir=str(tmp_path / "run"), pruning_method="none",
-                           num_train_epochs=1, per_device_train_batch_size=3, lora_r=0, eval_fraction=0.0,
-                           save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=1, seed=0)
+    run = RunConfig(model=str(model), data=str(subset), lora_r=0, eval_fraction=0.0)
+    cfg = QTuningSFTConfig(output_dir=str(tmp_path / "run"), pruning_method="none", num_train_epochs=1,
+                           per_device_train_batch_size=3, save_strategy="no", report_to="none", disable_tqdm=True,
+                           logging_steps=1, seed=0)
     with pytest.warns(UserWarning, match="carries static token masks .* use --pruning_method none"):
-        build_trainer(QTuningSFTConfig(model=str(model), data=str(subset), output_dir=str(tmp_path / "r2"),
-                                       lora_r=0, eval_fraction=0.0, report_to="none"))
-    trainer, _ = build_trainer(cfg)
+        build_trainer(run, QTuningSFTConfig(output_dir=str(tmp_path / "r2"), report_to="none"))
+    trainer, _ = build_trainer(run, cfg)
     labelled = sorted(sum(1 for v in example["labels"][1:] if v != -100) for example in trainer.train_dataset)
     assert labelled == sorted(sum(m) for m in masks.values())  # the masks reached the labels
-    summary = run_training(cfg)
+    summary = run_training(run, cfg)
     # every trained token is a kept one: the pruned positions carried no loss
     assert summary["tokens_trained"] == sum(sum(m) for m in masks.values())
     assert summary["tokens_trained"] < sum(len(m) for m in masks.values())

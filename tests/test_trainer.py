@@ -19,7 +19,7 @@ from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 def make_trainer(tmp_path, dataset=None, model=None, **overrides):
     settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=2, logging_steps=1,
-                    report_to=[], learning_rate=1e-2, save_strategy="no", seed=0, lora_r=0, disable_tqdm=True,
+                    report_to=[], learning_rate=1e-2, save_strategy="no", seed=0, disable_tqdm=True,
                     probe_precision="same")  # fp32 probe: the references below score in fp32
     settings.update(overrides)
     cfg = QTuningSFTConfig(**settings)

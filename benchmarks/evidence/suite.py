@@ -212,13 +212,13 @@ def run_cell(task: str, arm: str, seed: int) -> dict:
     else:
         from qtuning.data import load_records, split_records
         from qtuning.run import build_trainer
-        from qtuning.sft_config import QTuningSFTConfig
+        from qtuning.sft_config import train_configs
 
         rows_name, overrides = ARMS[arm]
         out = WORK / "runs" / f"{task}__{arm}__s{seed}"
         data = folder / f"{rows_name}.jsonl"
-        cfg = QTuningSFTConfig(output_dir=str(out), data=str(data), seed=seed, **{**BASE, **overrides})
-        trainer, _ = build_trainer(cfg)
+        run, cfg = train_configs(dict(output_dir=str(out), data=str(data), seed=seed, **{**BASE, **overrides}))
+        trainer, _ = build_trainer(run, cfg)
         started = time.perf_counter()
         trainer.train()
         record["train_s"] = time.perf_counter() - started

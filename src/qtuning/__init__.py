@@ -6,8 +6,9 @@ Three ways in, all importable from here:
     from qtuning import QTuner                                # three calls in your own training loop
     from qtuning import QTuningConfig, plan_batch             # the pure engine: scores in, a plan out
 
-The engine (config, scoring, selection) is imported eagerly and needs only torch. The trainer,
-its configs and QTuner are imported on first use (module `__getattr__`), so `import qtuning`
+`RunConfig` (what `qtuning train` loads around the trainer: the model, the data, LoRA) comes from
+here too. The engine (config, scoring, selection) is imported eagerly and needs only torch; the
+trainer, its configs and QTuner are imported on first use (module `__getattr__`), so `import qtuning`
 does not import transformers or trl.
 """
 
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "QTuningSFTTrainer": ".trainer",
     "QTuningSFTConfig": ".sft_config",
+    "RunConfig": ".sft_config",
     "QTuner": ".qtuner",
     "apply_plan": ".kept_batch",
     "loss_on_kept": ".kept_batch",
@@ -73,6 +75,7 @@ __all__ = [
     "ROLE_Q2",
     "ROLE_Q4",
     "Role",
+    "RunConfig",
     "SampleScores",
     "ScoreError",
     "SampleSelection",

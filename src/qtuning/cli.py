@@ -8,8 +8,9 @@
     qtuning report RUN_DIR
     qtuning select --scores analysis/scores.parquet --sample-ratio 0.25 -o subset.jsonl
 
-Options come from the config dataclasses (`QTuningSFTConfig`, `QTuningConfig`): their field help
-is the --help text, and YAML keys are their field names.
+Options come from the config dataclasses (`RunConfig` and `QTuningSFTConfig` for train,
+`QTuningConfig` and each command's own for the others): their field help is the --help text, and
+YAML keys are their field names.
 """
 
 from __future__ import annotations
@@ -114,11 +115,16 @@ def _close(name: str, names) -> str:
     return f" (did you mean {', '.join(matches)}?)" if matches else ""
 
 
+def train_fields() -> set[str]:
+    """The names `qtuning train` accepts, as YAML keys and --flags: the fields of RunConfig and QTuningSFTConfig."""
+    from .sft_config import QTuningSFTConfig, RunConfig
+
+    return {f.name for cls in (RunConfig, QTuningSFTConfig) for f in dataclasses.fields(cls)}
+
+
 def load_recipe(path: str | Path) -> dict:
     """A YAML recipe as a dict of config fields; unknown keys are an error that lists close matches."""
     import yaml
-
-    from .sft_config import QTuningSFTConfig
 
     path = Path(path)
     if not path.is_file():
@@ -129,7 +135,7 @@ def load_recipe(path: str | Path) -> dict:
         raise UsageError(f"recipe {path} is not valid YAML: {exc}") from exc
     if not isinstance(values, dict):
         raise UsageError(f"recipe {path} must be a mapping of config fields, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(QTuningSFTConfig)}
+    known = train_fields()
     unknown = [k for k in values if k not in known]
     if unknown:
         details = "; ".join(f"{k!r}{_close(k, known)}" for k in unknown)
@@ -138,13 +144,13 @@ def load_recipe(path: str | Path) -> dict:
 
 
 def parse_train_config(argv: list[str]):
-    """`--config recipe.yaml` plus `--key value` overrides -> a validated QTuningSFTConfig."""
+    """`--config recipe.yaml` plus `--key value` overrides -> (RunConfig, QTuningSFTConfig), validated."""
     from transformers import HfArgumentParser
 
-    from .sft_config import QTuningSFTConfig
+    from .sft_config import QTuningSFTConfig, RunConfig, train_configs
 
     parser = HfArgumentParser(
-        QTuningSFTConfig, prog="qtuning train",
+        (RunConfig, QTuningSFTConfig), prog="qtuning train",
         description="Fine-tune with Q-Tuning. YAML keys and --flags are the fields below; flags override the recipe. "
         "Without --config, the quickstart recipe runs.",
     )
@@ -157,18 +163,16 @@ def parse_train_config(argv: list[str]):
     namespace, extras = parser.parse_known_args(argv)
     if extras:
         names = [a.lstrip("-").replace("-", "_") for a in extras if a.startswith("--")]
-        known_names = {f.name for f in dataclasses.fields(QTuningSFTConfig)}
-        details = "; ".join(f"--{n}{_close(n, known_names)}" for n in names) or " ".join(extras)
+        details = "; ".join(f"--{n}{_close(n, train_fields())}" for n in names) or " ".join(extras)
         raise UsageError(f"unknown option(s): {details}")
-    values = {k: v for k, v in vars(namespace).items() if k != "config"}
-    return QTuningSFTConfig(**values)
+    return train_configs({k: v for k, v in vars(namespace).items() if k != "config"})
 
 
 def _cmd_train(argv: list[str]) -> int:
     from .run import run_training
 
-    cfg = parse_train_config(argv)
-    run_training(cfg)
+    run, args = parse_train_config(argv)
+    run_training(run, args)
     return 0
 
 

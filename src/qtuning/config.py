@@ -20,6 +20,7 @@ PRUNE_TOKENS_IN = ("q2", "q2_q4")
 # implemented in qtuning.policies (which imports these names; this module imports nothing heavy)
 SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
 TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
+SELECTION_POOLS = ("micro_batch", "global", "accumulation")  # QTuningSFTConfig.selection_pool (qtuning.distributed)
 
 
 @dataclass

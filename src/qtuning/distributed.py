@@ -21,12 +21,10 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .config import QTuningConfig
+from .config import SELECTION_POOLS, QTuningConfig
 from .scoring import SampleScores
 from .seeds import derive_seed
 from .selection import ScoredBatch, SelectionPlan, plan_pool
-
-SELECTION_POOLS = ("micro_batch", "global", "accumulation")
 
 
 def world(local: bool = False) -> tuple[int, int]:

@@ -1,4 +1,7 @@
-"""A complete fine-tuning run from a QTuningSFTConfig: what `qtuning train` does.
+"""A complete fine-tuning run from a RunConfig and a QTuningSFTConfig: what `qtuning train` does.
+
+    trainer, reports = build_trainer(run, args)   # steps 1-3
+    summary = run_training(run, args)             # steps 1-5
 
     1. load the model (built-in, .gguf, folder or hub id) and its tokenizer
     2. load and normalise the data, hold out an evaluation split, report skipped/truncated rows
@@ -13,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from .sft_config import QTuningSFTConfig
+from .sft_config import QTuningSFTConfig, RunConfig
 
 
 def compact_progress_callback():
@@ -45,62 +48,64 @@ def compact_progress_callback():
     return CompactProgress()
 
 
-def build_trainer(cfg: QTuningSFTConfig, *, model=None, tokenizer=None, callbacks=None):
-    """Model, data and trainer for a config; returns (trainer, data reports)."""
+def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokenizer=None, callbacks=None):
+    """Model, data and trainer for a run; returns (trainer, data reports).
+
+    run: what to load (model unless given, data, held-out split, LoRA); args: the trainer's settings."""
     from transformers import set_seed
 
     from .data import count_truncation, load_records, split_records, to_dataset
     from .models import load_model_and_tokenizer
     from .trainer import QTuningSFTTrainer
 
-    set_seed(cfg.seed)
+    set_seed(args.seed)
     if model is None:
-        model, tokenizer = load_model_and_tokenizer(cfg.model)
-    records, report = load_records(cfg.data)
-    if cfg.pruning_method != "none" and any(r.get("token_keep") is not None for r in records):
+        model, tokenizer = load_model_and_tokenizer(run.model)
+    records, report = load_records(run.data)
+    if args.pruning_method != "none" and any(r.get("token_keep") is not None for r in records):
         import warnings
 
-        warnings.warn(f"[qtuning] {cfg.data} carries static token masks (qtuning_token_keep, from `qtuning select`) "
-                      f"and pruning_method={cfg.pruning_method!r} selects and prunes again on top of them; "
+        warnings.warn(f"[qtuning] {run.data} carries static token masks (qtuning_token_keep, from `qtuning select`) "
+                      f"and pruning_method={args.pruning_method!r} selects and prunes again on top of them; "
                       "use --pruning_method none to train on the static selection as it is", stacklevel=2)
     reports = [report]
-    if cfg.eval_data:
-        eval_records, eval_report = load_records(cfg.eval_data)
+    if run.eval_data:
+        eval_records, eval_report = load_records(run.eval_data)
         reports.append(eval_report)
-        train_records, _ = split_records(records, 0.0, cfg.seed, cfg.max_train_samples)
-        eval_records = eval_records[: cfg.max_eval_samples] if cfg.max_eval_samples else eval_records
+        train_records, _ = split_records(records, 0.0, args.seed, run.max_train_samples)
+        eval_records = eval_records[: run.max_eval_samples] if run.max_eval_samples else eval_records
     else:
         train_records, eval_records = split_records(
-            records, cfg.eval_fraction, cfg.seed, cfg.max_train_samples, cfg.max_eval_samples
+            records, run.eval_fraction, args.seed, run.max_train_samples, run.max_eval_samples
         )
-    count_truncation(tokenizer, train_records, cfg.max_length, report)
+    count_truncation(tokenizer, train_records, args.max_length, report)
     peft_config = None
-    if cfg.lora_r > 0:
+    if run.lora_r > 0:
         from peft import LoraConfig
 
-        targets = cfg.lora_target_modules
+        targets = run.lora_target_modules
         peft_config = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+            r=run.lora_r, lora_alpha=run.lora_alpha, lora_dropout=run.lora_dropout, task_type="CAUSAL_LM",
             target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
         )
     trainer = QTuningSFTTrainer(
-        model=model, args=cfg, train_dataset=to_dataset(train_records, tokenizer, cfg.max_length),
-        eval_dataset=to_dataset(eval_records, tokenizer, cfg.max_length) if eval_records else None,
+        model=model, args=args, train_dataset=to_dataset(train_records, tokenizer, args.max_length),
+        eval_dataset=to_dataset(eval_records, tokenizer, args.max_length) if eval_records else None,
         processing_class=tokenizer,
         peft_config=peft_config, callbacks=callbacks,
     )
     return trainer, reports
 
 
-def run_training(cfg: QTuningSFTConfig) -> dict:
+def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
     """The whole run; returns the summary that is also written to output_dir/qtuning_summary.json."""
     from .trainer import SUMMARY_FILE
 
-    print(f"[qtuning] model {cfg.model} | data {cfg.data} | pruning {cfg.pruning_method} "
-          f"({cfg.sample_ratio:.3g} of samples x {cfg.token_ratio:.3g} of Q2 tokens, scoring={cfg.scoring}) "
-          f"| output {cfg.output_dir}")
-    trainer, reports = build_trainer(cfg)
-    if not cfg.disable_tqdm:
+    print(f"[qtuning] model {run.model} | data {run.data} | pruning {args.pruning_method} "
+          f"({args.sample_ratio:.3g} of samples x {args.token_ratio:.3g} of Q2 tokens, scoring={args.scoring}) "
+          f"| output {args.output_dir}")
+    trainer, reports = build_trainer(run, args)
+    if not args.disable_tqdm:
         from transformers.trainer_callback import ProgressCallback
 
         trainer.remove_callback(ProgressCallback)
@@ -114,12 +119,12 @@ def run_training(cfg: QTuningSFTConfig) -> dict:
     before = trainer.evaluate()["eval_loss"] if has_eval else None
     if before is not None:
         print(f"[qtuning] held-out loss before training: {before:.4f}")
-    resume = cfg.resume_from_checkpoint
+    resume = args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
         resume = True
     trainer.train(resume_from_checkpoint=resume or None)
     after = trainer.evaluate()["eval_loss"] if has_eval else None
-    trainer.save_model(cfg.output_dir)
+    trainer.save_model(args.output_dir)
     trainer.save_state()  # trainer_state.json (the log history) next to the model
     summary = dict(trainer.qtuning_summary)
     summary.update(eval_loss_before=before, eval_loss_after=after,
@@ -127,8 +132,8 @@ def run_training(cfg: QTuningSFTConfig) -> dict:
                           "empty_response_skipped": len(r.empty_response_rows), "truncated": r.truncated_rows}
                          for r in reports])
     if trainer.is_world_process_zero():
-        os.makedirs(cfg.output_dir, exist_ok=True)
-        (Path(cfg.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        os.makedirs(args.output_dir, exist_ok=True)
+        (Path(args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
         print_summary(summary)
     return summary
 

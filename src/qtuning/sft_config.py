@@ -1,8 +1,14 @@
-"""QTuningSFTConfig: TRL's SFTConfig + the Q-Tuning engine's settings + what a run needs.
+"""The two configs of a fine-tuning run: `QTuningSFTConfig` (the trainer's) and `RunConfig` (the run's).
 
-One dataclass, so that `qtuning train --help`, YAML recipes and Python agree: every field's
-`help` metadata is its documentation. The engine's fields are inherited from `QTuningConfig`,
-not repeated.
+- `QTuningSFTConfig`: TRL's SFTConfig + the Q-Tuning engine's settings + how Q-Tuning runs inside
+  the trainer; what `QTuningSFTTrainer(args=...)` reads. The engine's fields are inherited from
+  `QTuningConfig`, not repeated.
+- `RunConfig`: what `qtuning train` (`run.build_trainer`) loads around the trainer: the model, the
+  data and its held-out split, LoRA. The trainer never reads these, so they are not its fields.
+
+`qtuning train --help`, YAML recipes and Python agree: a recipe's keys and the --flags are the
+fields of both, and every field's `help` metadata is its documentation. `train_configs(settings)`
+splits one flat dict of settings (a recipe) into the two.
 """
 
 from __future__ import annotations
@@ -12,17 +18,18 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from .config import ConfigError, QTuningConfig, _check_choice
+from .config import SELECTION_POOLS, ConfigError, QTuningConfig, _check_choice
 
 PRUNING_METHODS = ("qtuning", "none")
 SCORING_MODES = ("probe", "reuse")
 PROBE_PRECISIONS = ("auto", "same", "bf16")
-SELECTION_POOLS = ("micro_batch", "global", "accumulation")
 
 
 @dataclass
-class QTuningSFTConfig(SFTConfig, QTuningConfig):
-    """Settings of a Q-Tuning fine-tuning run (TRL SFTConfig fields are accepted too)."""
+class RunConfig:
+    """What `qtuning train` loads around the trainer: the model, the data, the held-out split, LoRA."""
+
+    _argument_group_name = "RunConfig: what `qtuning train` loads around the trainer (model, data, LoRA)"
 
     # --- what to train on
     model: str = field(
@@ -53,6 +60,18 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
     lora_target_modules: str = field(
         default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or a comma-separated list."}
     )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction={self.eval_fraction!r} is not allowed: expected a number in [0, 1)")
+
+
+@dataclass
+class QTuningSFTConfig(SFTConfig, QTuningConfig):
+    """Settings of a Q-Tuning fine-tuning run (TRL SFTConfig fields are accepted too)."""
+
+    _argument_group_name = "QTuningSFTConfig: the trainer's settings (Q-Tuning's, then TRL's SFTConfig's)"
+
     # --- how Q-Tuning runs inside the trainer
     pruning_method: str = field(
         default="qtuning",
@@ -148,8 +167,11 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                 f"packing={self.packing!r}, padding_free={self.padding_free!r} are not supported: Q-Tuning scores and "
                 "selects whole samples, and a packed row mixes several. Set packing: false and padding_free: false."
             )
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction={self.eval_fraction!r} is not allowed: expected a number in [0, 1)")
+        if (self.sample_pruner, self.token_pruner) == ("none", "none"):
+            raise ConfigError(
+                "sample_pruner='none' with token_pruner='none' is not allowed: to train on every sample and token "
+                "(the full-data baseline), set pruning_method: none, the one way to say full data"
+            )
         if self.probe_batch_size < -1:
             raise ConfigError(f"probe_batch_size={self.probe_batch_size!r} is not allowed: expected an integer >= 0, "
                               "or -1 (auto)")
@@ -190,3 +212,10 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def train_configs(settings: dict) -> tuple[RunConfig, QTuningSFTConfig]:
+    """One flat dict of settings (a recipe, with any overrides) as (RunConfig, QTuningSFTConfig)."""
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    run = RunConfig(**{k: v for k, v in settings.items() if k in run_fields})
+    return run, QTuningSFTConfig(**{k: v for k, v in settings.items() if k not in run_fields})

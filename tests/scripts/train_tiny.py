@@ -35,7 +35,7 @@ def main():
     args = parser.parse_args()
     cfg = QTuningSFTConfig(
         output_dir=args.output_dir, per_device_train_batch_size=8, max_steps=8, logging_steps=1, save_steps=2,
-        save_strategy="steps", report_to=[], learning_rate=1e-2, seed=0, lora_r=0, disable_tqdm=True,
+        save_strategy="steps", report_to=[], learning_rate=1e-2, seed=0, disable_tqdm=True,
     )
     trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(48),
                                 processing_class=tiny_tokenizer(), callbacks=[Sleep(args.sleep)])
