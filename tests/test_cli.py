@@ -88,7 +88,8 @@ def test_train_help_documents_every_qtuning_field():
         assert f"--{name}" in proc.stdout
     assert "Neighbour smoothing lambda" in proc.stdout
     assert "RunConfig: what `qtuning train` loads" in proc.stdout and "QTuningSFTConfig: the trainer's" in proc.stdout
-    for name in ("model", "data", "eval_data", "eval_fraction", "max_train_samples", "lora_alpha", "lora_target_modules"):
+    for name in ("model", "data", "eval_data", "eval_fraction", "max_train_samples", "lora_alpha",
+                 "lora_target_modules"):
         assert f"--{name}" in proc.stdout
 
 

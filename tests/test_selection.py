@@ -320,8 +320,8 @@ def test_stats_are_plain_scalars():
 
 def test_a_plan_is_its_parts_and_its_counts_are_derived():
     from qtuning import ROLE_DROPPED, ROLE_Q2, ROLE_Q4, Role
-    from qtuning.selection import SampleSelection
     from qtuning.scoring import SampleScores
+    from qtuning.selection import SampleSelection
 
     nll, ent, mask, attn = _three_sample_pool()
     plan = plan_batch(nll, ent, mask, QTuningConfig(), attention_mask=attn)

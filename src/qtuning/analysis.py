@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from .config import QTuningConfig
 from . import signatures
+from .config import QTuningConfig
 from .errors import AnalysisError
 from .selection import ROLE_NAMES, Role, select_samples
 
@@ -506,7 +506,7 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     scores[["index", "id", "positions", "response_tokens_total", "token_ids", "token_nll"]].to_parquet(
         out / TOKEN_SCORES_FILE, index=False)
     warnings = []
-    for label, runs in stability.runs.items():
+    for runs in stability.runs.values():
         warnings += [w for w in failure_signatures(runs[0], valid, qcfg.sample_ratio) if w not in warnings]
     thresholds = {k: whole.pools[0][k] for k in ("ppl_lo", "ppl_hi", "ent_lo", "ent_hi", "ppl_mid", "ent_mid",
                                                  "alpha", "beta", "iterations", "converged")}
@@ -529,7 +529,8 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
                      "Q4": int((runs[0].kept_role == Role.Q4).sum()),
                      "supplemented": int(runs[0].supplemented.sum())} for label, runs in stability.runs.items()}
     result = {"complete": True, "meta": meta, "samples": n, "with_response": int(valid.sum()),
-              "scoring_s": scoring_s, "whole_dataset_thresholds": thresholds, "spearman_ppl_ent": finite(rank_correlation),
+              "scoring_s": scoring_s, "whole_dataset_thresholds": thresholds,
+              "spearman_ppl_ent": finite(rank_correlation),
               "populations": populations, "kept_by_quadrant": kept_counts, "kept_roles": roles,
               "stability": stability.rows, "warnings": warnings, "settings": dataclasses.asdict(qcfg)}
     doc = analysis_doc(result, records, scores, examples, png)

@@ -24,7 +24,6 @@ from .scoring import SampleScores, sample_scores
 from .seeds import derive_seed
 
 
-
 class Role(IntEnum):
     """A sample's role in a plan; `kept_role` tensors (int64) hold these values."""
 
