@@ -5,7 +5,7 @@
 1. SmolLM2-135M-Instruct scores `--rows` real Alpaca rows once (PPL and Ent per sample).
 2. The whole-dataset selection (one pool of all rows) is the reference kept set.
 3. For each pool size and each shuffle, the rows are cut into pools of that size, each pool
-   selects on its own (stage 1 of ALGORITHM.md), and the union of the kept sets is compared with
+   selects on its own (stage 1, docs/algorithm.md section 3), and the union of the kept sets is compared with
    the reference (Jaccard overlap), and with the other shuffles at the same pool size.
 Also prints how the pools' mid thresholds spread, and the bytes per sample that the "global" /
 "accumulation" pools send across processes. Writes benchmarks/results/pool_stability.json.

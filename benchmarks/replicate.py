@@ -78,7 +78,7 @@ ARMS: dict[str, tuple[str, dict] | None] = {
 }
 MAIN_ARMS = ["full", "random_25x50", "qtuning_25x50", "qtuning_12.5x50"]
 
-# The paper's numbers next to which ours are shown (ALGORITHM.md section 7; other models and data, far larger).
+# The paper's numbers next to which ours are shown (docs/algorithm.md section 7; other models and data, far larger).
 PAPER = {
     "SmolLM2-1.7B, MathInstruct, 25% x 50% (GSM8K/MATH avg)": {"full": 9.31, "qtuning": 12.87, "random": 8.44},
     "LLaMA2-7B, WizardLM, 12.5% x 50% (5 benchmarks)": {"full": 35.36, "qtuning": 37.74, "random": 33.98},

@@ -23,6 +23,8 @@ EXPECTED_COUNTS = {
     "math": 5000,
     "triviaqa": 7993,
     "squad": 1000,
+    "arith-steps": 5000,
+    "letter-count-steps": 5000,
 }
 
 

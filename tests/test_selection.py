@@ -1,4 +1,4 @@
-"""Hand-computed cases for every rule of ALGORITHM.md sections 3 and 4.
+"""Hand-computed cases for every rule of docs/algorithm.md sections 3 and 4.
 
 The expected values in each test are worked out on paper in the comments next to them.
 Quantiles use numpy's linear rule: Q_q of n sorted values sits at position q * (n - 1).

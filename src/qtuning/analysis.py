@@ -10,7 +10,7 @@
    quadrant and a kept role per pool size.
 3. `pool_stability`: the threshold stability test: the kept set under pools of N (several shuffles)
    against the whole-dataset selection (Jaccard), and the spread of the pools' mid thresholds.
-4. `failure_signatures`: ALGORITHM.md section 8's warnings (quadrant collapse, a bisection that
+4. `failure_signatures`: docs/algorithm.md section 8.1's warnings (quadrant collapse, a bisection that
    misses its tolerance, a supplement that decides most of the kept set).
 5. `run_analyze`: the whole `qtuning analyze` (the plot is drawn by `qtuning.plots`, the summary
    page built by `qtuning.report`, both imported only there).

@@ -25,7 +25,7 @@ SELECTION_POOLS = ("micro_batch", "global", "accumulation")  # QTuningSFTConfig.
 
 @dataclass
 class QTuningConfig:
-    """Settings of Q-Tuning's two-stage selection (ALGORITHM.md sections 3 and 4)."""
+    """Settings of Q-Tuning's two-stage selection (docs/algorithm.md sections 3 and 4)."""
 
     sample_ratio: float = field(
         default=0.25,

@@ -3,11 +3,11 @@
 Everything here works on one selection pool, like Q-Tuning itself, and under the same budget:
 a sample pruner keeps K = min(N, max(1, round(sample_ratio * N))) of the pool's N samples that
 have a trainable position (Q-Tuning's supplement target), and a token pruner ranks the
-trainable tokens of the kept samples; the token budget of ALGORITHM.md section 4 (per_sample
+trainable tokens of the kept samples; the token budget of docs/algorithm.md section 4 (per_sample
 or batch) then decides how many of them lose their loss. Any sample pruner pairs with any
 token pruner (`QTuningConfig.sample_pruner` x `QTuningConfig.token_pruner`).
 
-Sample pruners (besides "qtuning", ALGORITHM.md section 3, and "none"):
+Sample pruners (besides "qtuning", docs/algorithm.md section 3, and "none"):
 - random:    K samples drawn uniformly;
 - longest:   drop the longest: keep the K samples with the fewest trainable (response) tokens;
 - entropy:   keep the K samples with the highest mean token entropy;

@@ -1,4 +1,4 @@
-"""Scores of the Error-Uncertainty plane (ALGORITHM.md section 1). Pure torch, no model code.
+"""Scores of the Error-Uncertainty plane (docs/algorithm.md section 1). Pure torch, no model code.
 
 Shapes: B samples, T positions, V vocabulary, H hidden size, N scored positions.
 
@@ -169,7 +169,7 @@ def sample_scores(
     attention_mask: torch.Tensor | None = None,
     entropy_positions: str = "response",
 ) -> SampleScores:
-    """Per-sample PPL and Ent (ALGORITHM.md section 1), in float64.
+    """Per-sample PPL and Ent (docs/algorithm.md section 1), in float64.
 
     token_nll, token_entropy: (B, T); loss_mask: bool (B, T), trainable positions; attention_mask:
     bool (B, T), non-pad positions (both aligned with the scores). With entropy_positions="all"

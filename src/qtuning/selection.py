@@ -1,4 +1,4 @@
-"""Q-Tuning's two-stage selection (ALGORITHM.md sections 3 and 4). Pure torch, no model code.
+"""Q-Tuning's two-stage selection (docs/algorithm.md sections 3 and 4). Pure torch, no model code.
 
     plan = plan_batch(token_nll, token_entropy, loss_mask, cfg, attention_mask=None)
 
@@ -330,7 +330,7 @@ def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Gener
 def select_samples(
     sample_ppl: torch.Tensor, sample_entropy: torch.Tensor, has_response: torch.Tensor, cfg: QTuningConfig
 ) -> SampleSelection:
-    """Stage 1 on per-sample scores (ALGORITHM.md section 3): bisection, then the supplement.
+    """Stage 1 on per-sample scores (docs/algorithm.md section 3): bisection, then the supplement.
 
     sample_ppl, sample_entropy: (B,) float; has_response: (B,) bool. Samples without a trainable
     position take no part in the thresholds and are never kept.
@@ -350,7 +350,7 @@ def select_samples(
         raise ScoreError("sample scores contain NaN or Inf: refusing to select from broken scores")
 
     r_s = cfg.sample_ratio
-    # The kept corners (ALGORITHM.md section 3): the high-PPL one is Q2 (low entropy) or, as an
+    # The kept corners (docs/algorithm.md section 3): the high-PPL one is Q2 (low entropy) or, as an
     # ablation, Q1; the low-PPL one is Q4 (high entropy) or Q3.
     high_corner_low_ent = cfg.kept_quadrants in ("q2_q4", "q2_q3")
     low_corner_high_ent = cfg.kept_quadrants in ("q2_q4", "q1_q4")
@@ -365,7 +365,7 @@ def select_samples(
         in_q2 = valid & (ppl > ppl_hi) & ((ent <= ent_lo) if high_corner_low_ent else (ent > ent_hi))
         in_q4 = valid & (ppl <= ppl_lo) & ((ent > ent_hi) if low_corner_high_ent else (ent <= ent_lo))
         fraction = int(in_q2.sum() + in_q4.sum()) / n
-        # The result is the LAST iterate, not the best one (ALGORITHM.md section 3).
+        # The result is the LAST iterate, not the best one (docs/algorithm.md section 3).
         result.alpha, result.beta, result.iterations = a, b, iteration
         result.ppl_lo, result.ppl_hi, result.ent_lo, result.ent_hi = ppl_lo, ppl_hi, ent_lo, ent_hi
         result.bisection_kept_fraction = fraction
@@ -417,7 +417,7 @@ def smoothed_token_ppl(token_nll: torch.Tensor, loss_mask: torch.Tensor, smoothi
     """s_i = (1 - lam) * ppl_i + lam * (ppl_{i-1} + ppl_{i+1}) at trainable positions, else 0; float64 (B, T).
 
     A neighbour that is not a trainable position (prompt, pad, the row's edge) contributes 0:
-    note the SUM of the neighbours, not their mean (ALGORITHM.md section 4).
+    note the SUM of the neighbours, not their mean (docs/algorithm.md section 4).
     """
     token_ppl = torch.where(loss_mask, torch.exp(token_nll.double().clamp(max=_MAX_TOKEN_NLL)), 0.0)  # (B, T)
     left = torch.nn.functional.pad(token_ppl[:, :-1], (1, 0))  # ppl_{i-1}
@@ -436,7 +436,7 @@ def prune_tokens(
     prunable: torch.Tensor | None = None,
     priority: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Stage 2 (ALGORITHM.md section 4): mask the highest-s tokens of the Q2 samples.
+    """Stage 2 (docs/algorithm.md section 4): mask the highest-s tokens of the Q2 samples.
 
     token_nll: float64 (B, T); loss_mask, attention_mask: bool (B, T); kept_role: (B,).
     prunable: (B,) bool, the samples whose tokens may be pruned (default: the Q2 role);
