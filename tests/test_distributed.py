@@ -31,16 +31,19 @@ def torchrun(*args, timeout=180):
 
 
 @pytest.mark.parametrize(
-    "pool, rank1_empty, budget",
-    [("global", False, "per_sample"), ("accumulation", False, "per_sample"), ("global", True, "per_sample"),
-     ("accumulation", False, "batch")],
+    "pool, rank1_empty, budget, history",
+    [("global", False, "per_sample", False), ("accumulation", False, "per_sample", False),
+     ("global", True, "per_sample", False), ("accumulation", False, "batch", False),
+     ("global", False, "per_sample", True), ("accumulation", False, "per_sample", True)],
 )
-def test_two_ranks_match_one_process_on_the_concatenation(pool, rank1_empty, budget):
-    proc = torchrun(CHECK, "--pool", pool, "--token-budget", budget, *(["--rank1-empty"] if rank1_empty else []))
+def test_two_ranks_match_one_process_on_the_concatenation(pool, rank1_empty, budget, history):
+    """history: thresholds from a score window; every rank's window must equal the single process's."""
+    proc = torchrun(CHECK, "--pool", pool, "--token-budget", budget, *(["--rank1-empty"] if rank1_empty else []),
+                    *(["--history"] if history else []))
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(lines[-1])
-    assert result["roles_equal"] and result["token_masks_equal"] and result["finite"]
+    assert result["roles_equal"] and result["token_masks_equal"] and result["windows_equal"] and result["finite"]
     assert result["loss"] == pytest.approx(result["reference_loss"], abs=1e-5)
     assert result["max_grad_error"] < 1e-5
     if rank1_empty:

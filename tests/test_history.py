@@ -163,3 +163,29 @@ def test_bisection_over_one_pool_matches_the_paper_selection():
     assert (t.alpha, t.ppl_lo, t.ppl_hi, t.ent_lo, t.ent_hi, t.iterations) == pytest.approx(
         (paper.alpha, paper.ppl_lo, paper.ppl_hi, paper.ent_lo, paper.ent_hi, paper.iterations))
     assert math.isclose(t.kept_fraction, paper.bisection_kept_fraction)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pools=pools_strategy, r_s=st.sampled_from([0.25, 0.5]), thresholds=st.sampled_from(["pool", "history"]),
+       toward=st.sampled_from(["nearest", "low_ppl"]), cap=st.sampled_from([1.0, 0.5, 0.0]))
+def test_noise_options_hold_the_budget_and_the_cap(pools, r_s, thresholds, toward, cap):
+    """History thresholds keep exactly K valid samples (the paper's pool thresholds at least K: its last
+    bisection iterate may keep more); the Q2 share respects the cap whenever enough not-kept samples
+    exist to swap in."""
+    from qtuning import QTuningConfig
+    from qtuning.selection import select_samples
+
+    cfg = QTuningConfig(sample_ratio=r_s, thresholds=thresholds, history_window=24, supplement_toward=toward,
+                        max_q2_share=cap)
+    window = ScoreWindow(24) if thresholds == "history" else None
+    for ppl, ent, valid in pools:
+        s = select_samples(torch.tensor(ppl), torch.tensor(ent), torch.tensor(valid), cfg, window)
+        n = sum(valid)
+        role = s.kept_role.tolist()
+        kept = sum(r != 0 for r in role)
+        k = min(n, max(1, round(r_s * n))) if n else 0
+        assert kept == k if thresholds == "history" else kept >= k
+        assert not any(r != 0 and not v for r, v in zip(role, valid))
+        q2 = sum(r == 2 for r in role)
+        if n - kept >= kept:  # enough candidates for every swap
+            assert q2 <= math.floor(cap * kept)

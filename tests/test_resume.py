@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 
 
@@ -29,11 +31,14 @@ def _plans(out):
     return read_plan_log(out / "qtuning_plans.jsonl")
 
 
-def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("history", [False, True], ids=["pool-thresholds", "history-thresholds"])
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, history):
+    """history: the score window is restored from the checkpoint, so the selections still match."""
+    extra = ["--history"] if history else []
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run(straight)
+    _run(straight, *extra)
 
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(killed), "--sleep", "0.5"],
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(killed), "--sleep", "0.5", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     marker = killed / "checkpoint-4" / "qtuning_state.json"  # the last file a checkpoint gets
     deadline = time.time() + 240
@@ -48,7 +53,10 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     steps_logged_before_resume = {line["step"] for line in _plans(killed)}
     assert max(steps_logged_before_resume) >= 4
 
-    resumed = _run(killed, "--resume")
+    resumed = _run(killed, "--resume", *extra)
+    if history:  # the window (20 samples, 8 per step) was full and in the checkpoint
+        state = json.loads((killed / "checkpoint-4" / "qtuning_state.json").read_text())
+        assert len(state["history"]["ppl"]) == 20
     assert "finished 8" in resumed.stdout
 
     assert _losses(killed) == _losses(straight)  # bit-for-bit: CPU, same seed, same data order

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from qtuning import QTuningConfig, ScoreError, plan_batch, select_samples
+from qtuning import ConfigError, QTuningConfig, ScoreError, plan_batch, select_samples
 from qtuning.selection import quantile_sorted, smoothed_token_ppl
 
 # The pool of 8 used below: (PPL, Ent) per sample. Both axes take each of the values 1..8 once.
@@ -349,3 +349,48 @@ def test_keep_all_is_full_data_training():
     assert plan.converged and plan.bisection_kept_fraction == 1.0 and plan.num_trainable_tokens.tolist() == [2, 0, 4]
     part = plan.take(1, 3, width=3)
     assert part.num_kept == 1 and part.num_kept_tokens == 3 and part.pool_size == 2
+
+
+# --------------------------------------------------------------------------- noise-aware ablations
+# One pool of 8, worked by hand. (ppl, ent): 0 (9,1), 1 (8,2), 2 (7,6), 3 (6,3), 4 (5,5), 5 (4,4), 6 (3,8),
+# 7 (2,7). Min-max normalised: p = (ppl-2)/7, e = (ent-1)/7; toward Q2 = p - e = [1, 5/7, 0, 2/7, -1/7,
+# -1/7, -6/7, -6/7], toward Q4 = e - p. One bisection iterate (a = 0.245): ppl lines (3.715, 7.285), ent
+# lines (2.715, 6.285); Q2 = {0, 1}, Q4 = {6, 7}: 4 of 8. r_s = 0.75: K = 6, the supplement adds 2.
+NOISE_PPL = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0]
+NOISE_ENT = [1.0, 2.0, 6.0, 3.0, 5.0, 4.0, 8.0, 7.0]
+
+
+def _noise_pool(**overrides):
+    cfg = QTuningConfig(sample_ratio=0.75, bisection_max_iters=1, **overrides)
+    return select_samples(torch.tensor(NOISE_PPL, dtype=torch.float64), torch.tensor(NOISE_ENT, dtype=torch.float64),
+                          torch.ones(8, dtype=torch.bool), cfg)
+
+
+def test_supplement_nearest_corner_is_the_paper_rule():
+    # candidates' depth max(p - e, e - p): 2 -> 0, 3 -> 2/7, 4 -> 1/7, 5 -> 1/7: sample 3 (toward Q2), then
+    # the tie 4/5 goes to the lower index, 4 (toward Q4)
+    s = _noise_pool()
+    assert s.kept_role.tolist() == [2, 2, 0, 2, 4, 0, 4, 4]
+    assert s.supplemented.tolist() == [False, False, False, True, True, False, False, False]
+
+
+def test_supplement_toward_low_ppl_adds_calibration_samples_only():
+    # depth toward Q4 only: 2 -> 0, 3 -> -2/7, 4 -> 1/7, 5 -> 1/7: samples 4 and 5, both kept whole (Q4)
+    s = _noise_pool(supplement_toward="low_ppl")
+    assert s.kept_role.tolist() == [2, 2, 0, 0, 4, 4, 4, 4]
+    assert s.supplemented.tolist() == [False, False, False, False, True, True, False, False]
+
+
+def test_q2_share_cap_swaps_the_shallowest_q2_for_the_deepest_low_ppl_candidate():
+    # paper rule keeps Q2 = {0, 1, 3} of 6; a cap of 0.34 allows floor(0.34 * 6) = 2: the shallowest Q2
+    # (sample 3, p - e = 2/7) gives way to the not-kept sample deepest toward Q4 (5: 1/7 against 2: 0)
+    s = _noise_pool(max_q2_share=0.34)
+    assert s.kept_role.tolist() == [2, 2, 0, 0, 4, 4, 4, 4]
+    assert s.supplemented.tolist() == [False, False, False, False, True, True, False, False]
+    assert _noise_pool(max_q2_share=0.5).kept_role.tolist() == [2, 2, 0, 2, 4, 0, 4, 4]  # 3 allowed: no change
+
+
+def test_history_thresholds_need_a_window():
+    cfg = QTuningConfig(thresholds="history")
+    with pytest.raises(ConfigError, match="history"):
+        select_samples(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0]), torch.ones(2, dtype=torch.bool), cfg)

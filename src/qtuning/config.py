@@ -17,6 +17,8 @@ PRUNE_DIRECTIONS = ("high", "low")
 ENTROPY_POSITIONS = ("response", "all")
 KEPT_QUADRANTS = ("q2_q4", "q1_q4", "q2_q3")
 PRUNE_TOKENS_IN = ("q2", "q2_q4")
+THRESHOLD_SOURCES = ("pool", "history")
+SUPPLEMENT_TOWARD = ("nearest", "low_ppl")
 # implemented in qtuning.policies (which imports these names; this module imports nothing heavy)
 SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
 TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
@@ -125,6 +127,34 @@ class QTuningConfig:
             "(0.49 in Algorithm 1 and the code, 0.5 in the text)."
         },
     )
+    thresholds: str = field(
+        default="pool",
+        metadata={
+            "help": "Where the EU plane's quantile lines come from: 'pool' (the paper: the selection pool's own "
+            "samples) or 'history' (the last `history_window` scored samples, the pool included; the pool is "
+            "then held to exactly round(r_s * N) samples, corner samples first: docs/algorithm.md section 3.5)."
+        },
+    )
+    history_window: int = field(
+        default=512,
+        metadata={"help": "thresholds='history' only: how many recent scored samples the lines are computed from (>= 1)."},
+    )
+    supplement_toward: str = field(
+        default="nearest",
+        metadata={
+            "help": "Which samples top the kept set up to its target count: 'nearest' (the paper: the deepest toward "
+            "either kept corner, each taking that corner's role) or 'low_ppl' (a noise-aware ablation: the deepest "
+            "toward the low-PPL corner, kept whole as Q4)."
+        },
+    )
+    max_q2_share: float = field(
+        default=1.0,
+        metadata={
+            "help": "A noise-aware ablation: at most this share of the kept samples in the Q2 (token-pruned, "
+            "high-PPL) role, in [0, 1]; the shallowest Q2 samples beyond it give way to the deepest low-PPL "
+            "candidates. 1 = no cap (the paper)."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check_ratio("sample_ratio", self.sample_ratio, low_open=True)
@@ -138,6 +168,11 @@ class QTuningConfig:
         _check_choice("kept_quadrants", self.kept_quadrants, KEPT_QUADRANTS)
         _check_choice("prune_tokens_in", self.prune_tokens_in, PRUNE_TOKENS_IN)
         _check_ratio("infobatch_anneal", self.infobatch_anneal, low_open=False)
+        _check_choice("thresholds", self.thresholds, THRESHOLD_SOURCES)
+        _check_choice("supplement_toward", self.supplement_toward, SUPPLEMENT_TOWARD)
+        _check_ratio("max_q2_share", self.max_q2_share, low_open=False)
+        if isinstance(self.history_window, bool) or not isinstance(self.history_window, int) or self.history_window < 1:
+            raise ConfigError(f"history_window={self.history_window!r} is not allowed: expected an integer >= 1")
         if isinstance(self.bisection_max_iters, bool) or not isinstance(self.bisection_max_iters, int) \
                 or self.bisection_max_iters < 1:
             raise ConfigError(

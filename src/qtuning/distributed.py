@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .config import SELECTION_POOLS, QTuningConfig
+from .history import ScoreWindow
 from .scoring import SampleScores
 from .seeds import derive_seed
 from .selection import ScoredBatch, SelectionPlan, plan_pool
@@ -54,13 +55,17 @@ def _shareable(part: ScoredBatch, cfg: QTuningConfig) -> ScoredBatch:
 
 
 def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global",
-              local: bool = False, seed: int | None = None, progress: float = 0.0) -> list[SelectionPlan]:
+              local: bool = False, seed: int | None = None, progress: float = 0.0,
+              window: ScoreWindow | None = None) -> list[SelectionPlan]:
     """Plans for this process's micro-batches of one optimizer step (one per part, in order).
 
     Every rank must call it at the same step with the same number of parts (the Trainer's even
     batches guarantee it): it is a collective for "global" and "accumulation". `local=True` plans
     as if this process were alone, even inside torch.distributed. `seed` (the same on every rank,
     new at every step) drives the baselines' random draws; `progress` is the fraction of training done.
+    `window` (cfg.thresholds="history") takes every pool in the order planned: with "global" and
+    "accumulation" pools every rank plans the same pools, so every rank's window stays the same;
+    with "micro_batch" pools each rank's window holds its own pools only.
     """
     if pool not in SELECTION_POOLS:
         raise ValueError(f"selection_pool={pool!r} is not allowed: expected one of {', '.join(SELECTION_POOLS)}")
@@ -72,7 +77,8 @@ def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global"
 
     if pool == "micro_batch" or (size == 1 and pool == "global"):
         # every micro-batch of every rank is its own pool, with its own random stream
-        return [plan_pool([part], cfg, seed=pool_seed(rank * len(parts) + i + 1), progress=progress)[0]
+        return [plan_pool([part], cfg, seed=pool_seed(rank * len(parts) + i + 1), progress=progress,
+                          window=window)[0]
                 for i, part in enumerate(parts)]
     shared = gather_objects([_shareable(p, cfg) for p in parts], local)  # [rank][micro]
     counts = {len(s) for s in shared}
@@ -85,13 +91,14 @@ def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global"
 
     if pool == "global":
         return [plan_pool([part_of(r, i) for r in range(size)], cfg, wanted=[rank],
-                          seed=pool_seed(i + 1), progress=progress)[rank]
+                          seed=pool_seed(i + 1), progress=progress, window=window)[rank]
                 for i in range(len(parts))]
     # accumulation: one pool, ordered micro-batch first, then rank (micro-batch i of the step is the
     # concatenation of every rank's i-th micro-batch, as one process would see the global batch)
     order = [(i, r) for i in range(len(parts)) for r in range(size)]
     wanted = [k for k, (_, r) in enumerate(order) if r == rank]
-    plans = plan_pool([part_of(r, i) for i, r in order], cfg, wanted=wanted, seed=seed, progress=progress)
+    plans = plan_pool([part_of(r, i) for i, r in order], cfg, wanted=wanted, seed=seed, progress=progress,
+                      window=window)
     return [plans[k] for k in wanted]
 
 

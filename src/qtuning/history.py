@@ -71,6 +71,8 @@ class HistorySelection:
     target_count: int
     trimmed: int  # corner samples left out because the corners held more than K
     window_size: int  # points the thresholds were computed from
+    toward_high: torch.Tensor  # (B,) float64 closeness to the high-PPL kept corner (window-normalised plane)
+    toward_low: torch.Tensor  # (B,) float64 closeness to the low-PPL kept corner
 
 
 def _normalised(values: torch.Tensor, window: list[float]) -> torch.Tensor:
@@ -80,11 +82,14 @@ def _normalised(values: torch.Tensor, window: list[float]) -> torch.Tensor:
 
 def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, window: ScoreWindow,
                         sample_ratio: float, *, max_iters: int, tolerance: float, upper: float,
-                        kept_quadrants: str = "q2_q4", role_high: int = 2, role_low: int = 4) -> HistorySelection:
+                        kept_quadrants: str = "q2_q4", role_high: int = 2, role_low: int = 4,
+                        fill_toward: str = "nearest") -> HistorySelection:
     """Stage 1 with score-history thresholds (module docstring); updates `window` with the pool.
 
     ppl, ent: (B,) float; valid: (B,) bool (samples without a trainable position take no part and
-    are never kept). role_high / role_low: the role values of the two kept corners.
+    are never kept). role_high / role_low: the role values of the two kept corners. fill_toward:
+    'nearest' (outside samples ranked by their depth toward either corner, role of the nearer one)
+    or 'low_ppl' (ranked by their depth toward the low-PPL corner, all in its role).
     """
     ppl = ppl.detach().to("cpu", torch.float64)
     ent = ent.detach().to("cpu", torch.float64)
@@ -97,7 +102,8 @@ def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tenso
     quadrant = torch.zeros(batch, dtype=torch.int64)
     if n == 0 or len(window) == 0:
         empty = Thresholds(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False, 0.0)
-        return HistorySelection(kept_role, supplemented, quadrant, empty, n, 0, 0, len(window))
+        zeros = torch.zeros(batch, dtype=torch.float64)
+        return HistorySelection(kept_role, supplemented, quadrant, empty, n, 0, 0, len(window), zeros, zeros)
     w_ppl = torch.tensor(window.ppl, dtype=torch.float64)
     w_ent = torch.tensor(window.ent, dtype=torch.float64)
     t = bisect_thresholds(w_ppl, w_ent, sample_ratio, max_iters=max_iters, tolerance=tolerance, upper=upper,
@@ -111,6 +117,8 @@ def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tenso
     toward_high = p_hat - e_hat if high_low_ent else p_hat + e_hat - 1
     toward_low = e_hat - p_hat if low_high_ent else 1 - p_hat - e_hat
     depth = torch.maximum(toward_high, toward_low)  # (B,)
+    if fill_toward == "low_ppl":  # outside samples: only the depth toward the low-PPL corner counts
+        depth = torch.where(in_corner, depth, toward_low)
 
     # Corner samples first, then the others; deepest first within each; ties to the lower index.
     key = torch.where(valid, depth, -torch.inf)
@@ -118,10 +126,10 @@ def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tenso
     order = order[torch.sort((~in_corner[order]).to(torch.int8), stable=True).indices]
     k = target_count(n, sample_ratio)
     chosen = order[:k]
+    nearer_high = (toward_high[chosen] >= toward_low[chosen]) & (fill_toward != "low_ppl")
     role_of_chosen = torch.where(in_high[chosen], role_high,
                                  torch.where(in_low[chosen], role_low,
-                                             torch.where(toward_high[chosen] >= toward_low[chosen], role_high,
-                                                         role_low)))
+                                             torch.where(nearer_high, role_high, role_low)))
     kept_role[chosen] = role_of_chosen
     supplemented[chosen] = ~in_corner[chosen]
     trimmed = int(in_corner.sum()) - int(in_corner[chosen].sum())
@@ -130,4 +138,5 @@ def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tenso
     high_ent = ent > t.ent_mid
     quadrant[:] = torch.where(high_ppl, torch.where(high_ent, 1, 2), torch.where(high_ent, 4, 3))
     quadrant[~valid] = 0
-    return HistorySelection(kept_role, supplemented, quadrant, t, n, k, trimmed, len(window))
+    return HistorySelection(kept_role, supplemented, quadrant, t, n, k, trimmed, len(window), toward_high,
+                            toward_low)

@@ -18,10 +18,12 @@ from enum import IntEnum
 import torch
 
 from .config import QTuningConfig
-from .errors import ScoreError
+from .errors import ConfigError, ScoreError
+from .history import ScoreWindow, select_with_history
 from .policies import baseline_keep, target_count, token_priority
 from .scoring import SampleScores, sample_scores
 from .seeds import derive_seed
+from .thresholds import Thresholds, bisect_thresholds, corner_flags, corner_membership, quantile_sorted  # noqa: F401
 
 
 class Role(IntEnum):
@@ -190,19 +192,6 @@ class SelectionPlan:
         return out
 
 
-def quantile_sorted(sorted_values: list[float], q: float) -> float:
-    """The q-quantile of ascending values with linear interpolation, as numpy computes it."""
-    n = len(sorted_values)
-    position = q * (n - 1)
-    below = min(max(math.floor(position), 0), n - 1)
-    above = min(below + 1, n - 1)
-    gamma = position - below
-    a, b = sorted_values[below], sorted_values[above]
-    diff = b - a
-    # numpy's _lerp: interpolate from the nearer end, for accuracy.
-    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
-
-
 def _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTuningConfig) -> None:
     if token_nll.dim() != 2:
         raise ScoreError(f"token_nll must be (B, T), got shape {tuple(token_nll.shape)}")
@@ -270,15 +259,17 @@ def plan_batch(
     loss_mask: torch.Tensor,
     cfg: QTuningConfig,
     attention_mask: torch.Tensor | None = None,
+    window: ScoreWindow | None = None,
 ) -> SelectionPlan:
     """Select the samples and tokens to train on in one pool.
 
     token_nll, token_entropy: float (B, T); loss_mask: bool (B, T), True at trainable positions;
     attention_mask: bool (B, T), True at non-pad positions (needed for token_budget="batch" and
     entropy_positions="all"). All are aligned after the causal shift (see `qtuning.scoring`).
+    window: the run's score history, for cfg.thresholds="history" (updated with this pool).
     """
     batch = prepare_scores(token_nll, token_entropy, loss_mask, cfg, attention_mask)
-    return plan_pool([batch], cfg)[0]
+    return plan_pool([batch], cfg, window=window)[0]
 
 
 def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningConfig,
@@ -304,13 +295,13 @@ def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningCon
 
 
 def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Generator | None = None,
-                progress: float = 0.0) -> SampleSelection:
+                progress: float = 0.0, window: ScoreWindow | None = None) -> SampleSelection:
     """Stage 1 by `cfg.sample_pruner`: Q-Tuning's bisection, or a baseline of `qtuning.policies`.
 
     generator: drives the random draws of the baselines; progress: fraction of training done
     (InfoBatch's annealing)."""
     if cfg.sample_pruner == "qtuning":
-        return select_samples(scores.ppl, scores.entropy, scores.has_response, cfg)
+        return select_samples(scores.ppl, scores.entropy, scores.has_response, cfg, window)
     valid = scores.has_response.detach().to("cpu", torch.bool)
     keep, weight = baseline_keep(
         cfg.sample_pruner, scores.ppl.detach().cpu().double(), scores.entropy.detach().cpu().double(),
@@ -328,81 +319,117 @@ def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Gener
 
 
 def select_samples(
-    sample_ppl: torch.Tensor, sample_entropy: torch.Tensor, has_response: torch.Tensor, cfg: QTuningConfig
+    sample_ppl: torch.Tensor, sample_entropy: torch.Tensor, has_response: torch.Tensor, cfg: QTuningConfig,
+    window: ScoreWindow | None = None,
 ) -> SampleSelection:
     """Stage 1 on per-sample scores (docs/algorithm.md section 3): bisection, then the supplement.
 
     sample_ppl, sample_entropy: (B,) float; has_response: (B,) bool. Samples without a trainable
-    position take no part in the thresholds and are never kept.
+    position take no part in the thresholds and are never kept. With cfg.thresholds="history" the
+    lines come from `window` (updated with this pool; section 3.5); then the noise-aware options
+    (supplement_toward, max_q2_share) apply to either.
     """
     ppl = sample_ppl.detach().to("cpu", torch.float64)
     ent = sample_entropy.detach().to("cpu", torch.float64)
     valid = has_response.detach().to("cpu", torch.bool)
+    n = int(valid.sum())
+    if n and not (torch.isfinite(ppl[valid]).all() and torch.isfinite(ent[valid]).all()):
+        raise ScoreError("sample scores contain NaN or Inf: refusing to select from broken scores")
+    if cfg.thresholds == "history":
+        if window is None:
+            raise ConfigError("thresholds='history' needs the score window of the run: plan through "
+                              "QTuningSFTTrainer or QTuner, or pass window=ScoreWindow(cfg.history_window)")
+        h = select_with_history(ppl, ent, valid, window, cfg.sample_ratio, max_iters=cfg.bisection_max_iters,
+                                tolerance=cfg.bisection_tolerance, upper=cfg.bisection_upper,
+                                kept_quadrants=cfg.kept_quadrants, role_high=int(Role.Q2), role_low=int(Role.Q4),
+                                fill_toward=cfg.supplement_toward)
+        result = _selection_from(h.kept_role, h.supplemented, h.quadrant, h.thresholds, n, h.target_count)
+        toward_high, toward_low = h.toward_high, h.toward_low
+    else:
+        result, toward_high, toward_low = _select_in_pool(ppl, ent, valid, cfg)
+    if cfg.max_q2_share < 1.0 and n:
+        _cap_q2_share(result, valid, toward_high, toward_low, cfg.max_q2_share)
+    return result
+
+
+def _selection_from(kept_role, supplemented, quadrant, t: Thresholds, n: int, target: int) -> SampleSelection:
+    return SampleSelection(kept_role=kept_role, supplemented=supplemented, quadrant=quadrant, pool_size=n,
+                           target_count=target, alpha=t.alpha, beta=t.beta, ppl_lo=t.ppl_lo, ppl_hi=t.ppl_hi,
+                           ent_lo=t.ent_lo, ent_hi=t.ent_hi, iterations=t.iterations, converged=t.converged,
+                           bisection_kept_fraction=t.kept_fraction)
+
+
+def _closeness(ppl, ent, valid, kept_quadrants: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(toward the high-PPL kept corner, toward the low-PPL one), (B,) each, on the plane min-max
+    normalised over the valid samples; for Q2/Q4 these are p - e and e - p."""
+    high_low_ent, low_high_ent = corner_flags(kept_quadrants)
+    p_hat, e_hat = _min_max(ppl, valid), _min_max(ent, valid)
+    toward_high = p_hat - e_hat if high_low_ent else p_hat + e_hat - 1
+    toward_low = e_hat - p_hat if low_high_ent else 1 - p_hat - e_hat
+    return toward_high, toward_low
+
+
+def _select_in_pool(ppl, ent, valid, cfg: QTuningConfig) -> tuple[SampleSelection, torch.Tensor, torch.Tensor]:
+    """The paper's stage 1: the lines from the pool itself, then the supplement."""
     batch_size = ppl.shape[0]
     kept_role = torch.zeros(batch_size, dtype=torch.int64)
     supplemented = torch.zeros(batch_size, dtype=torch.bool)
     quadrant = torch.zeros(batch_size, dtype=torch.int64)
     n = int(valid.sum())
-    result = SampleSelection(kept_role=kept_role, supplemented=supplemented, quadrant=quadrant, pool_size=n)
     if n == 0:
-        return result
-    if not (torch.isfinite(ppl[valid]).all() and torch.isfinite(ent[valid]).all()):
-        raise ScoreError("sample scores contain NaN or Inf: refusing to select from broken scores")
-
+        zeros = torch.zeros(batch_size, dtype=torch.float64)
+        return SampleSelection(kept_role=kept_role, supplemented=supplemented, quadrant=quadrant), zeros, zeros
     r_s = cfg.sample_ratio
-    # The kept corners (docs/algorithm.md section 3): the high-PPL one is Q2 (low entropy) or, as an
-    # ablation, Q1; the low-PPL one is Q4 (high entropy) or Q3.
-    high_corner_low_ent = cfg.kept_quadrants in ("q2_q4", "q2_q3")
-    low_corner_high_ent = cfg.kept_quadrants in ("q2_q4", "q1_q4")
-    ppl_sorted = torch.sort(ppl[valid]).values.tolist()
-    ent_sorted = torch.sort(ent[valid]).values.tolist()
-    a_lo = b_lo = 0.0
-    a_hi = b_hi = cfg.bisection_upper
-    for iteration in range(1, cfg.bisection_max_iters + 1):
-        a, b = (a_lo + a_hi) / 2, (b_lo + b_hi) / 2
-        ppl_hi, ppl_lo = quantile_sorted(ppl_sorted, 1 - a), quantile_sorted(ppl_sorted, a)
-        ent_lo, ent_hi = quantile_sorted(ent_sorted, b), quantile_sorted(ent_sorted, 1 - b)
-        in_q2 = valid & (ppl > ppl_hi) & ((ent <= ent_lo) if high_corner_low_ent else (ent > ent_hi))
-        in_q4 = valid & (ppl <= ppl_lo) & ((ent > ent_hi) if low_corner_high_ent else (ent <= ent_lo))
-        fraction = int(in_q2.sum() + in_q4.sum()) / n
-        # The result is the LAST iterate, not the best one (docs/algorithm.md section 3).
-        result.alpha, result.beta, result.iterations = a, b, iteration
-        result.ppl_lo, result.ppl_hi, result.ent_lo, result.ent_hi = ppl_lo, ppl_hi, ent_lo, ent_hi
-        result.bisection_kept_fraction = fraction
-        if abs(fraction - r_s) < cfg.bisection_tolerance:
-            result.converged = True
-            break
-        if fraction < r_s:
-            a_lo, b_lo = a, b
-        else:
-            a_hi, b_hi = a, b
-
-    kept_role[in_q2] = Role.Q2
-    kept_role[in_q4] = Role.Q4
+    # The kept corners (section 3): the high-PPL one is Q2 (low entropy) or, as an ablation, Q1; the
+    # low-PPL one is Q4 (high entropy) or Q3. The result is the LAST bisection iterate.
+    t = bisect_thresholds(ppl[valid], ent[valid], r_s, max_iters=cfg.bisection_max_iters,
+                          tolerance=cfg.bisection_tolerance, upper=cfg.bisection_upper,
+                          kept_quadrants=cfg.kept_quadrants)
+    in_high, in_low = corner_membership(ppl, ent, valid, t, cfg.kept_quadrants)
+    kept_role[in_high] = Role.Q2
+    kept_role[in_low] = Role.Q4
+    toward_high, toward_low = _closeness(ppl, ent, valid, cfg.kept_quadrants)
 
     # Supplement: top up to K with the samples furthest from the diagonal of the normalised plane,
     # taken from every not-yet-kept sample (the code's rule). Ties go to the lower batch index.
     target = target_count(n, r_s)  # Python's round: half to even
-    result.target_count = target
     missing = target - int((kept_role != Role.DROPPED).sum())
     if missing > 0:
-        p_hat, e_hat = _min_max(ppl, valid), _min_max(ent, valid)
-        # closeness to each kept corner of the normalised plane; for Q2/Q4 these are p - e and e - p
-        toward_high = p_hat - e_hat if high_corner_low_ent else p_hat + e_hat - 1
-        toward_low = e_hat - p_hat if low_corner_high_ent else 1 - p_hat - e_hat
-        distance = torch.maximum(toward_high, toward_low)  # (B,)
+        low_only = cfg.supplement_toward == "low_ppl"
+        distance = toward_low if low_only else torch.maximum(toward_high, toward_low)  # (B,)
         candidate = valid & (kept_role == Role.DROPPED)
         key = torch.where(candidate, distance, -math.inf)
         order = torch.sort(key, descending=True, stable=True).indices[:missing]
         supplemented[order] = True
-        kept_role[order] = torch.where(toward_high[order] >= toward_low[order], Role.Q2, Role.Q4)
+        nearer_high = (toward_high[order] >= toward_low[order]) & (not low_only)
+        kept_role[order] = torch.where(nearer_high, Role.Q2, Role.Q4)
 
     # Quadrants for reporting, by the mid thresholds of the last iterate.
-    high_ppl = ppl > (result.ppl_lo + result.ppl_hi) / 2
-    high_ent = ent > (result.ent_lo + result.ent_hi) / 2
+    high_ppl = ppl > t.ppl_mid
+    high_ent = ent > t.ent_mid
     quadrant[:] = torch.where(high_ppl, torch.where(high_ent, 1, 2), torch.where(high_ent, 4, 3))
     quadrant[~valid] = 0
-    return result
+    return _selection_from(kept_role, supplemented, quadrant, t, n, target), toward_high, toward_low
+
+
+def _cap_q2_share(selection: SampleSelection, valid, toward_high, toward_low, share: float) -> None:
+    """At most floor(share * kept) samples in the Q2 role: the shallowest Q2 samples (closest to the
+    diagonal) give way, one for one, to the not-kept samples deepest toward the low-PPL corner (Q4,
+    marked supplemented). In place. Fewer candidates than needed: as many swaps as there are."""
+    role = selection.kept_role
+    kept = int((role != Role.DROPPED).sum())
+    q2 = (role == Role.Q2).nonzero().flatten()
+    excess = len(q2) - math.floor(share * kept)
+    candidates = (valid & (role == Role.DROPPED)).nonzero().flatten()
+    swaps = min(max(0, excess), len(candidates))
+    if swaps == 0:
+        return
+    shallow = q2[torch.sort(toward_high[q2], stable=True).indices[:swaps]]
+    deep = candidates[torch.sort(toward_low[candidates], descending=True, stable=True).indices[:swaps]]
+    role[shallow] = Role.DROPPED
+    selection.supplemented[shallow] = False
+    role[deep] = Role.Q4
+    selection.supplemented[deep] = True
 
 
 def _min_max(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -501,19 +528,21 @@ def _generator(seed: int | None, stream: int) -> torch.Generator | None:
 
 
 def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | None = None, *,
-              seed: int | None = None, progress: float = 0.0) -> dict[int, SelectionPlan]:
+              seed: int | None = None, progress: float = 0.0,
+              window: ScoreWindow | None = None) -> dict[int, SelectionPlan]:
     """Plan a pool made of several batches (micro-batches, ranks): the same plan as `plan_batch` on
     their concatenation, returned per part for the parts in `wanted` (default: all).
 
     With token_budget="per_sample" only the per-sample scores of the other parts are read, so they
     may come without token grids (token_nll None); the "batch" budget needs every part's grids.
     seed: seeds the random draws of the baselines (the same seed gives the same plan on every rank);
-    progress: fraction of training done, for InfoBatch's annealing.
+    progress: fraction of training done, for InfoBatch's annealing; window: the run's score history
+    (cfg.thresholds="history"), updated with this pool.
     """
     wanted = list(range(len(parts))) if wanted is None else wanted
     scores = SampleScores(*(torch.cat([getattr(p.scores, f) for p in parts])
                             for f in ("ppl", "entropy", "num_tokens", "has_response")))
-    selection = select_pool(scores, cfg, _generator(seed, 0), progress)
+    selection = select_pool(scores, cfg, _generator(seed, 0), progress, window)
     offsets = [0]
     for part in parts:
         offsets.append(offsets[-1] + part.scores.ppl.shape[0])

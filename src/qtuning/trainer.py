@@ -35,6 +35,7 @@ from .scoring import IGNORE_INDEX, shift_labels, shift_mask
 from .seeds import derive_seed
 from .signatures import COLLAPSE_SHARE, failure_signatures
 from .distributed import all_reduce_sum, plan_step
+from .history import ScoreWindow
 from .selection import ScoredBatch, SelectionPlan, prepare_scores
 from .sft_config import QTuningSFTConfig
 
@@ -75,6 +76,9 @@ class QTuningSFTTrainer(SFTTrainer):
         self.loss_is_scaled_for_ga = True
         check_head_path(self.model)
         self._qt_needs_scores = needs_scores(self.qt_config.sample_pruner, self.qt_config.token_pruner)
+        # thresholds="history": the (PPL, Ent) of recent scored samples; saved in every checkpoint
+        history = self.qt_config.thresholds == "history" and self.qt_config.sample_pruner == "qtuning"
+        self._qt_history = ScoreWindow(self.qt_config.history_window) if history else None
         self._qt_reference = None  # token_pruner="rho1" on a model without adapters: a frozen copy
         if self.qt_config.token_pruner == "rho1" and not hasattr(self.model, "disable_adapter"):
             import copy
@@ -130,7 +134,8 @@ class QTuningSFTTrainer(SFTTrainer):
             # A new random stream per step, the same on every rank (the baselines' random draws).
             seed = derive_seed(self.args.seed, self.state.global_step, "step")
             progress = self.state.global_step / max(1, self.state.max_steps)
-            plans = plan_step(parts, self.qt_config, self.args.selection_pool, seed=seed, progress=progress)
+            plans = plan_step(parts, self.qt_config, self.args.selection_pool, seed=seed, progress=progress,
+                              window=self._qt_history)
             self._qt_step_scoring_s += time.perf_counter() - started
         for index, (batch, plan) in enumerate(zip(batches, plans)):
             batch[PLAN_KEY] = plan
@@ -205,7 +210,7 @@ class QTuningSFTTrainer(SFTTrainer):
             self.args.score_chunk_size,
         )
         part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
-        plan = plan_step([part], self.qt_config, self.args.selection_pool)[0]
+        plan = plan_step([part], self.qt_config, self.args.selection_pool, window=self._qt_history)[0]
         self._qt_step_scoring_s += time.perf_counter() - started
         self._record_plan(plan, inputs, self._qt_reuse_index, attention.cpu(), scored=True)
         self._qt_reuse_index += 1
@@ -318,7 +323,10 @@ class QTuningSFTTrainer(SFTTrainer):
         if self.is_world_process_zero():
             folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
             if folder.is_dir():
-                (folder / CHECKPOINT_STATE_FILE).write_text(json.dumps({"totals": dict(self._qt_totals)}, indent=1))
+                state = {"totals": dict(self._qt_totals)}
+                if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
+                    state["history"] = self._qt_history.state_dict()
+                (folder / CHECKPOINT_STATE_FILE).write_text(json.dumps(state, indent=1))
         if self._plan_log is not None:
             self._plan_log.flush()
 
@@ -326,6 +334,8 @@ class QTuningSFTTrainer(SFTTrainer):
         if resume_from and (Path(resume_from) / CHECKPOINT_STATE_FILE).is_file():
             saved = json.loads((Path(resume_from) / CHECKPOINT_STATE_FILE).read_text())
             self._qt_totals = defaultdict(float, saved["totals"])
+            if self._qt_history is not None and "history" in saved:
+                self._qt_history = ScoreWindow.from_state_dict(saved["history"])
         if self.args.plan_log and self.args.pruning_method != "none":
             # On resume, drop what was logged after the checkpoint: those steps are about to run again.
             self._plan_log = PlanLog(plan_log_path(self.args.output_dir, self.args.process_index),

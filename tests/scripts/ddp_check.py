@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import random_batch, tiny_llama  # noqa: E402
 from qtuning import QTuningConfig  # noqa: E402
 from qtuning.distributed import all_reduce_sum, plan_step  # noqa: E402
+from qtuning.history import ScoreWindow  # noqa: E402
 from qtuning.probe import score_batch  # noqa: E402
 from qtuning.qtuner import apply_plan, loss_on_kept  # noqa: E402
 from qtuning.selection import prepare_scores  # noqa: E402
@@ -45,14 +46,14 @@ def concat(batches: list[dict]) -> dict:
             for k, v in pad.items()}
 
 
-def run_step(model, batches: list[dict], cfg: QTuningConfig, pool: str, world_size: int):
+def run_step(model, batches: list[dict], cfg: QTuningConfig, pool: str, world_size: int, window=None):
     """One optimizer step's worth of forward/backward; returns (plans, global mean loss)."""
     parts = []
     for b in batches:
         scores, loss_mask, attention = score_batch(model, b["input_ids"], b["attention_mask"], b["labels"])
         parts.append(prepare_scores(scores.nll, scores.entropy, loss_mask, cfg, attention))
     local = world_size == 1
-    plans = plan_step(parts, cfg, pool, local=local)
+    plans = plan_step(parts, cfg, pool, local=local, window=window)
     num_items = all_reduce_sum(sum(p.num_kept_tokens for p in plans), "cpu", local=local)
     reported = torch.zeros(())
     for i, (b, plan) in enumerate(zip(batches, plans)):
@@ -72,15 +73,20 @@ def main() -> int:
     parser.add_argument("--pool", choices=["global", "accumulation"], required=True)
     parser.add_argument("--rank1-empty", action="store_true")
     parser.add_argument("--token-budget", choices=["per_sample", "batch"], default="per_sample")
+    parser.add_argument("--history", action="store_true", help="thresholds='history' with a window of 6 samples")
     args = parser.parse_args()
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
-    cfg = QTuningConfig(sample_ratio=0.25, token_ratio=0.5, token_budget=args.token_budget)
+    cfg = QTuningConfig(sample_ratio=0.25, token_ratio=0.5, token_budget=args.token_budget,
+                        thresholds="history" if args.history else "pool", history_window=6)
+    window = ScoreWindow(6) if args.history else None
 
     ddp = DistributedDataParallel(tiny_llama(seed=0))
     mine = [batch_of(rank, i, args.rank1_empty and rank == 1) for i in range(MICRO_BATCHES)]
-    plans, loss = run_step(ddp, mine, cfg, args.pool, world_size)
+    plans, loss = run_step(ddp, mine, cfg, args.pool, world_size, window)
+    all_windows = [None] * world_size
+    dist.all_gather_object(all_windows, None if window is None else window.state_dict())
     all_roles = [None] * world_size
     dist.all_gather_object(all_roles, [p.kept_role.tolist() for p in plans])
     all_masks = [None] * world_size
@@ -95,7 +101,16 @@ def main() -> int:
         every = [[batch_of(r, i, args.rank1_empty and r == 1) for i in range(MICRO_BATCHES)] for r in range(world_size)]
         single_batches = [concat([every[r][i] for r in range(world_size)]) for i in range(MICRO_BATCHES)]
         reference = tiny_llama(seed=0)
-        ref_plans, ref_loss = run_step(reference, single_batches, cfg, args.pool, 1)
+        ref_window = ScoreWindow(6) if args.history else None
+        ref_plans, ref_loss = run_step(reference, single_batches, cfg, args.pool, 1, ref_window)
+        def same_window(w):  # the same points in the same order (scores of a padded batch differ by float noise)
+            if ref_window is None or w is None:
+                return w is None and ref_window is None
+            ref = ref_window.state_dict()
+            return len(w["ppl"]) == len(ref["ppl"]) and all(
+                abs(a - b) <= 1e-6 * max(1.0, abs(b)) for key in ("ppl", "ent") for a, b in zip(w[key], ref[key]))
+
+        ok_windows = all(same_window(w) for w in all_windows)
         ok_roles = all(
             ref_plans[i].kept_role.tolist() == sum((all_roles[r][i] for r in range(world_size)), [])
             for i in range(MICRO_BATCHES)
@@ -109,12 +124,12 @@ def main() -> int:
         )
         result = {
             "pool": args.pool, "token_budget": args.token_budget, "rank1_empty": args.rank1_empty,
-            "roles_equal": ok_roles, "token_masks_equal": ok_tokens,
+            "roles_equal": ok_roles, "token_masks_equal": ok_tokens, "windows_equal": ok_windows,
             "loss": loss, "reference_loss": ref_loss, "max_grad_error": max_grad_error, "finite": bool(finite),
             "kept_per_rank": [sum(sum(1 for x in micro if x) for micro in all_roles[r]) for r in range(world_size)],
         }
         print(json.dumps(result), flush=True)
-        passed = ok_roles and ok_tokens and finite and abs(loss - ref_loss) < 1e-5 and max_grad_error < 1e-5
+        passed = ok_roles and ok_tokens and ok_windows and finite and abs(loss - ref_loss) < 1e-5 and max_grad_error < 1e-5
         dist.barrier()
         return 0 if passed else 1
     dist.barrier()

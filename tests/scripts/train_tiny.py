@@ -32,10 +32,12 @@ def main():
     parser.add_argument("output_dir")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--history", action="store_true", help="thresholds='history' (a window of 20 samples)")
     args = parser.parse_args()
     cfg = QTuningSFTConfig(
         output_dir=args.output_dir, per_device_train_batch_size=8, max_steps=8, logging_steps=1, save_steps=2,
         save_strategy="steps", report_to=[], learning_rate=1e-2, seed=0, disable_tqdm=True,
+        thresholds="history" if args.history else "pool", history_window=20,
     )
     trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(48),
                                 processing_class=tiny_tokenizer(), callbacks=[Sleep(args.sleep)])
