@@ -43,8 +43,9 @@ def score_rows(model_name: str, rows: int, max_length: int, batch: int):
     ppl, ent, valid, parts = [], [], [], []
     for start in tqdm(range(0, len(features), batch), desc="scoring", unit="batch"):
         b = collate(features[start : start + batch], tokenizer.pad_token_id)
-        scores, loss_mask, attention = score_batch(model, b["input_ids"], b["attention_mask"], b["labels"],
-                                                   sub_batch_size=4)
+        scores, loss_mask, attention = score_batch(
+            model, b["input_ids"], b["attention_mask"], b["labels"], sub_batch_size=4
+        )
         part = prepare_scores(scores.nll, scores.entropy, loss_mask, cfg, attention)
         parts.append(part)
         ppl.append(part.scores.ppl)
@@ -67,35 +68,60 @@ def main() -> None:
     n = ppl.shape[0]
     cfg = QTuningConfig(sample_ratio=args.sample_ratio)
     # The threshold stability test of `qtuning analyze` (qtuning.analysis), with whole pools only.
-    result = pool_stability(ppl, ent, valid, [(str(p), p) for p in args.pools], cfg, shuffles=args.shuffles,
-                            seed=0, include_remainder=False)
+    result = pool_stability(
+        ppl, ent, valid, [(str(p), p) for p in args.pools], cfg, shuffles=args.shuffles, seed=0, include_remainder=False
+    )
     reference = result.reference.kept()
     whole = result.reference.pools[0]
-    print(f"{n} rows scored; whole-dataset selection keeps {len(reference)} "
-          f"(PPL line {whole['ppl_mid']:.3f}, Ent line {whole['ent_mid']:.3f})")
+    print(
+        f"{n} rows scored; whole-dataset selection keeps {len(reference)} "
+        f"(PPL line {whole['ppl_mid']:.3f}, Ent line {whole['ent_mid']:.3f})"
+    )
     print(f"PPL/Ent rank correlation over the rows: {spearman(ppl, ent):.3f}")
 
-    keys = ("pool", "jaccard_vs_whole_mean", "jaccard_vs_whole_sd", "jaccard_across_shuffles_mean", "ppl_line_sd",
-            "ent_line_sd", "kept_mean")
+    keys = (
+        "pool",
+        "jaccard_vs_whole_mean",
+        "jaccard_vs_whole_sd",
+        "jaccard_across_shuffles_mean",
+        "ppl_line_sd",
+        "ent_line_sd",
+        "kept_mean",
+    )
     rows = [{k: (int(r[k]) if k == "pool" else r[k]) for k in keys} for r in result.rows]
-    print(f"\n{'pool':>5s} {'Jaccard vs whole':>17s} {'Jaccard across shuffles':>24s} "
-          f"{'PPL line sd':>12s} {'Ent line sd':>12s}")
+    print(
+        f"\n{'pool':>5s} {'Jaccard vs whole':>17s} {'Jaccard across shuffles':>24s} "
+        f"{'PPL line sd':>12s} {'Ent line sd':>12s}"
+    )
     for row in rows:
-        print(f"{row['pool']:5d} {row['jaccard_vs_whole_mean']:11.3f} +- {row['jaccard_vs_whole_sd']:.3f} "
-              f"{row['jaccard_across_shuffles_mean'] or 0.0:24.3f} {row['ppl_line_sd']:12.3f} "
-              f"{row['ent_line_sd']:12.3f}")
+        print(
+            f"{row['pool']:5d} {row['jaccard_vs_whole_mean']:11.3f} +- {row['jaccard_vs_whole_sd']:.3f} "
+            f"{row['jaccard_across_shuffles_mean'] or 0.0:24.3f} {row['ppl_line_sd']:12.3f} "
+            f"{row['ent_line_sd']:12.3f}"
+        )
 
     light = pickle.dumps([_shareable(p, cfg) for p in parts[:1]])
     heavy = pickle.dumps([_shareable(p, QTuningConfig(token_budget="batch")) for p in parts[:1]])
-    per_sample = {"per_sample_budget": len(light) / parts[0].scores.ppl.shape[0],
-                  "batch_budget": len(heavy) / parts[0].scores.ppl.shape[0]}
-    print(f"\ngathered per sample (pickled, a micro-batch of {parts[0].scores.ppl.shape[0]} rows of up to "
-          f"{parts[0].loss_mask.shape[1]} positions): {per_sample['per_sample_budget']:.0f} B with the per-sample "
-          f"token budget, {per_sample['batch_budget']:.0f} B with the batch budget")
+    per_sample = {
+        "per_sample_budget": len(light) / parts[0].scores.ppl.shape[0],
+        "batch_budget": len(heavy) / parts[0].scores.ppl.shape[0],
+    }
+    print(
+        f"\ngathered per sample (pickled, a micro-batch of {parts[0].scores.ppl.shape[0]} rows of up to "
+        f"{parts[0].loss_mask.shape[1]} positions): {per_sample['per_sample_budget']:.0f} B with the per-sample "
+        f"token budget, {per_sample['batch_budget']:.0f} B with the batch budget"
+    )
     RESULTS.mkdir(exist_ok=True)
-    out = {"benchmark": "pool_stability", "rows": n, "sample_ratio": args.sample_ratio, "shuffles": args.shuffles,
-           "whole_dataset_kept": len(reference), "spearman_ppl_ent": spearman(ppl, ent), "pools": rows,
-           "gathered_bytes_per_sample": per_sample}
+    out = {
+        "benchmark": "pool_stability",
+        "rows": n,
+        "sample_ratio": args.sample_ratio,
+        "shuffles": args.shuffles,
+        "whole_dataset_kept": len(reference),
+        "spearman_ppl_ent": spearman(ppl, ent),
+        "pools": rows,
+        "gathered_bytes_per_sample": per_sample,
+    }
     (RESULTS / "pool_stability.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {RESULTS / 'pool_stability.json'}")
 

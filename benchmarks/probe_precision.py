@@ -52,14 +52,21 @@ def main() -> None:
         tokens_differing += int((a.token_keep[both] != c.token_keep[both]).sum())
         nll_error.append((fp32.nll - bf16.nll).abs()[mask].mean().item())
     result = {
-        "benchmark": "probe_precision", "batches": batches, "batch": args.batch,
-        "same_kept_samples": same_kept, "same_roles": same_roles, "same_token_masks": same_masks,
-        "kept_tokens_compared": tokens, "token_decisions_differing": tokens_differing,
+        "benchmark": "probe_precision",
+        "batches": batches,
+        "batch": args.batch,
+        "same_kept_samples": same_kept,
+        "same_roles": same_roles,
+        "same_token_masks": same_masks,
+        "kept_tokens_compared": tokens,
+        "token_decisions_differing": tokens_differing,
         "mean_abs_token_nll_difference": sum(nll_error) / len(nll_error),
     }
-    print(f"{batches} real batches of {args.batch}: same kept samples in {same_kept}, same roles in {same_roles}, "
-          f"same token masks in {same_masks}; {tokens_differing} of {tokens} token decisions of jointly kept samples "
-          f"differ ({tokens_differing / max(1, tokens):.2%}); mean |NLL fp32 - bf16| {result['mean_abs_token_nll_difference']:.4f} nats")
+    print(
+        f"{batches} real batches of {args.batch}: same kept samples in {same_kept}, same roles in {same_roles}, "
+        f"same token masks in {same_masks}; {tokens_differing} of {tokens} token decisions of jointly kept samples "
+        f"differ ({tokens_differing / max(1, tokens):.2%}); mean |NLL fp32 - bf16| {result['mean_abs_token_nll_difference']:.4f} nats"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "probe_precision.json").write_text(json.dumps(result, indent=1) + "\n")
 

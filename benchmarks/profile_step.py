@@ -83,7 +83,7 @@ def main() -> None:
     full, batches = step_speed.build("full", args)
     for b in batches[: args.warmup]:
         step_speed.optimizer_step(full, b)
-    full_times = [step_speed.optimizer_step(full, b) for b in batches[args.warmup: args.warmup + args.steps]]
+    full_times = [step_speed.optimizer_step(full, b) for b in batches[args.warmup : args.warmup + args.steps]]
     print(f"full: {statistics.median(full_times):.3f} s/step")
     del full
     for name, overrides in variants.items():
@@ -98,13 +98,13 @@ def main() -> None:
             trainer._plan_log = PlanLog(f"/tmp/profile-{name}.jsonl")
         for b in batches[: args.warmup]:
             timed_step(trainer, b)
-        rows = [timed_step(trainer, b) for b in batches[args.warmup: args.warmup + args.steps]]
+        rows = [timed_step(trainer, b) for b in batches[args.warmup : args.warmup + args.steps]]
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         print(f"{name:20s} " + "  ".join(f"{k} {v:.3f}" for k, v in med.items()), flush=True)
         if name == "default":
             profiler = cProfile.Profile()
             profiler.enable()
-            for b in batches[args.warmup: args.warmup + 3]:
+            for b in batches[args.warmup : args.warmup + 3]:
                 timed_step(trainer, b)
             profiler.disable()
             out = io.StringIO()

@@ -50,10 +50,24 @@ EVAL_BATCH = 32
 
 # The training recipe shared by every arm (the paper's LoRA settings; one epoch; one pool = one batch of 16).
 BASE = dict(
-    model="smollm2-135m-instruct", max_length=128, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-    learning_rate=3e-4, lr_scheduler_type="cosine", warmup_steps=0.05, num_train_epochs=1,
-    per_device_train_batch_size=16, gradient_accumulation_steps=1, eval_fraction=0.0, eval_strategy="no",
-    save_strategy="no", logging_steps=8, report_to="none", disable_tqdm=True, plan_log=True,
+    model="smollm2-135m-instruct",
+    max_length=128,
+    lora_r=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    learning_rate=3e-4,
+    lr_scheduler_type="cosine",
+    warmup_steps=0.05,
+    num_train_epochs=1,
+    per_device_train_batch_size=16,
+    gradient_accumulation_steps=1,
+    eval_fraction=0.0,
+    eval_strategy="no",
+    save_strategy="no",
+    logging_steps=8,
+    report_to="none",
+    disable_tqdm=True,
+    plan_log=True,
     plan_log_tokens=False,
 )
 
@@ -65,15 +79,19 @@ ARMS: dict[str, tuple[str, dict] | None] = {
     "qtuning_25x50": ("train", dict(sample_ratio=0.25, token_ratio=0.5)),
     "qtuning_12.5x50": ("train", dict(sample_ratio=0.125, token_ratio=0.5)),
     "qtuning_6.25x50": ("train", dict(sample_ratio=0.0625, token_ratio=0.5)),
-    "infobatch_random_25x50": ("train", dict(sample_pruner="infobatch", token_pruner="random", sample_ratio=0.25,
-                                             token_ratio=0.5)),
+    "infobatch_random_25x50": (
+        "train",
+        dict(sample_pruner="infobatch", token_pruner="random", sample_ratio=0.25, token_ratio=0.5),
+    ),
     # the asymmetric ablation at 25%: no token pruning / Q2 only (= qtuning_25x50) / Q2 and Q4
     "qtuning_25x100_no_token_pruning": ("train", dict(sample_ratio=0.25, token_ratio=1.0)),
     "qtuning_25x50_q2_and_q4": ("train", dict(sample_ratio=0.25, token_ratio=0.5, prune_tokens_in="q2_q4")),
     # the noise study: 20% of the training answers swapped
     "noisy_full": ("train_noisy", dict(pruning_method="none")),
-    "noisy_random_25x50": ("train_noisy", dict(sample_pruner="random", token_pruner="random", sample_ratio=0.25,
-                                                token_ratio=0.5)),
+    "noisy_random_25x50": (
+        "train_noisy",
+        dict(sample_pruner="random", token_pruner="random", sample_ratio=0.25, token_ratio=0.5),
+    ),
     "noisy_qtuning_25x50": ("train_noisy", dict(sample_ratio=0.25, token_ratio=0.5)),
 }
 MAIN_ARMS = ["full", "random_25x50", "qtuning_25x50", "qtuning_12.5x50"]
@@ -134,11 +152,20 @@ def prepare_data() -> dict[str, Path]:
     write(paths["train_noisy"], noisy)
     (WORK / "eval_records.json").write_text(json.dumps(eval_rows))
     write(paths["eval"], eval_rows)
-    meta_path.write_text(json.dumps({
-        "source": "triviaqa (built-in: rc.wikipedia.nocontext validation)", "split_seed": SPLIT_SEED,
-        "train": len(train_rows), "eval": len(eval_rows), "corrupted_ids": [train_rows[i]["id"] for i in truly],
-        "swapped_rows": len(corrupted), "truly_corrupted_rows": len(truly),
-    }, indent=1))
+    meta_path.write_text(
+        json.dumps(
+            {
+                "source": "triviaqa (built-in: rc.wikipedia.nocontext validation)",
+                "split_seed": SPLIT_SEED,
+                "train": len(train_rows),
+                "eval": len(eval_rows),
+                "corrupted_ids": [train_rows[i]["id"] for i in truly],
+                "swapped_rows": len(corrupted),
+                "truly_corrupted_rows": len(truly),
+            },
+            indent=1,
+        )
+    )
     return paths
 
 
@@ -180,8 +207,9 @@ def run_cell(arm: str, seed: int) -> dict:
         record["plan_log"] = str(plan_log_path(out)) if plan_log_path(out).exists() else None
     model.eval()
     eval_started = time.perf_counter()
-    result = evaluate(model, tokenizer, ["triviaqa"], records={"triviaqa": eval_records}, progress=False,
-                      batch_size=EVAL_BATCH)
+    result = evaluate(
+        model, tokenizer, ["triviaqa"], records={"triviaqa": eval_records}, progress=False, batch_size=EVAL_BATCH
+    )
     record["eval_wall_clock_s"] = time.perf_counter() - eval_started
     record["metrics"] = result["tasks"]["triviaqa"]
     record["wall_clock_s"] = time.perf_counter() - started
@@ -211,8 +239,11 @@ def noise_study(cells: list[dict]) -> dict:
     meta = json.loads((WORK / "data_meta.json").read_text())
     from qtuning.data import load_records, split_records
 
-    out: dict = {"corrupted_rows": meta["truly_corrupted_rows"], "training_rows": meta["train"],
-                 "corrupted_share_of_data": meta["truly_corrupted_rows"] / meta["train"]}
+    out: dict = {
+        "corrupted_rows": meta["truly_corrupted_rows"],
+        "training_rows": meta["train"],
+        "corrupted_share_of_data": meta["truly_corrupted_rows"] / meta["train"],
+    }
     corrupted_ids = set(meta["corrupted_ids"])
     per_arm: dict[str, list[dict]] = {}
     for cell in cells:
@@ -235,7 +266,9 @@ def noise_study(cells: list[dict]) -> dict:
         clean_total = sum(v[1] for v in quadrants.values())
         entry = {"seed": cell["seed"], "corrupted_share_of_kept": kept[0] / max(1, kept[1]), "kept": kept[1]}
         if cell["arm"] != "noisy_random_25x50":
-            entry["quadrant_share_corrupted"] = {f"Q{q}": quadrants[q][0] / max(1, corrupted_total) for q in range(1, 5)}
+            entry["quadrant_share_corrupted"] = {
+                f"Q{q}": quadrants[q][0] / max(1, corrupted_total) for q in range(1, 5)
+            }
             entry["quadrant_share_clean"] = {f"Q{q}": quadrants[q][1] / max(1, clean_total) for q in range(1, 5)}
         per_arm.setdefault(cell["arm"], []).append(entry)
     out["per_arm"] = per_arm
@@ -258,16 +291,24 @@ def write_results() -> dict:
         em = [100 * c["metrics"]["exact_match"] for c in mine]
         mean, std = _mean_std(em)  # the primary metric: exact match, TriviaQA's standard one
         f1_mean, f1_std = _mean_std(f1)
-        trained = [c["summary"].get("samples_trained", 0) / max(1, c["summary"].get("samples_scored") or 1)
-                   for c in mine if "summary" in c]
+        trained = [
+            c["summary"].get("samples_trained", 0) / max(1, c["summary"].get("samples_scored") or 1)
+            for c in mine
+            if "summary" in c
+        ]
         summary[arm] = {
-            "mean": round(mean, 3), "std": round(std, 3), "n": len(mine), "seeds": [c["seed"] for c in mine],
+            "mean": round(mean, 3),
+            "std": round(std, 3),
+            "n": len(mine),
+            "seeds": [c["seed"] for c in mine],
             "wall_clock_s": round(statistics.fmean(c["wall_clock_s"] for c in mine), 1),
             "train_wall_clock_s": round(statistics.fmean(c["train_wall_clock_s"] for c in mine), 1),
-            "f1_mean": round(f1_mean, 3), "f1_std": round(f1_std, 3),
+            "f1_mean": round(f1_mean, 3),
+            "f1_std": round(f1_std, 3),
             "trained_sample_fraction": round(statistics.fmean(trained), 4) if trained else None,
             "tokens_trained": round(statistics.fmean(c["summary"]["tokens_trained"] for c in mine if "summary" in c))
-            if any("summary" in c for c in mine) else 0,
+            if any("summary" in c for c in mine)
+            else 0,
         }
     meta = json.loads((WORK / "data_meta.json").read_text()) if (WORK / "data_meta.json").exists() else {}
     for v in summary.values():  # the evaluation's own noise: the binomial standard error of one cell's EM
@@ -276,10 +317,15 @@ def write_results() -> dict:
     result = {
         "metric": METRIC,
         "metric_definition": "exact match (x100, SQuAD-style normalisation) of the greedy answer's first line with "
-                             "any accepted TriviaQA answer, mean over the evaluation questions; f1 likewise (token F1)",
-        "task": {"data": meta.get("source"), "train_rows": meta.get("train"), "eval_rows": meta.get("eval"),
-                 "split_seed": SPLIT_SEED, "recipe": BASE,
-                 "arms": {a: (None if s is None else {"data": s[0], **s[1]}) for a, s in ARMS.items()}},
+        "any accepted TriviaQA answer, mean over the evaluation questions; f1 likewise (token F1)",
+        "task": {
+            "data": meta.get("source"),
+            "train_rows": meta.get("train"),
+            "eval_rows": meta.get("eval"),
+            "split_seed": SPLIT_SEED,
+            "recipe": BASE,
+            "arms": {a: (None if s is None else {"data": s[0], **s[1]}) for a, s in ARMS.items()},
+        },
         "summary": summary,
         "comparisons": comparisons(summary),
         "noise": noise_study(cells) if meta else {},
@@ -294,10 +340,17 @@ def write_results() -> dict:
 
 def comparisons(summary: dict) -> dict:
     """The differences the issue asks about, each with Welch's t over the seeds (None below 2 seeds each)."""
-    pairs = [("full", "zero_shot"), ("qtuning_25x50", "full"), ("qtuning_12.5x50", "full"),
-             ("random_25x50", "full"), ("qtuning_25x50", "random_25x50"), ("qtuning_6.25x50", "full"),
-             ("infobatch_random_25x50", "full"), ("noisy_qtuning_25x50", "noisy_random_25x50"),
-             ("noisy_full", "full")]
+    pairs = [
+        ("full", "zero_shot"),
+        ("qtuning_25x50", "full"),
+        ("qtuning_12.5x50", "full"),
+        ("random_25x50", "full"),
+        ("qtuning_25x50", "random_25x50"),
+        ("qtuning_6.25x50", "full"),
+        ("infobatch_random_25x50", "full"),
+        ("noisy_qtuning_25x50", "noisy_random_25x50"),
+        ("noisy_full", "full"),
+    ]
     out = {}
     for a, b in pairs:
         if a not in summary or b not in summary:
@@ -310,7 +363,8 @@ def comparisons(summary: dict) -> dict:
     if "full" in summary and "zero_shot" in summary:
         gap = summary["full"]["mean"] - summary["zero_shot"]["mean"]
         out["task_check"] = {
-            "full_minus_zero_shot": round(gap, 3), "full_seed_std": summary["full"]["std"],
+            "full_minus_zero_shot": round(gap, 3),
+            "full_seed_std": summary["full"]["std"],
             "passes": gap > summary["full"]["std"] and summary["full"]["n"] > 1,
             "rule": "the full-data arm must beat zero-shot by more than the seed-to-seed standard deviation",
         }
@@ -334,32 +388,54 @@ def render_markdown(result: dict) -> str:
     ]
     for arm, v in s.items():
         frac = "-" if v["trained_sample_fraction"] is None else f"{v['trained_sample_fraction']:.3f}"
-        lines.append(f"| {arm} | {v['mean']:.2f} | {v['std']:.2f} | {v['f1_mean']:.2f} | {v['f1_std']:.2f} | {v['n']} | {frac} | "
-                     f"{v['tokens_trained']} | {v['train_wall_clock_s']:.0f} | {v['wall_clock_s']:.0f} |")
+        lines.append(
+            f"| {arm} | {v['mean']:.2f} | {v['std']:.2f} | {v['f1_mean']:.2f} | {v['f1_std']:.2f} | {v['n']} | {frac} | "
+            f"{v['tokens_trained']} | {v['train_wall_clock_s']:.0f} | {v['wall_clock_s']:.0f} |"
+        )
     comp = result.get("comparisons") or {}
     if comp:
-        lines += ["", "Evaluation noise alone (binomial standard error of one cell's EM on "
-                  f"{EVAL_SIZE} questions): " + ", ".join(f"{a} {v['eval_standard_error']:.2f}" for a, v in s.items()
-                                                        if a in ["zero_shot", *MAIN_ARMS]) + ".", "",
-                  "| comparison | EM difference | Welch t over seeds |", "|---|---:|---:|"]
+        lines += [
+            "",
+            "Evaluation noise alone (binomial standard error of one cell's EM on "
+            f"{EVAL_SIZE} questions): "
+            + ", ".join(f"{a} {v['eval_standard_error']:.2f}" for a, v in s.items() if a in ["zero_shot", *MAIN_ARMS])
+            + ".",
+            "",
+            "| comparison | EM difference | Welch t over seeds |",
+            "|---|---:|---:|",
+        ]
         for name, v in comp.items():
             if name != "task_check":
                 lines.append(f"| {name} | {v['difference']:+.2f} | {'-' if v['welch_t'] is None else v['welch_t']} |")
         if "task_check" in comp:
             c = comp["task_check"]
-            lines += ["", f"Task check ({c['rule']}): full - zero-shot = {c['full_minus_zero_shot']:+.2f} EM against a "
-                      f"seed sd of {c['full_seed_std']:.2f}: {'passes' if c['passes'] else 'does NOT pass'}."]
-    lines += ["", "## The paper's numbers (for scale: other models, data and benchmarks)", "",
-              "| setting | full data | Q-Tuning | Random+Random |", "|---|---:|---:|---:|"]
+            lines += [
+                "",
+                f"Task check ({c['rule']}): full - zero-shot = {c['full_minus_zero_shot']:+.2f} EM against a "
+                f"seed sd of {c['full_seed_std']:.2f}: {'passes' if c['passes'] else 'does NOT pass'}.",
+            ]
+    lines += [
+        "",
+        "## The paper's numbers (for scale: other models, data and benchmarks)",
+        "",
+        "| setting | full data | Q-Tuning | Random+Random |",
+        "|---|---:|---:|---:|",
+    ]
     for name, v in result["paper"].items():
         lines.append(f"| {name} | {v['full']} | {v['qtuning']} | {v['random']} |")
     noise = result.get("noise") or {}
     if noise.get("per_arm"):
-        lines += ["", "## Noise study: 20% of the training answers swapped", "",
-                  f"{noise['corrupted_rows']} of {noise['training_rows']} training rows carry another question's answer "
-                  f"({noise['corrupted_share_of_data']:.1%}).", "",
-                  "| arm | seed | corrupted share of the kept samples | corrupted rows by quadrant (Q1/Q2/Q3/Q4) | "
-                  "clean rows by quadrant |", "|---|---:|---:|---|---|"]
+        lines += [
+            "",
+            "## Noise study: 20% of the training answers swapped",
+            "",
+            f"{noise['corrupted_rows']} of {noise['training_rows']} training rows carry another question's answer "
+            f"({noise['corrupted_share_of_data']:.1%}).",
+            "",
+            "| arm | seed | corrupted share of the kept samples | corrupted rows by quadrant (Q1/Q2/Q3/Q4) | "
+            "clean rows by quadrant |",
+            "|---|---:|---:|---|---|",
+        ]
         for arm, entries in noise["per_arm"].items():
             for e in entries:
                 qc = e.get("quadrant_share_corrupted")
@@ -401,16 +477,21 @@ def main(argv: list[str] | None = None) -> int:
         todo = [c for c in todo if not cell_path(*c).exists() and c not in skip]
         # Cells run in `--workers` processes of `--threads` threads each (1 x 2 = every core of this machine
         # in use, each cell's wall-clock comparable with the others'); results are written as cells finish.
-        env = dict(os.environ, QTUNING_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
-                   MKL_NUM_THREADS=str(args.threads))
+        env = dict(
+            os.environ,
+            QTUNING_THREADS=str(args.threads),
+            OMP_NUM_THREADS=str(args.threads),
+            MKL_NUM_THREADS=str(args.threads),
+        )
 
         def run_one(cell: tuple[str, int]) -> tuple[str, int, float, int]:
             arm, seed = cell
             print(f"[replicate] {arm} seed {seed} ...", flush=True)
             started = time.perf_counter()
             with open(WORK / f"log_{arm}__s{seed}.txt", "w") as log:
-                code = subprocess.run([sys.executable, __file__, "--cell", f"{arm}:{seed}"], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT).returncode
+                code = subprocess.run(
+                    [sys.executable, __file__, "--cell", f"{arm}:{seed}"], env=env, stdout=log, stderr=subprocess.STDOUT
+                ).returncode
             return arm, seed, time.perf_counter() - started, code
 
         from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -419,17 +500,24 @@ def main(argv: list[str] | None = None) -> int:
             for future in as_completed([pool.submit(run_one, c) for c in todo]):
                 arm, seed, seconds, code = future.result()
                 if code != 0:
-                    print(f"[replicate] {arm} seed {seed} FAILED (exit {code}): see {WORK}/log_{arm}__s{seed}.txt",
-                          flush=True)
+                    print(
+                        f"[replicate] {arm} seed {seed} FAILED (exit {code}): see {WORK}/log_{arm}__s{seed}.txt",
+                        flush=True,
+                    )
                     continue
                 cell = json.loads(cell_path(arm, seed).read_text())
-                print(f"[replicate] {arm} seed {seed}: F1 {100 * cell['metrics']['f1']:.2f} EM "
-                      f"{100 * cell['metrics']['exact_match']:.2f} ({seconds:.0f} s)", flush=True)
+                print(
+                    f"[replicate] {arm} seed {seed}: F1 {100 * cell['metrics']['f1']:.2f} EM "
+                    f"{100 * cell['metrics']['exact_match']:.2f} ({seconds:.0f} s)",
+                    flush=True,
+                )
                 write_results()
     result = write_results()
     for arm, v in result["summary"].items():
-        print(f"{arm:34s} EM {v['mean']:6.2f} +- {v['std']:5.2f} (n={v['n']}) F1 {v['f1_mean']:6.2f} "
-              f"{v['wall_clock_s']:7.0f} s")
+        print(
+            f"{arm:34s} EM {v['mean']:6.2f} +- {v['std']:5.2f} (n={v['n']}) F1 {v['f1_mean']:6.2f} "
+            f"{v['wall_clock_s']:7.0f} s"
+        )
     return 0
 
 

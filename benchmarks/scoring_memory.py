@@ -96,8 +96,10 @@ def main() -> None:
     args = vars(parser.parse_args())
 
     scored = args["batch"] * (args["seq"] // 2)
-    print(f"shapes: B={args['batch']} T={args['seq']} H={args['hidden']} V={args['vocab']}, "
-          f"{scored} trainable positions scored, chunk {args['chunk']}, {args['threads']} threads")
+    print(
+        f"shapes: B={args['batch']} T={args['seq']} H={args['hidden']} V={args['vocab']}, "
+        f"{scored} trainable positions scored, chunk {args['chunk']}, {args['threads']} threads"
+    )
     naive = _run("naive", args)
     chunked = _run("chunked", args)
     full_logits_mib = args["batch"] * args["seq"] * args["vocab"] * 4 / 2**20

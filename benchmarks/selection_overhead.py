@@ -86,16 +86,22 @@ def main() -> None:
         plan_s = time_plan(b, repeats=max(3, min(200, 4096 // b)))
         measured = b in forward
         fwd = forward[b] if measured else per_sample * b
-        how = "measured" if measured else f"extrapolated"
-        rows.append({"batch": b, "seq": SEQ, "plan_s": plan_s, "forward_s": fwd, "forward": how,
-                     "fraction": plan_s / fwd})
+        how = "measured" if measured else "extrapolated"
+        rows.append(
+            {"batch": b, "seq": SEQ, "plan_s": plan_s, "forward_s": fwd, "forward": how, "fraction": plan_s / fwd}
+        )
         print(f"{b:5d} {plan_s * 1e3:14.2f} {fwd:10.2f} {'(' + how + ')':>13s} {plan_s / fwd:15.5%}")
     print(f"\nforward for B not measured = B x {per_sample:.3f} s (per-sample time at B={largest}, linear)")
     goal = all(r["fraction"] < 0.01 for r in rows if r["batch"] in (8, 64))
     print(f"goal (< 1% at B = 8 and 64): {'met' if goal else 'NOT met'}")
     RESULTS.mkdir(exist_ok=True)
-    out = {"benchmark": "selection_overhead", "threads": torch.get_num_threads(), "rows": rows,
-           "forward_extrapolated_from_batch": largest, "goal_met": goal}
+    out = {
+        "benchmark": "selection_overhead",
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+        "forward_extrapolated_from_batch": largest,
+        "goal_met": goal,
+    }
     (RESULTS / "selection_overhead.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {RESULTS / 'selection_overhead.json'}")
 

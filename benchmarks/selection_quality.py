@@ -61,13 +61,21 @@ def score_records(records: list[dict], max_length: int, cache_name: str) -> list
     features = [tokenize_record(tokenizer, r, max_length) for r in records]
     rows = []
     for start in tqdm(range(0, len(features), 16), desc=f"scoring {cache_name}", unit="batch"):
-        b = collate(features[start:start + 16], tokenizer.pad_token_id)
-        scores, loss_mask, attention = score_batch(model, b["input_ids"], b["attention_mask"], b["labels"],
-                                                   sub_batch_size=4)
+        b = collate(features[start : start + 16], tokenizer.pad_token_id)
+        scores, loss_mask, attention = score_batch(
+            model, b["input_ids"], b["attention_mask"], b["labels"], sub_batch_size=4
+        )
         for i in range(b["input_ids"].shape[0]):
             width = int(attention[i].sum())
-            rows.append(prepare_scores(scores.nll[i:i + 1, :width], scores.entropy[i:i + 1, :width],
-                                       loss_mask[i:i + 1, :width], QTuningConfig(), attention[i:i + 1, :width]))
+            rows.append(
+                prepare_scores(
+                    scores.nll[i : i + 1, :width],
+                    scores.entropy[i : i + 1, :width],
+                    loss_mask[i : i + 1, :width],
+                    QTuningConfig(),
+                    attention[i : i + 1, :width],
+                )
+            )
     torch.save(rows, path)
     return rows
 
@@ -81,7 +89,7 @@ def run_pools(rows: list, order: list[int], pool: int, cfg, seed: int) -> list:
     window = ScoreWindow(cfg.history_window) if cfg.thresholds == "history" else None
     plans = []
     for step, start in enumerate(range(0, len(order) - pool + 1, pool)):
-        parts = [rows[i] for i in order[start:start + pool]]
+        parts = [rows[i] for i in order[start : start + pool]]
         planned = plan_pool(parts, cfg, seed=seed * 100_003 + step, window=window)
         plans += [planned[i] for i in range(len(parts))]
     return plans
@@ -107,8 +115,13 @@ def main() -> None:
     from qtuning.selection import plan_pool
 
     base = dict(sample_ratio=0.25, token_ratio=0.5, history_window=args.window)
-    out: dict = {"benchmark": "selection_quality", "model": "smollm2-135m-instruct (before training)",
-                 "window": args.window, "shuffles": args.shuffles, "variants": VARIANTS}
+    out: dict = {
+        "benchmark": "selection_quality",
+        "model": "smollm2-135m-instruct (before training)",
+        "window": args.window,
+        "shuffles": args.shuffles,
+        "variants": VARIANTS,
+    }
 
     # ---- 1. stability on Alpaca
     records, _ = load_records("alpaca-demo")
@@ -157,17 +170,28 @@ def main() -> None:
                     tok_bad, tok_bad_all = tok_bad + trained, tok_bad_all + total
                 else:
                     tok_clean, tok_clean_all = tok_clean + trained, tok_clean_all + total
-        noise[name] = {"corrupted_rows_kept_share": round(kept_bad / max(1, kept_all), 4),
-                       "corrupted_tokens_trained_share": round(tok_bad / max(1, tok_bad_all), 4),
-                       "clean_tokens_trained_share": round(tok_clean / max(1, tok_clean_all), 4)}
-        print(f"noise      {name:28s} corrupted share of kept {noise[name]['corrupted_rows_kept_share']:.3f} | "
-              f"corrupted tokens trained {noise[name]['corrupted_tokens_trained_share']:.3f} vs clean "
-              f"{noise[name]['clean_tokens_trained_share']:.3f}", flush=True)
+        noise[name] = {
+            "corrupted_rows_kept_share": round(kept_bad / max(1, kept_all), 4),
+            "corrupted_tokens_trained_share": round(tok_bad / max(1, tok_bad_all), 4),
+            "clean_tokens_trained_share": round(tok_clean / max(1, tok_clean_all), 4),
+        }
+        print(
+            f"noise      {name:28s} corrupted share of kept {noise[name]['corrupted_rows_kept_share']:.3f} | "
+            f"corrupted tokens trained {noise[name]['corrupted_tokens_trained_share']:.3f} vs clean "
+            f"{noise[name]['clean_tokens_trained_share']:.3f}",
+            flush=True,
+        )
     out["noise"] = noise
-    out["noise_data"] = {"rows": len(noisy), "corrupted_rows": sum(corrupted),
-                         "corrupted_share_of_data": round(sum(corrupted) / len(noisy), 4)}
-    out["config_fields"] = {f.name: f.default for f in dataclasses.fields(QTuningConfig)
-                            if f.name in ("thresholds", "history_window", "supplement_toward", "max_q2_share")}
+    out["noise_data"] = {
+        "rows": len(noisy),
+        "corrupted_rows": sum(corrupted),
+        "corrupted_share_of_data": round(sum(corrupted) / len(noisy), 4),
+    }
+    out["config_fields"] = {
+        f.name: f.default
+        for f in dataclasses.fields(QTuningConfig)
+        if f.name in ("thresholds", "history_window", "supplement_toward", "max_q2_share")
+    }
     path = RESULTS / "selection_quality.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     for key in ("downstream", "default"):  # written by the evidence report, kept here

@@ -63,30 +63,63 @@ def build(method: str, args) -> tuple:
         folder = resolve_model(args.model)
         config = AutoConfig.from_pretrained(folder)
         if args.architecture == "1.7b":  # SmolLM2-1.7B's shape (its published config), same tokenizer
-            config.update(dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
-                               num_attention_heads=32, num_key_value_heads=32))
+            config.update(
+                dict(
+                    hidden_size=2048,
+                    intermediate_size=8192,
+                    num_hidden_layers=24,
+                    num_attention_heads=32,
+                    num_key_value_heads=32,
+                )
+            )
         model = AutoModelForCausalLM.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     else:
         model, tokenizer = load_model_and_tokenizer(args.model)
     records, _ = load_records(args.data)
     train, _ = split_records(records, 0.0, seed=0, max_train=args.batch * (args.steps + args.warmup))
-    common = dict(output_dir="/tmp/qtuning-step-speed", per_device_train_batch_size=args.batch,
-                  max_length=args.max_length, learning_rate=1e-4, report_to=[], save_strategy="no",
-                  disable_tqdm=True, seed=0, bf16=args.precision == "bf16", gradient_checkpointing=False)
+    common = dict(
+        output_dir="/tmp/qtuning-step-speed",
+        per_device_train_batch_size=args.batch,
+        max_length=args.max_length,
+        learning_rate=1e-4,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        bf16=args.precision == "bf16",
+        gradient_checkpointing=False,
+    )
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     if method == "full_trl":
-        trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=to_dataset(train),
-                             processing_class=tokenizer, peft_config=lora)
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common),
+            train_dataset=to_dataset(train),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
     else:
-        settings = dict(pruning_method="none") if method == "full" else dict(
-            pruning_method="qtuning", sample_ratio=args.sample_ratio, token_ratio=args.token_ratio,
-            scoring="reuse" if method == "reuse" else "probe",
-            probe_precision="same" if method == "qtuning_fp32" else "auto")
+        settings = (
+            dict(pruning_method="none")
+            if method == "full"
+            else dict(
+                pruning_method="qtuning",
+                sample_ratio=args.sample_ratio,
+                token_ratio=args.token_ratio,
+                scoring="reuse" if method == "reuse" else "probe",
+                probe_precision="same" if method == "qtuning_fp32" else "auto",
+            )
+        )
         if method == "random":
             settings.update(sample_pruner="random", token_pruner="random")
-        trainer = QTuningSFTTrainer(model=model, args=QTuningSFTConfig(**common, **settings),
-                                    train_dataset=to_dataset(train), processing_class=tokenizer, peft_config=lora)
+        trainer = QTuningSFTTrainer(
+            model=model,
+            args=QTuningSFTConfig(**common, **settings),
+            train_dataset=to_dataset(train),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
     trainer.create_optimizer()
     # The same rows in the same order for every method: the prepared dataset, in index order, or
     # (--batches grouped) sorted by length first, so that no method pays much for padding.
@@ -94,8 +127,10 @@ def build(method: str, args) -> tuple:
     if args.batches == "grouped":
         rows.sort(key=lambda r: len(r["input_ids"]))
     collate = trainer.data_collator
-    batches = [collate([{k: v for k, v in r.items() if k in ("input_ids", "labels")} for r in rows[i:i + args.batch]])
-               for i in range(0, len(rows) - args.batch + 1, args.batch)]
+    batches = [
+        collate([{k: v for k, v in r.items() if k in ("input_ids", "labels")} for r in rows[i : i + args.batch]])
+        for i in range(0, len(rows) - args.batch + 1, args.batch)
+    ]
     return trainer, batches
 
 
@@ -179,16 +214,27 @@ def main() -> None:
     parser.add_argument("--sample-ratio", type=float, default=0.25)
     parser.add_argument("--token-ratio", type=float, default=0.5)
     parser.add_argument("--methods", nargs="+", default=METHODS)
-    parser.add_argument("--batches", choices=["random", "grouped"], default="random",
-                        help="random rows per batch (as the Trainer draws them) or rows of similar length")
+    parser.add_argument(
+        "--batches",
+        choices=["random", "grouped"],
+        default="random",
+        help="random rows per batch (as the Trainer draws them) or rows of similar length",
+    )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--random-init", action="store_true", help="the model's architecture, random weights")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision")
-    parser.add_argument("--architecture", choices=["135m", "1.7b"], default="135m",
-                        help="with --random-init: SmolLM2-135M's shape or SmolLM2-1.7B's")
+    parser.add_argument(
+        "--architecture",
+        choices=["135m", "1.7b"],
+        default="135m",
+        help="with --random-init: SmolLM2-135M's shape or SmolLM2-1.7B's",
+    )
     parser.add_argument("--results-name", default=None, help="file name under benchmarks/results/")
-    parser.add_argument("--memory-only", action="store_true",
-                        help="only the memory measurement (one fresh process per method, one after another)")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the memory measurement (one fresh process per method, one after another)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -199,18 +245,25 @@ def main() -> None:
             memory[m] = peak_memory_mib(m, args)
             print(f"{m:14s} extra peak RSS during a step: {memory[m]:.0f} MiB", flush=True)
         RESULTS.mkdir(exist_ok=True)
-        out = {"benchmark": "step_speed_memory", "batches": args.batches, "batch": args.batch,
-               "max_length": args.max_length, "extra_peak_rss_mib": memory}
+        out = {
+            "benchmark": "step_speed_memory",
+            "batches": args.batches,
+            "batch": args.batch,
+            "max_length": args.max_length,
+            "extra_peak_rss_mib": memory,
+        }
         (RESULTS / "step_speed_memory.json").write_text(json.dumps(out, indent=1) + "\n")
         return
 
     built = {m: build(m, args) for m in args.methods}
     batches = built[args.methods[0]][1]
-    print(f"{len(batches)} {args.batches} batches of {args.batch} real rows, max_length {args.max_length}, "
-          f"{torch.get_num_threads()} threads; methods rotate every step")
+    print(
+        f"{len(batches)} {args.batches} batches of {args.batch} real rows, max_length {args.max_length}, "
+        f"{torch.get_num_threads()} threads; methods rotate every step"
+    )
     times = {m: [] for m in args.methods}
     for step, batch in enumerate(batches):
-        order = args.methods[step % len(args.methods):] + args.methods[: step % len(args.methods)]
+        order = args.methods[step % len(args.methods) :] + args.methods[: step % len(args.methods)]
         for m in order:
             seconds = optimizer_step(built[m][0], batch)
             if step >= args.warmup:
@@ -231,12 +284,24 @@ def main() -> None:
         mem = f"{memory[m]:15.0f}" if m in memory else f"{'-':>15s}"
         print(f"{m:14s} {median[m]:8.2f} {median[m] / base:8.3f} {mem}")
     result = {
-        "benchmark": "step_speed", "batches": args.batches,
-        "model": args.model, "data": args.data, "batch": args.batch, "max_length": args.max_length,
-        "sample_ratio": args.sample_ratio, "token_ratio": args.token_ratio, "lora_r": 8, "precision": args.precision,
-        "random_init": args.random_init, "architecture": args.architecture, "threads": torch.get_num_threads(), "machine": platform.machine(),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "measured_steps": args.steps,
-        "median_s_per_step": median, "all_s_per_step": times,
+        "benchmark": "step_speed",
+        "batches": args.batches,
+        "model": args.model,
+        "data": args.data,
+        "batch": args.batch,
+        "max_length": args.max_length,
+        "sample_ratio": args.sample_ratio,
+        "token_ratio": args.token_ratio,
+        "lora_r": 8,
+        "precision": args.precision,
+        "random_init": args.random_init,
+        "architecture": args.architecture,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "measured_steps": args.steps,
+        "median_s_per_step": median,
+        "all_s_per_step": times,
         ("extra_peak_cuda_mib" if cuda_peak else "extra_peak_rss_mib"): memory,
         "ratio_random_to_full": median["random"] / base if "random" in median else None,
         "ratio_qtuning_to_full": median["qtuning"] / base if "qtuning" in median else None,

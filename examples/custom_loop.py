@@ -28,8 +28,16 @@ def main() -> None:
     if args.tiny:
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            )
+        )
     records, _ = load_records("alpaca-demo")
     features = [tokenize_record(tokenizer, r, max_length=192) for r in records[: args.steps * args.batch_size]]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -44,9 +52,11 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        print(f"step {step}: loss {loss.item():.4f}, kept {plan.num_kept}/{len(plan.sample_keep)} samples, "
-              f"{plan.num_kept_tokens}/{int(plan.num_trainable_tokens.sum())} response tokens, "
-              f"trained on a {tuple(kept['input_ids'].shape)} batch")
+        print(
+            f"step {step}: loss {loss.item():.4f}, kept {plan.num_kept}/{len(plan.sample_keep)} samples, "
+            f"{plan.num_kept_tokens}/{int(plan.num_trainable_tokens.sum())} response tokens, "
+            f"trained on a {tuple(kept['input_ids'].shape)} batch"
+        )
 
 
 if __name__ == "__main__":

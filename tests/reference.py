@@ -20,8 +20,9 @@ def reference_select(ppl, ent, valid, r_s, max_iters=10, tol=0.01, upper=0.49):
     supplemented = [False] * B
     quadrant = [0] * B
     if n == 0:
-        return dict(kept_role=role, supplemented=supplemented, quadrant=quadrant, alpha=0.0, iterations=0,
-                    converged=False)
+        return dict(
+            kept_role=role, supplemented=supplemented, quadrant=quadrant, alpha=0.0, iterations=0, converged=False
+        )
     P = np.array([ppl[i] for i in pool], dtype=np.float64)
     E = np.array([ent[i] for i in pool], dtype=np.float64)
     a_lo, a_hi = 0.0, upper
@@ -63,8 +64,14 @@ def reference_select(ppl, ent, valid, r_s, max_iters=10, tol=0.01, upper=0.49):
     for i in pool:
         hp, he = ppl[i] > p_mid, ent[i] > e_mid
         quadrant[i] = (1 if he else 2) if hp else (4 if he else 3)
-    return dict(kept_role=role, supplemented=supplemented, quadrant=quadrant, alpha=a, iterations=iterations,
-                converged=converged)
+    return dict(
+        kept_role=role,
+        supplemented=supplemented,
+        quadrant=quadrant,
+        alpha=a,
+        iterations=iterations,
+        converged=converged,
+    )
 
 
 def reference_prune(token_ppl, loss_mask, attention_mask, role, r_s, r_t, lam, budget, direction):

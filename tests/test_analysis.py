@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning import QTuningConfig
 from qtuning.analysis import (
@@ -27,9 +28,6 @@ from qtuning.cli import main
 from qtuning.data import load_records, tokenize_record
 from qtuning.selection import select_samples
 
-from test_cli import make_tiny_model_dir, write_jsonl_rows
-
-
 # ---------------------------------------------------------------------------------- pure parts
 
 
@@ -47,8 +45,11 @@ def test_jaccard_by_hand():
 
 def _plane(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, generator=g, dtype=torch.float64) * 20 + 1,
-            torch.rand(n, generator=g, dtype=torch.float64) * 3, torch.ones(n, dtype=torch.bool))
+    return (
+        torch.rand(n, generator=g, dtype=torch.float64) * 20 + 1,
+        torch.rand(n, generator=g, dtype=torch.float64) * 3,
+        torch.ones(n, dtype=torch.bool),
+    )
 
 
 def test_pools_select_each_chunk_of_the_shuffle_on_its_own():
@@ -90,7 +91,8 @@ def test_stability_rows_against_a_direct_computation():
     vs_whole = [jaccard(k, reference) for k in kept]
     assert row8["jaccard_vs_whole_mean"] == pytest.approx(sum(vs_whole) / 3)
     assert row8["jaccard_across_shuffles_mean"] == pytest.approx(
-        (jaccard(kept[0], kept[1]) + jaccard(kept[0], kept[2]) + jaccard(kept[1], kept[2])) / 3)
+        (jaccard(kept[0], kept[1]) + jaccard(kept[0], kept[2]) + jaccard(kept[1], kept[2])) / 3
+    )
     mean = sum(mids) / len(mids)
     assert row8["ppl_line_sd"] == pytest.approx(math.sqrt(sum((m - mean) ** 2 for m in mids) / len(mids)))
     assert row8["pools"] == 15 and row8["kept_mean"] == pytest.approx(sum(len(k) for k in kept) / 3)
@@ -98,11 +100,24 @@ def test_stability_rows_against_a_direct_computation():
 
 def _run(quadrants, kept, supplemented, converged):
     n = len(quadrants)
-    return PoolRun(label="8", pool_size=8, seed=0, kept_role=torch.tensor([2 if k else 0 for k in kept]),
-                   quadrant=torch.tensor(quadrants), supplemented=torch.tensor(supplemented),
-                   pools=[{"size": n // len(converged), "kept": sum(kept) // len(converged),
-                           "supplemented": sum(supplemented) // len(converged), "converged": c,
-                           "bisection_kept_fraction": 0.1} for c in converged])
+    return PoolRun(
+        label="8",
+        pool_size=8,
+        seed=0,
+        kept_role=torch.tensor([2 if k else 0 for k in kept]),
+        quadrant=torch.tensor(quadrants),
+        supplemented=torch.tensor(supplemented),
+        pools=[
+            {
+                "size": n // len(converged),
+                "kept": sum(kept) // len(converged),
+                "supplemented": sum(supplemented) // len(converged),
+                "converged": c,
+                "bisection_kept_fraction": 0.1,
+            }
+            for c in converged
+        ],
+    )
 
 
 def test_failure_signatures_fire_on_their_case_only():
@@ -117,8 +132,12 @@ def test_failure_signatures_fire_on_their_case_only():
     one_small = _run([1] * 13 + [2] * 13 + [3] * 1 + [4] * 13, [True] * 10 + [False] * 30, [False] * 40, [True] * 4)
     assert failure_signatures(one_small, valid, 0.25) == []
     # 3 of 4 pools missed the tolerance; 8 of 12 kept samples came from the supplement
-    bad = _run([1] * 10 + [2] * 10 + [3] * 10 + [4] * 10, [True] * 12 + [False] * 28, [True] * 8 + [False] * 32,
-               [False, False, False, True])
+    bad = _run(
+        [1] * 10 + [2] * 10 + [3] * 10 + [4] * 10,
+        [True] * 12 + [False] * 28,
+        [True] * 8 + [False] * 32,
+        [False, False, False, True],
+    )
     warnings = failure_signatures(bad, valid, 0.25)
     assert len(warnings) == 2
     assert "missed its tolerance" in warnings[0] and "3/4 pools" in warnings[0]
@@ -126,10 +145,18 @@ def test_failure_signatures_fire_on_their_case_only():
 
 
 def test_quadrant_examples_are_the_deepest_in_their_corner():
-    scores = pd.DataFrame({"ppl": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "entropy": [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
-                           "has_response": [True] * 6})
-    run = PoolRun(label="all", pool_size=6, seed=0, kept_role=torch.zeros(6, dtype=torch.long),
-                  quadrant=torch.tensor([4, 4, 4, 2, 2, 2]), supplemented=torch.zeros(6, dtype=torch.bool), pools=[])
+    scores = pd.DataFrame(
+        {"ppl": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "entropy": [0.6, 0.5, 0.4, 0.3, 0.2, 0.1], "has_response": [True] * 6}
+    )
+    run = PoolRun(
+        label="all",
+        pool_size=6,
+        seed=0,
+        kept_role=torch.zeros(6, dtype=torch.long),
+        quadrant=torch.tensor([4, 4, 4, 2, 2, 2]),
+        supplemented=torch.zeros(6, dtype=torch.bool),
+        pools=[],
+    )
     examples = quadrant_examples(scores, run, 2)
     assert examples[2] == [5, 4]  # highest PPL and lowest entropy first
     assert examples[4] == [0, 1]
@@ -165,13 +192,23 @@ def test_interrupted_analyze_resumes_without_rescoring(tiny_model, tmp_path, mon
     data = write_jsonl_rows(tmp_path / "data.jsonl", 12, empty_last=True)
     out = tmp_path / "analysis"
     qcfg = QTuningConfig(sample_ratio=0.25)
-    settings = dict(model=str(folder), data=str(data), output=str(out), shard_rows=4, batch_size=2, max_length=64,
-                    pool_sizes="4,all", shuffles=2, examples=2)
+    settings = dict(
+        model=str(folder),
+        data=str(data),
+        output=str(out),
+        shard_rows=4,
+        batch_size=2,
+        max_length=64,
+        pool_sizes="4,all",
+        shuffles=2,
+        examples=2,
+    )
     seen, handle = _count_rows(model)
     try:
         # 1. stopped after 3 batches: shard 0 (2 batches) is written, shard 1 is not
-        assert run_analyze(AnalyzeConfig(**settings, max_batches=3), qcfg, model=model, tokenizer=tokenizer,
-                       progress=False) == {"complete": False}
+        assert run_analyze(
+            AnalyzeConfig(**settings, max_batches=3), qcfg, model=model, tokenizer=tokenizer, progress=False
+        ) == {"complete": False}
         assert seen["rows"] == 6 and sorted(p.name for p in (out / "shards").iterdir()) == ["part-00000.parquet"]
         # 2. killed (an exception) in the middle of shard 1: nothing more on disk, nothing half-written
         seen.update(rows=0, calls=0, raise_after=1)
@@ -185,11 +222,17 @@ def test_interrupted_analyze_resumes_without_rescoring(tiny_model, tmp_path, mon
         assert result["complete"] and seen["rows"] == 8
         # 4. an uninterrupted run elsewhere gives the same scores
         seen.update(rows=0)
-        fresh = run_analyze(AnalyzeConfig(**{**settings, "output": str(tmp_path / "fresh")}), qcfg, model=model,
-                        tokenizer=tokenizer, progress=False)
+        fresh = run_analyze(
+            AnalyzeConfig(**{**settings, "output": str(tmp_path / "fresh")}),
+            qcfg,
+            model=model,
+            tokenizer=tokenizer,
+            progress=False,
+        )
         assert seen["rows"] == 12 and fresh["complete"]
     finally:
         handle.remove()
+
     # 5. everything on disk: the model is not even loaded
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded although every shard is on disk")
@@ -250,19 +293,23 @@ def test_resuming_with_other_settings_is_refused(tiny_model, tmp_path):
     settings = dict(model=str(folder), data=str(data), output=str(tmp_path / "a"), pool_sizes="all", shuffles=1)
     run_analyze(AnalyzeConfig(**settings), QTuningConfig(), model=model, tokenizer=tokenizer, progress=False)
     with pytest.raises(AnalysisError, match=r"holds scores of another analysis \(max_length: 1024 on disk, 32 now"):
-        run_analyze(AnalyzeConfig(**settings, max_length=32), QTuningConfig(), model=model, tokenizer=tokenizer,
-                progress=False)
+        run_analyze(
+            AnalyzeConfig(**settings, max_length=32), QTuningConfig(), model=model, tokenizer=tokenizer, progress=False
+        )
 
 
 # ---------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("name,content,expected", [
-    ("missing.jsonl", None, r"missing.jsonl: no such file \(expected a .json, .jsonl or .parquet file\)"),
-    ("empty.jsonl", "", r"empty.jsonl: no rows"),
-    ("notes.txt", "hello", r"notes.txt: unsupported file type '.txt': expected .json, .jsonl or .parquet"),
-    ("odd.jsonl", '{"question": "q"}', r"odd.jsonl: row 0: unrecognised row format with fields \['question'\]"),
-])
+@pytest.mark.parametrize(
+    "name,content,expected",
+    [
+        ("missing.jsonl", None, r"missing.jsonl: no such file \(expected a .json, .jsonl or .parquet file\)"),
+        ("empty.jsonl", "", r"empty.jsonl: no rows"),
+        ("notes.txt", "hello", r"notes.txt: unsupported file type '.txt': expected .json, .jsonl or .parquet"),
+        ("odd.jsonl", '{"question": "q"}', r"odd.jsonl: row 0: unrecognised row format with fields \['question'\]"),
+    ],
+)
 def test_bad_dataset_is_named_without_a_traceback(tmp_path, capsys, name, content, expected):
     path = tmp_path / name
     if content is not None:
@@ -275,7 +322,20 @@ def test_bad_dataset_is_named_without_a_traceback(tmp_path, capsys, name, conten
 
 
 def test_bad_dataset_exits_non_zero_from_the_command_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "analyze", "--data", str(tmp_path / "none.json"),
-                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qtuning.cli",
+            "analyze",
+            "--data",
+            str(tmp_path / "none.json"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "none.json: no such file" in proc.stderr and "Traceback" not in proc.stderr

@@ -146,7 +146,7 @@ def test_squad_fields():
     first = records("squad")[0]
     assert first["id"] == "5727dd2e4b864d1900163eba"
     assert first["prompt"].startswith("Older than The Game by 23 years, the Harvard-Yale Regatta")
-    assert "\n\nQuestion: Harvard - Yale Regatta predates \"The Game\" by how many years?\n\n" in first["prompt"]
+    assert '\n\nQuestion: Harvard - Yale Regatta predates "The Game" by how many years?\n\n' in first["prompt"]
     assert first["answers"] == ["23 years", "23"]  # the source lists "23 years", "23", "23"
     assert first["response"] == first["answer"] == "23 years"
     assert all(row["answer"] in row["prompt"] for row in records("squad"))  # answers are spans

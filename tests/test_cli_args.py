@@ -37,15 +37,50 @@ def test_defaults_come_from_the_fields():
 
 
 def test_types_come_from_the_annotations():
-    cfg = parse(["dir", "--count", "7", "--ratio", "0.125", "-n", "y", "--limit", "12", "--fraction", "0.5",
-                 "--mode", "slow", "--engine", "b"])
+    cfg = parse(
+        [
+            "dir",
+            "--count",
+            "7",
+            "--ratio",
+            "0.125",
+            "-n",
+            "y",
+            "--limit",
+            "12",
+            "--fraction",
+            "0.5",
+            "--mode",
+            "slow",
+            "--engine",
+            "b",
+        ]
+    )
     assert (cfg.count, cfg.ratio, cfg.name, cfg.limit, cfg.fraction, cfg.mode, cfg.engine) == (
-        7, 0.125, "y", 12, 0.5, "slow", "b")
+        7,
+        0.125,
+        "y",
+        12,
+        0.5,
+        "slow",
+        "b",
+    )
     assert isinstance(cfg.limit, int) and isinstance(cfg.fraction, float)
 
 
-@pytest.mark.parametrize("text, value", [("true", True), ("false", False), ("1", True), ("0", False),
-                                         ("yes", True), ("no", False), ("False", False), ("TRUE", True)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("false", False),
+        ("1", True),
+        ("0", False),
+        ("yes", True),
+        ("no", False),
+        ("False", False),
+        ("TRUE", True),
+    ],
+)
 def test_bool_flags_parse_the_word_not_its_truthiness(text, value):
     assert parse(["dir", "--flag", text]).flag is value
     assert parse(["dir", "--on", text]).on is value
@@ -62,8 +97,13 @@ def test_none_is_accepted_for_optional_fields():
 
 
 def test_bad_values_are_argparse_errors():
-    for argv in (["dir", "--flag", "maybe"], ["dir", "--count", "1.5"], ["dir", "--mode", "medium"],
-                 ["dir", "--engine", "c"], ["dir", "--limit", "many"]):
+    for argv in (
+        ["dir", "--flag", "maybe"],
+        ["dir", "--count", "1.5"],
+        ["dir", "--mode", "medium"],
+        ["dir", "--engine", "c"],
+        ["dir", "--limit", "many"],
+    ):
         with pytest.raises((argparse.ArgumentError, SystemExit)):
             parse(argv)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from qtuning.data import DataError, load_records, normalise_row, split_records, tokenize_record, to_dataset
+from qtuning.data import DataError, load_records, normalise_row, split_records, to_dataset, tokenize_record
 
 
 def _jsonl(path, rows):
@@ -15,8 +15,13 @@ def _jsonl(path, rows):
 def test_three_row_formats_normalise_alike(tmp_path):
     rows = [
         {"prompt": "What is 2+2?", "completion": "4"},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                      {"role": "assistant", "content": "Hello"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"},
+            ]
+        },
         {"instruction": "Translate", "input": "chat", "output": "cat"},
     ]
     records = [normalise_row(r, i, "x.jsonl") for i, r in enumerate(rows)]
@@ -66,8 +71,10 @@ def test_missing_empty_and_unsupported_sources(tmp_path):
 
 
 def test_empty_responses_are_counted_and_skipped(tmp_path):
-    path = _jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": " \n"},
-                                         {"prompt": "e", "completion": "f"}])
+    path = _jsonl(
+        tmp_path / "d.jsonl",
+        [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": " \n"}, {"prompt": "e", "completion": "f"}],
+    )
     records, report = load_records(path)
     assert len(records) == 2 and report.rows_read == 3 and report.empty_response_rows == [1]
     assert "skipped 1 rows with an empty response (rows 1)" in "\n".join(report.lines())

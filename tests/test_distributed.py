@@ -23,8 +23,18 @@ def free_port() -> int:
 
 
 def torchrun(*args, timeout=180):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        *map(str, args),
+    ]
     # gloo binds to the interface of the host name unless told otherwise: keep it on loopback
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
@@ -32,15 +42,27 @@ def torchrun(*args, timeout=180):
 
 @pytest.mark.parametrize(
     "pool, rank1_empty, budget, history",
-    [("global", False, "per_sample", False), ("accumulation", False, "per_sample", False),
-     ("global", True, "per_sample", False), ("accumulation", False, "batch", False),
-     ("global", False, "per_sample", True), ("accumulation", False, "per_sample", True)],
+    [
+        ("global", False, "per_sample", False),
+        ("accumulation", False, "per_sample", False),
+        ("global", True, "per_sample", False),
+        ("accumulation", False, "batch", False),
+        ("global", False, "per_sample", True),
+        ("accumulation", False, "per_sample", True),
+    ],
 )
 def test_two_ranks_match_one_process_on_the_concatenation(pool, rank1_empty, budget, history):
     """history: thresholds from a score window; every rank's window must equal the single process's."""
-    proc = torchrun(CHECK, "--pool", pool, "--token-budget", budget, *(["--rank1-empty"] if rank1_empty else []),
-                    *(["--history"] if history else []))
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    proc = torchrun(
+        CHECK,
+        "--pool",
+        pool,
+        "--token-budget",
+        budget,
+        *(["--rank1-empty"] if rank1_empty else []),
+        *(["--history"] if history else []),
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(lines[-1])
     assert result["roles_equal"] and result["token_masks_equal"] and result["windows_equal"] and result["finite"]
@@ -56,9 +78,30 @@ def test_train_command_under_torchrun(tmp_path):
     model_dir = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 40)
     out = tmp_path / "run"
-    proc = torchrun("-m", "qtuning.cli", "train", "--model", model_dir, "--data", data, "--max_train_samples", "32",
-                    "--max_eval_samples", "4", "--per_device_train_batch_size", "4", "--logging_steps", "1",
-                    "--save_strategy", "no", "--output_dir", out, "--disable_tqdm", "true", timeout=600)
+    proc = torchrun(
+        "-m",
+        "qtuning.cli",
+        "train",
+        "--model",
+        model_dir,
+        "--data",
+        data,
+        "--max_train_samples",
+        "32",
+        "--max_eval_samples",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--output_dir",
+        out,
+        "--disable_tqdm",
+        "true",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "qtuning_summary.json").read_text())
     # 32 rows over 2 ranks x 4 per device = 4 steps; the summary counts both ranks' samples
@@ -86,17 +129,52 @@ FSDP = ["--fsdp", "full_shard auto_wrap", "--fsdp_config", '{"transformer_layer_
 def test_one_step_on_two_ranks_updates_like_one_process(tmp_path, sharding):
     """Through the CLI: one SGD step of 2 ranks x 4 rows (global pool) == 1 process x 8 rows."""
     from safetensors.torch import load_file
-
     from test_cli import make_tiny_model_dir, write_jsonl_rows
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 24)
-    common = ["-m", "qtuning.cli", "train", "--model", model_dir, "--data", data, "--max_steps", "1",
-              "--optim", "sgd", "--learning_rate", "0.5", "--lr_scheduler_type", "constant", "--max_grad_norm", "0",
-              "--lora_r", "0", "--eval_fraction", "0", "--save_strategy", "no", "--disable_tqdm", "true",
-              "--selection_pool", "global"]
-    single = subprocess.run([sys.executable, *map(str, common), "--per_device_train_batch_size", "8",
-                             "--output_dir", str(tmp_path / "single")], capture_output=True, text=True, timeout=300)
+    common = [
+        "-m",
+        "qtuning.cli",
+        "train",
+        "--model",
+        model_dir,
+        "--data",
+        data,
+        "--max_steps",
+        "1",
+        "--optim",
+        "sgd",
+        "--learning_rate",
+        "0.5",
+        "--lr_scheduler_type",
+        "constant",
+        "--max_grad_norm",
+        "0",
+        "--lora_r",
+        "0",
+        "--eval_fraction",
+        "0",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--selection_pool",
+        "global",
+    ]
+    single = subprocess.run(
+        [
+            sys.executable,
+            *map(str, common),
+            "--per_device_train_batch_size",
+            "8",
+            "--output_dir",
+            str(tmp_path / "single"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     extra = FSDP if sharding == "fsdp" else []
     multi = torchrun(*common, "--per_device_train_batch_size", "4", "--output_dir", tmp_path / "multi", *extra)

@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_llama, tiny_tokenizer
 
 from qtuning.evaluation import (
+    EvalError,
     choice_accuracy,
     evaluate,
     exact_match_score,
@@ -22,10 +24,7 @@ from qtuning.evaluation import (
     normalize_math_answer,
     parse_task_args,
     prepare_doc,
-    EvalError,
 )
-
-from helpers import tiny_llama, tiny_tokenizer
 
 # ------------------------------------------------------------------------------------- metrics
 
@@ -110,8 +109,12 @@ def test_task_arguments(tmp_path):
     assert tasks == ["arc_easy", "squad"] and records["squad"][0]["answers"] == ["A", "a1"]
     with pytest.raises(EvalError, match="did you mean squad"):
         parse_task_args("squda")
-    arc = {"id": "a", "prompt": "Why?\n\nA. x\nB. y\n\nAnswer with the letter of the correct choice.",
-           "choices": ["x", "y"], "gold": 1}
+    arc = {
+        "id": "a",
+        "prompt": "Why?\n\nA. x\nB. y\n\nAnswer with the letter of the correct choice.",
+        "choices": ["x", "y"],
+        "gold": 1,
+    }
     assert prepare_doc("arc_easy", arc) == {"id": "a", "eval_prompt": "Why?", "choices": ["x", "y"], "gold": 1}
     assert prepare_doc("gsm8k", {"id": "g", "prompt": "p", "response": "...\n#### 1,200"})["answers"] == ["1200"]
 
@@ -127,10 +130,15 @@ def bigram_model():
     token only; its head is set so that greedy decoding after the assistant header says ANSWER."""
     tokenizer = tiny_tokenizer()
     model = tiny_llama(vocab_size=len(tokenizer), hidden=32, tie=False, seed=0)
-    header = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                           add_generation_prompt=True)
+    header = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
+    )
     last = tokenizer(header, add_special_tokens=False)["input_ids"][-1]
-    chain = [last, *tokenizer(ANSWER, add_special_tokens=False)["input_ids"], tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    chain = [
+        last,
+        *tokenizer(ANSWER, add_special_tokens=False)["input_ids"],
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    ]
     assert len(set(chain)) == len(chain)
     with torch.no_grad():
         for layer in model.model.layers:
@@ -146,8 +154,9 @@ def bigram_model():
 
 def _hand_choice_lls(model, tokenizer, question, choices):
     """Sum of log p(choice tokens | chat-rendered question), by direct forward passes."""
-    context = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                            add_generation_prompt=True)
+    context = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
     ctx_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     out = []
     for choice in choices:
@@ -162,29 +171,57 @@ def _hand_choice_lls(model, tokenizer, question, choices):
 def test_end_to_end_planted_perfect_cases(bigram_model, engine):
     model, tokenizer = bigram_model
     arc = []
-    for i, (q, choices) in enumerate([("Which is a planet?", ["Mars", "a very long table of stones", "Sun"]),
-                                      ("What melts ice?", ["heat", "cold air", "nothing at all", "a rock"]),
-                                      ("Pick one.", ["yes", "no"])]):
+    for i, (q, choices) in enumerate(
+        [
+            ("Which is a planet?", ["Mars", "a very long table of stones", "Sun"]),
+            ("What melts ice?", ["heat", "cold air", "nothing at all", "a rock"]),
+            ("Pick one.", ["yes", "no"]),
+        ]
+    ):
         lls = _hand_choice_lls(model, tokenizer, q, choices)
         gold = max(range(len(choices)), key=lls.__getitem__)
         norm_best = max(range(len(choices)), key=lambda j: lls[j] / len(choices[j].encode()))
         prompt = q + "\n\n" + "\n".join(f"{'ABCD'[j]}. {c}" for j, c in enumerate(choices)) + "\n\nAnswer."
-        arc.append({"id": str(i), "prompt": prompt, "response": "", "choices": choices, "gold": gold,
-                    "_norm_hit": float(norm_best == gold)})
+        arc.append(
+            {
+                "id": str(i),
+                "prompt": prompt,
+                "response": "",
+                "choices": choices,
+                "gold": gold,
+                "_norm_hit": float(norm_best == gold),
+            }
+        )
     expected_norm = sum(r["_norm_hit"] for r in arc) / len(arc)
-    qa = [{"id": "q1", "prompt": "Who?", "response": "x", "answers": ["nobody", ANSWER]},
-          {"id": "q2", "prompt": "Where?", "response": "x", "answers": ["boxed 41"]}]  # F1 0: "boxed41"
-    gsm = [{"id": "g1", "prompt": "How many?", "response": "#### 42", "answer": "42"},
-           {"id": "g2", "prompt": "How many more?", "response": "#### 43", "answer": "43"}]
+    qa = [
+        {"id": "q1", "prompt": "Who?", "response": "x", "answers": ["nobody", ANSWER]},
+        {"id": "q2", "prompt": "Where?", "response": "x", "answers": ["boxed 41"]},
+    ]  # F1 0: "boxed41"
+    gsm = [
+        {"id": "g1", "prompt": "How many?", "response": "#### 42", "answer": "42"},
+        {"id": "g2", "prompt": "How many more?", "response": "#### 43", "answer": "43"},
+    ]
     maths = [{"id": "m1", "prompt": "Solve.", "response": r"so $\boxed{42}$", "answer": "42"}]
-    result = evaluate(model, tokenizer, ["arc_easy", "squad", "triviaqa", "gsm8k", "math"],
-                      records={"arc_easy": arc, "squad": qa, "triviaqa": qa[:1], "gsm8k": gsm, "math": maths},
-                      batch_size=2, max_length=1024, progress=False, engine=engine)
+    result = evaluate(
+        model,
+        tokenizer,
+        ["arc_easy", "squad", "triviaqa", "gsm8k", "math"],
+        records={"arc_easy": arc, "squad": qa, "triviaqa": qa[:1], "gsm8k": gsm, "math": maths},
+        batch_size=2,
+        max_length=1024,
+        progress=False,
+        engine=engine,
+    )
     tasks = result["tasks"]
     assert tasks["arc_easy"]["n"] == 3 and tasks["arc_easy"]["acc"] == 1.0
     assert tasks["arc_easy"]["acc_norm"] == pytest.approx(expected_norm)
-    assert tasks["squad"] == {"exact_match": 0.5, "exact_match_stderr": pytest.approx(0.5), "f1": 0.5,
-                              "f1_stderr": pytest.approx(0.5), "n": 2}
+    assert tasks["squad"] == {
+        "exact_match": 0.5,
+        "exact_match_stderr": pytest.approx(0.5),
+        "f1": 0.5,
+        "f1_stderr": pytest.approx(0.5),
+        "n": 2,
+    }
     assert tasks["triviaqa"]["exact_match"] == 1.0 and tasks["triviaqa"]["f1"] == 1.0
     assert tasks["gsm8k"]["exact_match"] == 0.5 and tasks["gsm8k"]["n"] == 2
     assert tasks["math"]["exact_match"] == 1.0 and tasks["math"]["n"] == 1
@@ -235,8 +272,12 @@ def test_lora_adapter_folder_is_merged(tmp_path):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")  # as qtuning train loads it: by path
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False, task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+        ),
+    )
     peft_model.save_pretrained(tmp_path / "run")
     tokenizer.save_pretrained(tmp_path / "run")
     x = torch.tensor([[5, 6, 7, 8]])

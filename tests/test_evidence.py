@@ -51,13 +51,16 @@ def test_letter_counting_counts_and_spelling():
         assert lines[-2].endswith(f"= {record['answer']}") and lines[-1] == f"Answer: {record['answer']}"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Step 1: 3 + 4 = 7\nAnswer: 7", "7"),
-    ("Answer: -12 and then Answer: 5", "5"),  # the last Answer: line counts
-    ("so the result is 42.", "42"),  # no Answer: line: the last integer
-    ("Answer: 007", "7"),
-    ("no number at all", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Step 1: 3 + 4 = 7\nAnswer: 7", "7"),
+        ("Answer: -12 and then Answer: 5", "5"),  # the last Answer: line counts
+        ("so the result is 42.", "42"),  # no Answer: line: the last integer
+        ("Answer: 007", "7"),
+        ("no number at all", None),
+    ],
+)
 def test_final_answer(text, expected):
     assert final_answer(text) == expected
 
@@ -87,8 +90,10 @@ def test_the_mean_is_the_plain_difference_and_the_interval_covers_it():
     assert interval.low < interval.mean < interval.high
     # the two-way interval is wider than an items-only one when the seeds disagree
     shifted = a + np.array([0.3, -0.3, 0.2, -0.2, 0.0])[:, None]
-    assert (paired_difference(shifted, b, resamples=2000).high - paired_difference(shifted, b, resamples=2000).low
-            > interval.high - interval.low)
+    assert (
+        paired_difference(shifted, b, resamples=2000).high - paired_difference(shifted, b, resamples=2000).low
+        > interval.high - interval.low
+    )
 
 
 def test_a_single_baseline_row_pairs_with_every_seed():
@@ -113,12 +118,15 @@ def test_unpaired_shapes_and_bad_values_are_refused():
         paired_difference(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
 
 
-@pytest.mark.parametrize("low, high, higher_is_better, expected", [
-    (0.01, 0.05, True, "A better"),
-    (-0.05, -0.01, True, "B better"),
-    (-0.01, 0.05, True, "no difference resolved"),
-    (-0.05, -0.01, False, "A better"),  # lower is better (NLL): a negative difference favours A
-])
+@pytest.mark.parametrize(
+    "low, high, higher_is_better, expected",
+    [
+        (0.01, 0.05, True, "A better"),
+        (-0.05, -0.01, True, "B better"),
+        (-0.01, 0.05, True, "no difference resolved"),
+        (-0.05, -0.01, False, "A better"),  # lower is better (NLL): a negative difference favours A
+    ],
+)
 def test_decision_rule(low, high, higher_is_better, expected):
     assert verdict(Interval(0.0, low, high, 5, 100), "A", "B", higher_is_better) == expected
 
@@ -134,17 +142,31 @@ def test_response_nll_matches_the_models_own_loss():
     torch.manual_seed(0)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(config).eval()
-    records = [{"prompt": "Calculate 1 + 2.", "response": "Step 1: 1 + 2 = 3\nAnswer: 3"},
-               {"prompt": "Hi", "response": "Hello there, how can I help you today?"},
-               {"prompt": "A much longer prompt than the others, with several words in it.", "response": "Yes."}]
+    records = [
+        {"prompt": "Calculate 1 + 2.", "response": "Step 1: 1 + 2 = 3\nAnswer: 3"},
+        {"prompt": "Hi", "response": "Hello there, how can I help you today?"},
+        {"prompt": "A much longer prompt than the others, with several words in it.", "response": "Yes."},
+    ]
     pairs = response_nll(model, tokenizer, records, batch_size=2)  # mixed lengths: padding inside a batch
     for record, (nll_sum, count) in zip(records, pairs):
-        encoded = tokenize_record(tokenizer, {"prompt": [{"role": "user", "content": record["prompt"]}],
-                                              "completion": [{"role": "assistant", "content": record["response"]}]},
-                                  None)
+        encoded = tokenize_record(
+            tokenizer,
+            {
+                "prompt": [{"role": "user", "content": record["prompt"]}],
+                "completion": [{"role": "assistant", "content": record["response"]}],
+            },
+            None,
+        )
         ids = torch.tensor([encoded["input_ids"]])
         labels = torch.tensor([encoded["labels"]])
         with torch.no_grad():
@@ -226,18 +248,33 @@ def test_a_seed_gives_every_arm_the_same_data_order_and_lora_init(tmp_path):
             return batches, count
 
     runs = {}
-    for name, overrides in {"full": dict(pruning_method="none"),
-                            "random": dict(sample_pruner="random", token_pruner="random", sample_ratio=0.25),
-                            "qtuning": dict(sample_ratio=0.25)}.items():
+    for name, overrides in {
+        "full": dict(pruning_method="none"),
+        "random": dict(sample_pruner="random", token_pruner="random", sample_ratio=0.25),
+        "qtuning": dict(sample_ratio=0.25),
+    }.items():
         set_seed(3)  # what run.build_trainer does first
-        cfg = QTuningSFTConfig(output_dir=str(tmp_path / name), per_device_train_batch_size=8, num_train_epochs=2,
-                               report_to=[], learning_rate=1e-2, save_strategy="no", seed=3, disable_tqdm=True,
-                               probe_precision="same", **overrides)
+        cfg = QTuningSFTConfig(
+            output_dir=str(tmp_path / name),
+            per_device_train_batch_size=8,
+            num_train_epochs=2,
+            report_to=[],
+            learning_rate=1e-2,
+            save_strategy="no",
+            seed=3,
+            disable_tqdm=True,
+            probe_precision="same",
+            **overrides,
+        )
         from peft import LoraConfig
 
-        trainer = Recording(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(32),
-                            processing_class=tiny_tokenizer(),
-                            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+        trainer = Recording(
+            model=tiny_llama(),
+            args=cfg,
+            train_dataset=tiny_dataset(32),
+            processing_class=tiny_tokenizer(),
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+        )
         trainer.seen = []
         init = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
         trainer.train()

@@ -37,8 +37,8 @@ def reference_history(pools, r_s, capacity, max_iters=10, tol=0.01, upper=0.49):
             if abs(f - r_s) < tol:
                 break
             lo, hi = (a, hi) if f < r_s else (lo, a)
-        pn = lambda v: (v - P.min()) / (P.max() - P.min()) if P.max() > P.min() else 0.0  # noqa: E731
-        en = lambda v: (v - E.min()) / (E.max() - E.min()) if E.max() > E.min() else 0.0  # noqa: E731
+        pn = lambda v, P=P: (v - P.min()) / (P.max() - P.min()) if P.max() > P.min() else 0.0  # noqa: E731
+        en = lambda v, E=E: (v - E.min()) / (E.max() - E.min()) if E.max() > E.min() else 0.0  # noqa: E731
         q2 = {i for i in pool if ppl[i] > p_hi and ent[i] <= e_lo}
         q4 = {i for i in pool if ppl[i] <= p_lo and ent[i] > e_hi}
         depth = {i: max(pn(ppl[i]) - en(ent[i]), en(ent[i]) - pn(ppl[i])) for i in pool}
@@ -60,8 +60,14 @@ def run(pools, r_s, capacity):
     window = ScoreWindow(capacity)
     out = []
     for ppl, ent, valid in pools:
-        s = select_with_history(torch.tensor(ppl, dtype=torch.float64), torch.tensor(ent, dtype=torch.float64),
-                                torch.tensor(valid), window, r_s, **KW)
+        s = select_with_history(
+            torch.tensor(ppl, dtype=torch.float64),
+            torch.tensor(ent, dtype=torch.float64),
+            torch.tensor(valid),
+            window,
+            r_s,
+            **KW,
+        )
         out.append((s.kept_role.tolist(), s.supplemented.tolist()))
     return out, window
 
@@ -76,8 +82,14 @@ def test_window_keeps_the_newest_points_in_order():
 
 def test_only_valid_samples_enter_the_window_and_none_is_kept():
     window = ScoreWindow(capacity=10)
-    s = select_with_history(torch.tensor([5.0, 9.0, 1.0, 3.0]), torch.tensor([1.0, 0.5, 2.0, 1.5]),
-                            torch.tensor([True, False, True, True]), window, 0.5, **KW)
+    s = select_with_history(
+        torch.tensor([5.0, 9.0, 1.0, 3.0]),
+        torch.tensor([1.0, 0.5, 2.0, 1.5]),
+        torch.tensor([True, False, True, True]),
+        window,
+        0.5,
+        **KW,
+    )
     assert window.ppl == [5.0, 1.0, 3.0]
     assert s.kept_role[1] == 0 and s.quadrant[1] == 0
     assert int((s.kept_role != 0).sum()) == 2  # K = round(0.5 * 3) = 2 (half to even)
@@ -96,8 +108,14 @@ def test_hand_worked_pool_trims_the_shallowest_corner_sample():
     """
     window = ScoreWindow(capacity=8)
     window.extend(torch.tensor([2.0, 3.0, 4.0, 6.0]), torch.tensor([7.0, 3.0, 4.0, 6.0]))
-    s = select_with_history(torch.tensor([8.0, 7.0, 1.0, 5.0]), torch.tensor([1.0, 2.0, 8.0, 5.0]),
-                            torch.ones(4, dtype=torch.bool), window, 0.5, **KW)
+    s = select_with_history(
+        torch.tensor([8.0, 7.0, 1.0, 5.0]),
+        torch.tensor([1.0, 2.0, 8.0, 5.0]),
+        torch.ones(4, dtype=torch.bool),
+        window,
+        0.5,
+        **KW,
+    )
     assert s.kept_role.tolist() == [2, 0, 4, 0]
     assert s.trimmed == 1 and not s.supplemented.any()
     assert s.thresholds.converged and s.thresholds.iterations == 1 and s.thresholds.kept_fraction == 0.5
@@ -108,19 +126,30 @@ def test_empty_corners_are_filled_by_the_supplement():
     # the window says the pool's points all sit in the middle: nobody is in a corner
     window = ScoreWindow(capacity=16)
     window.extend(torch.tensor([1.0, 1.0, 9.0, 9.0, 1.0, 9.0]), torch.tensor([9.0, 9.5, 1.0, 0.5, 8.0, 2.0]))
-    s = select_with_history(torch.tensor([5.0, 6.0, 4.0, 5.5]), torch.tensor([5.0, 4.0, 6.0, 5.2]),
-                            torch.ones(4, dtype=torch.bool), window, 0.5, **KW)
+    s = select_with_history(
+        torch.tensor([5.0, 6.0, 4.0, 5.5]),
+        torch.tensor([5.0, 4.0, 6.0, 5.2]),
+        torch.ones(4, dtype=torch.bool),
+        window,
+        0.5,
+        **KW,
+    )
     assert int((s.kept_role != 0).sum()) == 2 and bool(s.supplemented[s.kept_role != 0].all())
     # deepest toward a corner: (6, 4) toward Q2 and (4, 6) toward Q4
     assert s.kept_role.tolist() == [0, 2, 4, 0]
 
 
 pools_strategy = st.lists(
-    st.integers(min_value=1, max_value=12).flatmap(lambda b: st.tuples(
-        st.lists(st.floats(1.0, 50.0, allow_nan=False), min_size=b, max_size=b),
-        st.lists(st.floats(0.0, 8.0, allow_nan=False), min_size=b, max_size=b),
-        st.lists(st.booleans(), min_size=b, max_size=b))),
-    min_size=1, max_size=6)
+    st.integers(min_value=1, max_value=12).flatmap(
+        lambda b: st.tuples(
+            st.lists(st.floats(1.0, 50.0, allow_nan=False), min_size=b, max_size=b),
+            st.lists(st.floats(0.0, 8.0, allow_nan=False), min_size=b, max_size=b),
+            st.lists(st.booleans(), min_size=b, max_size=b),
+        )
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -128,7 +157,7 @@ pools_strategy = st.lists(
 def test_matches_the_naive_reference_and_holds_the_invariants(pools, r_s, capacity):
     ours, window = run(pools, r_s, capacity)
     assert ours == reference_history(pools, r_s, capacity)
-    for (ppl, ent, valid), (role, supp) in zip(pools, ours):
+    for (_ppl, _ent, valid), (role, supp) in zip(pools, ours):
         n = sum(valid)
         kept = [r != 0 for r in role]
         assert sum(kept) == (min(n, max(1, round(r_s * n))) if n else 0)  # held to the budget exactly
@@ -161,13 +190,19 @@ def test_bisection_over_one_pool_matches_the_paper_selection():
     paper = select_samples(ppl, ent, torch.ones(16, dtype=torch.bool), QTuningConfig(sample_ratio=0.25))
     t = bisect_thresholds(ppl, ent, 0.25, kept_quadrants="q2_q4", **KW)
     assert (t.alpha, t.ppl_lo, t.ppl_hi, t.ent_lo, t.ent_hi, t.iterations) == pytest.approx(
-        (paper.alpha, paper.ppl_lo, paper.ppl_hi, paper.ent_lo, paper.ent_hi, paper.iterations))
+        (paper.alpha, paper.ppl_lo, paper.ppl_hi, paper.ent_lo, paper.ent_hi, paper.iterations)
+    )
     assert math.isclose(t.kept_fraction, paper.bisection_kept_fraction)
 
 
 @settings(max_examples=150, deadline=None)
-@given(pools=pools_strategy, r_s=st.sampled_from([0.25, 0.5]), thresholds=st.sampled_from(["pool", "history"]),
-       toward=st.sampled_from(["nearest", "low_ppl"]), cap=st.sampled_from([1.0, 0.5, 0.0]))
+@given(
+    pools=pools_strategy,
+    r_s=st.sampled_from([0.25, 0.5]),
+    thresholds=st.sampled_from(["pool", "history"]),
+    toward=st.sampled_from(["nearest", "low_ppl"]),
+    cap=st.sampled_from([1.0, 0.5, 0.0]),
+)
 def test_noise_options_hold_the_budget_and_the_cap(pools, r_s, thresholds, toward, cap):
     """History thresholds keep exactly K valid samples (the paper's pool thresholds at least K: its last
     bisection iterate may keep more); the Q2 share respects the cap whenever enough not-kept samples
@@ -175,8 +210,9 @@ def test_noise_options_hold_the_budget_and_the_cap(pools, r_s, thresholds, towar
     from qtuning import QTuningConfig
     from qtuning.selection import select_samples
 
-    cfg = QTuningConfig(sample_ratio=r_s, thresholds=thresholds, history_window=24, supplement_toward=toward,
-                        max_q2_share=cap)
+    cfg = QTuningConfig(
+        sample_ratio=r_s, thresholds=thresholds, history_window=24, supplement_toward=toward, max_q2_share=cap
+    )
     window = ScoreWindow(24) if thresholds == "history" else None
     for ppl, ent, valid in pools:
         s = select_samples(torch.tensor(ppl), torch.tensor(ent), torch.tensor(valid), cfg, window)

@@ -65,7 +65,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = 2
@@ -99,8 +99,13 @@ def test_nothing_in_the_package_imports_qtuner():
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return {name.split(".")[0] for name in out.split()}
 
 
@@ -110,10 +115,17 @@ def test_the_engine_imports_no_model_library():
 
 
 def test_import_qtuning_is_light():
-    subprocess.run([sys.executable, "-c", "import qtuning, sys; "
-                    "assert 'trl' not in sys.modules and 'transformers' not in sys.modules, "
-                    "sorted(m for m in sys.modules if m.split('.')[0] in ('trl', 'transformers'))"],
-                   check=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import qtuning, sys; "
+            "assert 'trl' not in sys.modules and 'transformers' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.split('.')[0] in ('trl', 'transformers'))",
+        ],
+        check=True,
+        timeout=120,
+    )
 
 
 def test_the_three_ways_in_import_from_the_package():

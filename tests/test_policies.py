@@ -6,16 +6,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_batch, tiny_llama
+from test_trainer import first_batch, make_trainer
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.config import ConfigError
 from qtuning.policies import baseline_keep, needs_scores, target_count, token_priority
 from qtuning.probe import backbone_and_head, forward_final_hidden, nll_sum
-from qtuning.selection import ROLE_KEPT, ROLE_Q2, ROLE_Q4, prepare_scores, select_pool
 from qtuning.scoring import IGNORE_INDEX, shift_labels
-
-from helpers import random_batch, tiny_llama
-from test_trainer import first_batch, make_trainer
+from qtuning.selection import ROLE_KEPT, ROLE_Q2, ROLE_Q4, prepare_scores, select_pool
 
 
 def _keep(method, ppl=None, ent=None, tokens=None, valid=None, ratio=0.25, **kw):
@@ -51,12 +50,19 @@ def test_random_keeps_k_valid_samples_reproducibly():
     valid = [True, False] * 8  # 8 valid
     draws = []
     for seed in (0, 0, 1):
-        keep, _ = _keep("random", tokens=[1] * 16, valid=valid, ratio=0.5, generator=torch.Generator().manual_seed(seed))
+        keep, _ = _keep(
+            "random", tokens=[1] * 16, valid=valid, ratio=0.5, generator=torch.Generator().manual_seed(seed)
+        )
         assert int(keep.sum()) == 4 and not keep[1::2].any()
         draws.append(keep)
     assert torch.equal(draws[0], draws[1])
-    assert any(not torch.equal(draws[0], _keep("random", tokens=[1] * 16, valid=valid, ratio=0.5,
-                                                generator=torch.Generator().manual_seed(s))[0]) for s in range(1, 6))
+    assert any(
+        not torch.equal(
+            draws[0],
+            _keep("random", tokens=[1] * 16, valid=valid, ratio=0.5, generator=torch.Generator().manual_seed(s))[0],
+        )
+        for s in range(1, 6)
+    )
 
 
 def test_infobatch_keeps_above_mean_loss_and_rescales_the_drawn_ones():
@@ -104,11 +110,14 @@ def _corner_pool():
     return nll, ent, mask
 
 
-@pytest.mark.parametrize("corners, kept, roles", [
-    ("q2_q4", [1, 3], [ROLE_Q2, ROLE_Q4]),
-    ("q1_q4", [0, 3], [ROLE_Q2, ROLE_Q4]),  # the high-PPL corner is Q1 now
-    ("q2_q3", [1, 2], [ROLE_Q2, ROLE_Q4]),  # the low-PPL corner is Q3 now
-])
+@pytest.mark.parametrize(
+    "corners, kept, roles",
+    [
+        ("q2_q4", [1, 3], [ROLE_Q2, ROLE_Q4]),
+        ("q1_q4", [0, 3], [ROLE_Q2, ROLE_Q4]),  # the high-PPL corner is Q1 now
+        ("q2_q3", [1, 2], [ROLE_Q2, ROLE_Q4]),  # the low-PPL corner is Q3 now
+    ],
+)
 def test_kept_quadrants_ablation(corners, kept, roles):
     nll, ent, mask = _corner_pool()
     plan = plan_batch(nll, ent, mask, QTuningConfig(sample_ratio=0.5, kept_quadrants=corners))
@@ -159,8 +168,15 @@ def test_baseline_sample_pruner_with_ppl_tokens_and_batch_budget():
     # drop 6; the dropped sample 0 counts 3, so 3 more go: the 3 highest ppl among samples 1 and 2
     # (sample 2's two tokens at e^1, then sample 1's position 1 at e^0.4)
     attention = mask.clone()
-    plan = plan_batch(nll, ent, mask, QTuningConfig(sample_pruner="entropy", token_pruner="ppl", sample_ratio=0.67,
-                                                    token_ratio=0.5, token_budget="batch"), attention_mask=attention)
+    plan = plan_batch(
+        nll,
+        ent,
+        mask,
+        QTuningConfig(
+            sample_pruner="entropy", token_pruner="ppl", sample_ratio=0.67, token_ratio=0.5, token_budget="batch"
+        ),
+        attention_mask=attention,
+    )
     assert plan.num_kept_tokens == 3
     assert plan.token_keep.tolist() == [[False] * 4, [True, False, True, True], [False] * 4]
 
@@ -191,10 +207,12 @@ def test_needs_scores():
 
 def test_select_pool_uses_the_baseline_and_its_weights():
     nll = torch.tensor([[float(v)] for v in range(1, 9)], dtype=torch.float64)
-    batch = prepare_scores(nll, torch.zeros_like(nll), torch.ones(8, 1, dtype=torch.bool),
-                           QTuningConfig(sample_pruner="infobatch"))
-    selection = select_pool(batch.scores, QTuningConfig(sample_pruner="infobatch", sample_ratio=0.75),
-                            torch.Generator().manual_seed(0))
+    batch = prepare_scores(
+        nll, torch.zeros_like(nll), torch.ones(8, 1, dtype=torch.bool), QTuningConfig(sample_pruner="infobatch")
+    )
+    selection = select_pool(
+        batch.scores, QTuningConfig(sample_pruner="infobatch", sample_ratio=0.75), torch.Generator().manual_seed(0)
+    )
     assert (selection.kept_role != 0).sum() == 6 and selection.weight is not None
     assert selection.weight[selection.kept_role != 0].sum() == 4 * 1.0 + 2 * 2.0
 
@@ -229,8 +247,7 @@ def test_trainer_random_pruner_skips_the_probe(tmp_path, monkeypatch):
 
 
 def test_trainer_infobatch_applies_the_weights(tmp_path):
-    trainer = make_trainer(tmp_path, sample_pruner="infobatch", token_pruner="none", sample_ratio=0.75,
-                           max_steps=1)
+    trainer = make_trainer(tmp_path, sample_pruner="infobatch", token_pruner="none", sample_ratio=0.75, max_steps=1)
     batch = first_batch(trainer)
     batches, num_items = trainer.get_batch_samples(iter([dict(batch)]), 1, trainer.args.device)
     plan = batches[0]["qtuning_plan"]
@@ -242,8 +259,9 @@ def test_trainer_infobatch_applies_the_weights(tmp_path):
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         targets = torch.where(plan.token_keep, shift_labels(batch["labels"]), IGNORE_INDEX)
-        per_token = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                    reduction="none").view(targets.shape)
+        per_token = F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view(targets.shape)
         expected = (per_token.sum(dim=1) * plan.sample_weight.float()).sum() / plan.num_kept_tokens
     assert torch.allclose(loss.detach(), expected, rtol=1e-4), (loss, expected)
 
@@ -251,18 +269,33 @@ def test_trainer_infobatch_applies_the_weights(tmp_path):
 @pytest.mark.parametrize("lora", [False, True])
 def test_trainer_rho1_reference_is_the_initial_model(tmp_path, lora):
     # with LoRA the reference is the model with its adapters switched off; without, a frozen copy
+    from helpers import tiny_dataset, tiny_tokenizer
     from peft import LoraConfig
 
-    from helpers import tiny_dataset, tiny_tokenizer
     from qtuning.sft_config import QTuningSFTConfig
     from qtuning.trainer import QTuningSFTTrainer
 
-    cfg = QTuningSFTConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=2, report_to=[],
-                           learning_rate=0.5, save_strategy="no", seed=0, disable_tqdm=True,
-                           probe_precision="same", token_pruner="rho1", sample_pruner="random")
+    cfg = QTuningSFTConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=2,
+        report_to=[],
+        learning_rate=0.5,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        probe_precision="same",
+        token_pruner="rho1",
+        sample_pruner="random",
+    )
     peft = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM") if lora else None
-    trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(32),
-                                processing_class=tiny_tokenizer(), peft_config=peft)
+    trainer = QTuningSFTTrainer(
+        model=tiny_llama(),
+        args=cfg,
+        train_dataset=tiny_dataset(32),
+        processing_class=tiny_tokenizer(),
+        peft_config=peft,
+    )
     assert (trainer._qt_reference is None) == lora
     batch = first_batch(trainer)
     before = trainer._reference_nll(batch)

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from helpers import random_batch, tiny_llama
 
 from qtuning import QTuningConfig, plan_batch, token_scores_from_logits
 from qtuning.probe import score_batch
-
-from helpers import random_batch, tiny_llama
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -16,15 +15,21 @@ def test_probe_matches_full_logits(tie, entropy_positions):
     input_ids, attention_mask, labels = random_batch()
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
-    scores, loss_mask, attention = score_batch(model, input_ids, attention_mask, labels, entropy_positions,
-                                               chunk_size=5)
+    scores, loss_mask, attention = score_batch(
+        model, input_ids, attention_mask, labels, entropy_positions, chunk_size=5
+    )
     positions = attention if entropy_positions == "all" else loss_mask
     ref = token_scores_from_logits(logits, labels, positions=positions)
     torch.testing.assert_close(scores.nll, ref.nll, atol=1e-5, rtol=0)
     torch.testing.assert_close(scores.entropy, ref.entropy, atol=1e-5, rtol=0)
     # and the plan is built from them without complaint
-    plan = plan_batch(scores.nll, scores.entropy, loss_mask, QTuningConfig(entropy_positions=entropy_positions),
-                      attention_mask=attention)
+    plan = plan_batch(
+        scores.nll,
+        scores.entropy,
+        loss_mask,
+        QTuningConfig(entropy_positions=entropy_positions),
+        attention_mask=attention,
+    )
     assert plan.num_kept >= 1
 
 
@@ -35,8 +40,9 @@ def test_probe_sample_ppl_equals_the_models_own_loss():
     plan = plan_batch(scores.nll, scores.entropy, loss_mask, QTuningConfig())
     for b in range(3):
         with torch.no_grad():
-            out = model(input_ids=input_ids[b : b + 1], attention_mask=attention_mask[b : b + 1],
-                        labels=labels[b : b + 1])
+            out = model(
+                input_ids=input_ids[b : b + 1], attention_mask=attention_mask[b : b + 1], labels=labels[b : b + 1]
+            )
         assert plan.sample_ppl[b].item() == pytest.approx(out.loss.exp().item(), rel=1e-5)
 
 

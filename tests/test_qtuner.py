@@ -4,14 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
+from helpers import random_batch, tiny_llama
 
 from qtuning import QTuningConfig
 from qtuning.qtuner import QTuner, kept_token_count
 from qtuning.scoring import IGNORE_INDEX, shift_labels
-
-from helpers import random_batch, tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +43,11 @@ def test_loss_equals_the_models_own_loss_on_the_kept_batch():
 
 
 def test_the_example_runs():
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_loop.py"), "--tiny", "--steps", "2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "custom_loop.py"), "--tiny", "--steps", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "step 1: loss" in proc.stdout and "kept 2/8 samples" in proc.stdout

@@ -40,8 +40,9 @@ def test_model_is_the_real_one(smollm2):
 
 def test_score_and_select_real_samples(smollm2, real_batch):
     model, _ = smollm2
-    scores, loss_mask, attention = score_batch(model, real_batch["input_ids"], real_batch["attention_mask"],
-                                               real_batch["labels"])
+    scores, loss_mask, attention = score_batch(
+        model, real_batch["input_ids"], real_batch["attention_mask"], real_batch["labels"]
+    )
     with torch.no_grad():
         logits = model(input_ids=real_batch["input_ids"], attention_mask=real_batch["attention_mask"]).logits
     ref = token_scores_from_logits(logits, real_batch["labels"])
@@ -60,9 +61,23 @@ def test_score_and_select_real_samples(smollm2, real_batch):
 def test_plan_command_on_the_real_model(tmp_path):
     out = tmp_path / "plans.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", "plan", "--num-samples", "8", "--batch-size", "8",
-         "--max-length", "96", "--output", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "qtuning.cli",
+            "plan",
+            "--num-samples",
+            "8",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "96",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "kept samples      2 (25.0%" in proc.stdout
@@ -75,10 +90,29 @@ def test_train_command_on_the_real_model(tmp_path):
 
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", "train", "--max_train_samples", "16", "--max_eval_samples", "4",
-         "--per_device_train_batch_size", "8", "--max_length", "128", "--logging_steps", "1", "--save_steps", "2",
-         "--output_dir", str(out)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "qtuning.cli",
+            "train",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "4",
+            "--per_device_train_batch_size",
+            "8",
+            "--max_length",
+            "128",
+            "--logging_steps",
+            "1",
+            "--save_steps",
+            "2",
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 2/2 | loss" in proc.stderr + proc.stdout  # the compact log line under the progress bar

@@ -8,12 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning.cli import main
 from qtuning.plan_log import read_plan_log
 from qtuning.report import ReportConfig, ReportError, per_step_from_plans, read_run, write_run_report
-
-from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 OUTPUT = Path(__file__).parent / "output"  # git-ignored: the screenshot is kept here for a person to look at
 
@@ -28,25 +27,44 @@ def run_dir(tmp_path_factory):
     model = make_tiny_model_dir(root / "model")
     data = write_jsonl_rows(root / "data.jsonl", 16)
     run = RunConfig(model=str(model), data=str(data), lora_r=0, eval_fraction=0.0)
-    cfg = QTuningSFTConfig(output_dir=str(root / "run"), max_steps=2, per_device_train_batch_size=8, logging_steps=1,
-                           save_strategy="no", report_to="none", disable_tqdm=True, sample_ratio=0.5,
-                           token_ratio=0.5, max_length=128, probe_precision="same", seed=0)
+    cfg = QTuningSFTConfig(
+        output_dir=str(root / "run"),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        sample_ratio=0.5,
+        token_ratio=0.5,
+        max_length=128,
+        probe_precision="same",
+        seed=0,
+    )
     run_training(run, cfg)
     return root / "run"
 
 
 def _visible_tokens(page: str) -> list[tuple[str, str, str]]:
     """(class, title, text) of every token span of the page."""
-    return [(c, html.unescape(t), html.unescape(x)) for c, t, x in
-            re.findall(r'<span class="tok (kept|pruned)" title="([^"]*)">([^<]*)</span>', page)]
+    return [
+        (c, html.unescape(t), html.unescape(x))
+        for c, t, x in re.findall(r'<span class="tok (kept|pruned)" title="([^"]*)">([^<]*)</span>', page)
+    ]
 
 
 def test_report_of_a_real_run(run_dir, tmp_path):
     out = write_run_report(ReportConfig(run_dir=str(run_dir), output=str(tmp_path / "report.html")))
     page = out.read_text()
     assert page.count('<img class="plot"') == 6  # kept fraction, quadrants, alpha/beta, kept tokens, loss, tokens
-    for title in ("Kept fraction of samples", "Quadrant shares", "alpha / beta", "Kept fraction of the response tokens",
-                  "Training loss", "Response tokens scored vs trained"):
+    for title in (
+        "Kept fraction of samples",
+        "Quadrant shares",
+        "alpha / beta",
+        "Kept fraction of the response tokens",
+        "Training loss",
+        "Response tokens scored vs trained",
+    ):
         assert title in page
     assert "not logged" not in page and "<script" not in page
     # The token view: every logged Q2 sample, its tokens decoded, pruned ones marked, s_i on hover
@@ -69,12 +87,24 @@ def test_report_of_a_real_run(run_dir, tmp_path):
 
 def test_per_step_statistics_by_hand():
     def line(step, roles, quadrants, trainable, kept_tokens, alpha):
-        return {"step": step, "alpha": alpha, "beta": alpha, "converged": True,
-                "samples": {"role": roles, "quadrant": quadrants, "trainable_tokens": trainable,
-                            "kept_tokens": kept_tokens}}
+        return {
+            "step": step,
+            "alpha": alpha,
+            "beta": alpha,
+            "converged": True,
+            "samples": {
+                "role": roles,
+                "quadrant": quadrants,
+                "trainable_tokens": trainable,
+                "kept_tokens": kept_tokens,
+            },
+        }
 
-    plans = [line(1, [2, 0], [2, 1], [10, 6], [5, 0], 0.2), line(1, [0, 4], [3, 4], [4, 8], [0, 8], 0.4),
-             line(2, [0, 0, 2, 0], [1, 1, 2, 3], [3, 3, 4, 2], [0, 0, 2, 0], 0.3)]
+    plans = [
+        line(1, [2, 0], [2, 1], [10, 6], [5, 0], 0.2),
+        line(1, [0, 4], [3, 4], [4, 8], [0, 8], 0.4),
+        line(2, [0, 0, 2, 0], [1, 1, 2, 3], [3, 3, 4, 2], [0, 0, 2, 0], 0.3),
+    ]
     steps = per_step_from_plans(plans)
     assert steps[1]["kept_sample_fraction"] == 0.5  # 2 of 4
     assert steps[1]["kept_token_fraction"] == 13 / 28
@@ -86,10 +116,20 @@ def test_per_step_statistics_by_hand():
 
 def test_a_run_without_plan_log_is_reported_from_its_log_history(tmp_path):
     """pruning_method none (or plan_log off): the curves come from trainer_state.json, no token view."""
-    history = [{"step": s, "loss": 2.0 / s, "qtuning/kept_sample_fraction": 1.0, "qtuning/alpha": 0.0,
-                "qtuning/beta": 0.0, "qtuning/kept_token_fraction": 1.0, "qtuning/tokens_scored": 0,
-                "qtuning/tokens_trained": 100 * s, **{f"qtuning/quadrant_q{q}": 0.0 for q in range(1, 5)}}
-               for s in (1, 2, 3)]
+    history = [
+        {
+            "step": s,
+            "loss": 2.0 / s,
+            "qtuning/kept_sample_fraction": 1.0,
+            "qtuning/alpha": 0.0,
+            "qtuning/beta": 0.0,
+            "qtuning/kept_token_fraction": 1.0,
+            "qtuning/tokens_scored": 0,
+            "qtuning/tokens_trained": 100 * s,
+            **{f"qtuning/quadrant_q{q}": 0.0 for q in range(1, 5)},
+        }
+        for s in (1, 2, 3)
+    ]
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history + [{"step": 3, "train_loss": 1}]}))
     page = write_run_report(ReportConfig(run_dir=str(tmp_path))).read_text()
     assert page.count('<img class="plot"') == 6 and "trainer_state.json&#x27;s log_history" in page
@@ -110,10 +150,22 @@ def _chromium() -> str:
 def _load(page: Path, screenshot: Path, height: int = 1600) -> tuple[str, list[str]]:
     """Load a page in headless Chromium: its DOM after load, and every console message it logged."""
     proc = subprocess.run(
-        [_chromium(), "--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr", "--v=0",
-         "--hide-scrollbars", f"--window-size=1200,{height}", f"--screenshot={screenshot}", "--dump-dom",
-         page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            _chromium(),
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--hide-scrollbars",
+            f"--window-size=1200,{height}",
+            f"--screenshot={screenshot}",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]

@@ -38,8 +38,11 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, hist
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run(straight, *extra)
 
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(killed), "--sleep", "0.5", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(killed), "--sleep", "0.5", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     marker = killed / "checkpoint-4" / "qtuning_state.json"  # the last file a checkpoint gets
     deadline = time.time() + 240
     while not marker.exists():

@@ -15,10 +15,13 @@ def feed(chooser, times):
     return modes
 
 
-@pytest.mark.parametrize("times, expected", [
-    ({"probe": 1.0, "reuse": 2.5}, "probe"),  # compute-bound: the probe saves time
-    ({"probe": 3.2, "reuse": 2.0}, "reuse"),  # launch-bound (a small model on a GPU): reuse is cheaper
-])
+@pytest.mark.parametrize(
+    "times, expected",
+    [
+        ({"probe": 1.0, "reuse": 2.5}, "probe"),  # compute-bound: the probe saves time
+        ({"probe": 3.2, "reuse": 2.0}, "reuse"),  # launch-bound (a small model on a GPU): reuse is cheaper
+    ],
+)
 def test_picks_the_cheaper_mode_from_injected_timings(times, expected):
     chooser = ScoringModeChooser(warmup_steps=1, measured_steps=2)
     modes = feed(chooser, times)

@@ -345,7 +345,12 @@ def test_keep_all_is_full_data_training():
     assert plan.sample_keep.tolist() == [True, False, True] and torch.equal(plan.token_keep, mask)
     assert plan.kept_role.tolist() == [Role.Q4, Role.DROPPED, Role.Q4] and plan.kept_role.dtype == torch.int64
     assert (plan.num_kept, plan.num_kept_tokens, plan.num_pruned_tokens, plan.pool_size, plan.target_count) == (
-        2, 6, 0, 2, 2)
+        2,
+        6,
+        0,
+        2,
+        2,
+    )
     assert plan.converged and plan.bisection_kept_fraction == 1.0 and plan.num_trainable_tokens.tolist() == [2, 0, 4]
     part = plan.take(1, 3, width=3)
     assert part.num_kept == 1 and part.num_kept_tokens == 3 and part.pool_size == 2
@@ -362,8 +367,12 @@ NOISE_ENT = [1.0, 2.0, 6.0, 3.0, 5.0, 4.0, 8.0, 7.0]
 
 def _noise_pool(**overrides):
     cfg = QTuningConfig(sample_ratio=0.75, bisection_max_iters=1, **overrides)
-    return select_samples(torch.tensor(NOISE_PPL, dtype=torch.float64), torch.tensor(NOISE_ENT, dtype=torch.float64),
-                          torch.ones(8, dtype=torch.bool), cfg)
+    return select_samples(
+        torch.tensor(NOISE_PPL, dtype=torch.float64),
+        torch.tensor(NOISE_ENT, dtype=torch.float64),
+        torch.ones(8, dtype=torch.bool),
+        cfg,
+    )
 
 
 def test_supplement_nearest_corner_is_the_paper_rule():

@@ -5,11 +5,10 @@ import math
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from reference import reference_prune, reference_select
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.selection import ROLE_Q2, ROLE_Q4
-
-from reference import reference_prune, reference_select
 
 # Few distinct values on purpose: ties between samples and between tokens are the hard cases.
 score_values = st.one_of(st.sampled_from([0.0, 0.25, 1.0, 2.0, 3.5]), st.floats(0.0, 6.0, allow_nan=False))
@@ -19,10 +18,12 @@ score_values = st.one_of(st.sampled_from([0.0, 0.25, 1.0, 2.0, 3.5]), st.floats(
 def batches(draw):
     B = draw(st.integers(1, 10))
     T = draw(st.integers(1, 9))
-    nll = torch.tensor(draw(st.lists(st.lists(score_values, min_size=T, max_size=T), min_size=B, max_size=B)),
-                       dtype=torch.float64)
-    ent = torch.tensor(draw(st.lists(st.lists(score_values, min_size=T, max_size=T), min_size=B, max_size=B)),
-                       dtype=torch.float64)
+    nll = torch.tensor(
+        draw(st.lists(st.lists(score_values, min_size=T, max_size=T), min_size=B, max_size=B)), dtype=torch.float64
+    )
+    ent = torch.tensor(
+        draw(st.lists(st.lists(score_values, min_size=T, max_size=T), min_size=B, max_size=B)), dtype=torch.float64
+    )
     # Right-padded rows: a prompt, a response (possibly empty), then padding.
     loss_mask = torch.zeros(B, T, dtype=torch.bool)
     attention = torch.zeros(B, T, dtype=torch.bool)
@@ -103,8 +104,17 @@ def test_plan_matches_the_naive_reference(batch):
     assert plan.iterations == ref["iterations"] and plan.converged == ref["converged"]
     assert plan.alpha == ref["alpha"]
     token_ppl = torch.exp(torch.where(loss_mask, nll, 0.0)).tolist()
-    keep = reference_prune(token_ppl, loss_mask.tolist(), attention.tolist(), ref["kept_role"], cfg.sample_ratio,
-                           cfg.token_ratio, cfg.smoothing, cfg.token_budget, cfg.prune_direction)
+    keep = reference_prune(
+        token_ppl,
+        loss_mask.tolist(),
+        attention.tolist(),
+        ref["kept_role"],
+        cfg.sample_ratio,
+        cfg.token_ratio,
+        cfg.smoothing,
+        cfg.token_budget,
+        cfg.prune_direction,
+    )
     assert plan.token_keep.tolist() == keep
 
 
@@ -130,9 +140,11 @@ def test_permuting_the_batch_permutes_the_plan(batch, rnd):
 def _supplement_has_ties(plan, valid) -> bool:
     if not plan.supplemented.any():
         return False
+
     def norm(x):
         lo, hi = x[valid].min(), x[valid].max()
         return (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+
     distance = (norm(plan.sample_ppl) - norm(plan.sample_entropy)).abs()
     candidates = valid & ~(plan.sample_keep & ~plan.supplemented)
     values = distance[candidates].tolist()
@@ -152,8 +164,15 @@ def test_a_pool_of_parts_plans_like_their_concatenation(batch, n_parts):
         # each part trimmed to its own width, as micro-batches collated apart would be
         used = attention[start:stop].any(dim=0).nonzero()
         width = int(used.max()) + 1 if used.numel() else 1
-        parts.append(prepare_scores(nll[start:stop, :width], ent[start:stop, :width], loss_mask[start:stop, :width],
-                                    cfg, attention[start:stop, :width]))
+        parts.append(
+            prepare_scores(
+                nll[start:stop, :width],
+                ent[start:stop, :width],
+                loss_mask[start:stop, :width],
+                cfg,
+                attention[start:stop, :width],
+            )
+        )
     whole = plan_batch(nll, ent, loss_mask, cfg, attention_mask=attention)
     plans = plan_pool(parts, cfg)
     for i, (start, stop) in enumerate(zip(cuts[:-1], cuts[1:])):

@@ -7,14 +7,13 @@ import math
 import pandas as pd
 import pytest
 import torch
+from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.analysis import AnalysisError, data_fingerprint
 from qtuning.cli import main
 from qtuning.data import MASK_FIELD, MASK_MODEL_FIELD, DataError, load_records, tokenize_record
 from qtuning.static_select import SelectConfig, read_analysis, run_select, static_select
-
-from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 
 def write_analysis(folder, data_path, samples, model="tiny-model"):
@@ -23,17 +22,41 @@ def write_analysis(folder, data_path, samples, model="tiny-model"):
     rows, token_rows = [], []
     for i, s in enumerate(samples):
         nll = s["token_nll"]
-        rows.append({"index": i, "row": i, "id": f"row-{i}", "ppl": math.exp(sum(nll) / len(nll)) if nll else 0.0,
-                     "entropy": s["entropy"] if nll else 0.0, "trainable_tokens": len(nll), "has_response": bool(nll),
-                     "response_tokens_total": s.get("total", len(nll))})
-        token_rows.append({"index": i, "id": f"row-{i}", "positions": s.get("positions", len(nll) + 3),
-                           "response_tokens_total": s.get("total", len(nll)), "token_ids": list(range(len(nll))),
-                           "token_nll": nll})
+        rows.append(
+            {
+                "index": i,
+                "row": i,
+                "id": f"row-{i}",
+                "ppl": math.exp(sum(nll) / len(nll)) if nll else 0.0,
+                "entropy": s["entropy"] if nll else 0.0,
+                "trainable_tokens": len(nll),
+                "has_response": bool(nll),
+                "response_tokens_total": s.get("total", len(nll)),
+            }
+        )
+        token_rows.append(
+            {
+                "index": i,
+                "id": f"row-{i}",
+                "positions": s.get("positions", len(nll) + 3),
+                "response_tokens_total": s.get("total", len(nll)),
+                "token_ids": list(range(len(nll))),
+                "token_nll": nll,
+            }
+        )
     pd.DataFrame(rows).to_parquet(folder / "scores.parquet", index=False)
     pd.DataFrame(token_rows).to_parquet(folder / "token_scores.parquet", index=False)
-    (folder / "meta.json").write_text(json.dumps({
-        "model": model, "data": str(data_path), "num_records": len(samples), "entropy_positions": "response",
-        "data_sha": data_fingerprint(load_records(str(data_path))[0][: len(samples)])}))
+    (folder / "meta.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "data": str(data_path),
+                "num_records": len(samples),
+                "entropy_positions": "response",
+                "data_sha": data_fingerprint(load_records(str(data_path))[0][: len(samples)]),
+            }
+        )
+    )
     return folder / "scores.parquet"
 
 
@@ -45,9 +68,14 @@ def test_two_samples_by_hand(tmp_path, capsys):
     # max_length, never scored: kept.
     data = tmp_path / "data.jsonl"
     data.write_text('{"instruction": "a", "output": "A"}\n{"instruction": "b", "output": "B", "extra": 7}\n')
-    scores = write_analysis(tmp_path / "analysis", data, [
-        {"token_nll": [0.0, math.log(4), 0.0, 0.0], "entropy": 0.5, "total": 5},
-        {"token_nll": [0.0, 0.0], "entropy": 1.0}])
+    scores = write_analysis(
+        tmp_path / "analysis",
+        data,
+        [
+            {"token_nll": [0.0, math.log(4), 0.0, 0.0], "entropy": 0.5, "total": 5},
+            {"token_nll": [0.0, 0.0], "entropy": 1.0},
+        ],
+    )
     table, _ = read_analysis(scores)
     cfg = QTuningConfig(sample_ratio=1.0, token_ratio=0.5, smoothing=0.5)
     assert static_select(table, cfg) == {0: (2, [1, 0, 0, 1]), 1: (4, [1, 1])}
@@ -55,10 +83,21 @@ def test_two_samples_by_hand(tmp_path, capsys):
     counts = run_select(SelectConfig(scores=str(scores), output=str(out)), cfg)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows == [
-        {"instruction": "a", "output": "A", MASK_FIELD: [1, 0, 0, 1, 1], MASK_MODEL_FIELD: "tiny-model",
-         "qtuning_role": "Q2"},
-        {"instruction": "b", "output": "B", "extra": 7, MASK_FIELD: [1, 1], MASK_MODEL_FIELD: "tiny-model",
-         "qtuning_role": "Q4"},
+        {
+            "instruction": "a",
+            "output": "A",
+            MASK_FIELD: [1, 0, 0, 1, 1],
+            MASK_MODEL_FIELD: "tiny-model",
+            "qtuning_role": "Q2",
+        },
+        {
+            "instruction": "b",
+            "output": "B",
+            "extra": 7,
+            MASK_FIELD: [1, 1],
+            MASK_MODEL_FIELD: "tiny-model",
+            "qtuning_role": "Q4",
+        },
     ]
     assert counts == {"samples": 2, "kept": 2, "q2": 1, "q4": 1, "tokens": 7, "kept_tokens": 5}
     assert "--pruning_method none" in capsys.readouterr().out
@@ -71,8 +110,13 @@ def test_whole_dataset_selection_equals_plan_batch(tmp_path, token_budget):
     samples = []
     for i in range(12):
         n = int(torch.randint(1, 9, (1,), generator=g))
-        samples.append({"token_nll": (torch.rand(n, generator=g, dtype=torch.float64) * 4).tolist(),
-                        "entropy": float(torch.rand(1, generator=g)) * 3, "positions": n + 2 + i % 3})
+        samples.append(
+            {
+                "token_nll": (torch.rand(n, generator=g, dtype=torch.float64) * 4).tolist(),
+                "entropy": float(torch.rand(1, generator=g)) * 3,
+                "positions": n + 2 + i % 3,
+            }
+        )
     data = write_jsonl_rows(tmp_path / "data.jsonl", 12)
     scores = write_analysis(tmp_path / "analysis", data, samples)
     cfg = QTuningConfig(sample_ratio=0.25, token_ratio=0.5, token_budget=token_budget)
@@ -89,8 +133,11 @@ def test_whole_dataset_selection_equals_plan_batch(tmp_path, token_budget):
         loss_mask[b, p - n : p] = True
         attention[b, :p] = True
     plan = plan_batch(nll, entropy, loss_mask, cfg, attention_mask=attention)
-    expected = {b: (int(plan.kept_role[b]), plan.token_keep[b][loss_mask[b]].int().tolist())
-                for b in range(12) if plan.sample_keep[b]}
+    expected = {
+        b: (int(plan.kept_role[b]), plan.token_keep[b][loss_mask[b]].int().tolist())
+        for b in range(12)
+        if plan.sample_keep[b]
+    }
     table, _ = read_analysis(scores)
     assert static_select(table, cfg) == expected
     assert len(expected) == 3 and plan.num_pruned_tokens > 0
@@ -100,15 +147,23 @@ def test_data_rows_carrying_a_mask(tmp_path):
     from helpers import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
-    record = {"id": "x", "prompt": [{"role": "user", "content": "Say hi."}],
-              "completion": [{"role": "assistant", "content": "Hi there, friend."}]}
+    record = {
+        "id": "x",
+        "prompt": [{"role": "user", "content": "Say hi."}],
+        "completion": [{"role": "assistant", "content": "Hi there, friend."}],
+    }
     plain = tokenize_record(tokenizer, record, None)["labels"]
     positions = [j for j in range(1, len(plain)) if plain[j] != -100]
     mask = [0 if k % 2 else 1 for k in range(len(positions))]
     source = tmp_path / "subset.jsonl"
-    source.write_text(json.dumps({"instruction": "Say hi.", "output": "Hi there, friend.", MASK_FIELD: mask}) + "\n"
-                      + json.dumps({"instruction": "Say hi.", "output": "Hi there, friend.", MASK_FIELD: mask[:-1]})
-                      + "\n" + json.dumps({"instruction": "Say hi.", "output": "Hi", MASK_FIELD: [1, 2]}) + "\n")
+    source.write_text(
+        json.dumps({"instruction": "Say hi.", "output": "Hi there, friend.", MASK_FIELD: mask})
+        + "\n"
+        + json.dumps({"instruction": "Say hi.", "output": "Hi there, friend.", MASK_FIELD: mask[:-1]})
+        + "\n"
+        + json.dumps({"instruction": "Say hi.", "output": "Hi", MASK_FIELD: [1, 2]})
+        + "\n"
+    )
     with pytest.raises(DataError, match=rf"subset.jsonl: row 2: field '{MASK_FIELD}' must be a list of 0/1"):
         load_records(str(source))
     source.write_text("\n".join(source.read_text().splitlines()[:2]))
@@ -119,8 +174,11 @@ def test_data_rows_carrying_a_mask(tmp_path):
     for j, keep in zip(positions, mask):
         expected[j] = plain[j] if keep else -100
     assert masked["labels"] == expected and expected != plain
-    with pytest.raises(DataError, match=rf"subset.jsonl: row 1: field '{MASK_FIELD}' has {len(mask) - 1} entries but "
-                                        rf"the response has {len(mask)} tokens"):
+    with pytest.raises(
+        DataError,
+        match=rf"subset.jsonl: row 1: field '{MASK_FIELD}' has {len(mask) - 1} entries but "
+        rf"the response has {len(mask)} tokens",
+    ):
         tokenize_record(tokenizer, records[1], None)
 
 
@@ -133,11 +191,41 @@ def test_analyze_select_then_train_on_the_subset(tmp_path):
 
     model = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 12)
-    assert main(["analyze", "--model", str(model), "--data", str(data), "-o", str(tmp_path / "analysis"),
-                 "--pool-sizes", "all", "--shuffles", "1"]) == 0  # the command line, model loaded by path
+    assert (
+        main(
+            [
+                "analyze",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "-o",
+                str(tmp_path / "analysis"),
+                "--pool-sizes",
+                "all",
+                "--shuffles",
+                "1",
+            ]
+        )
+        == 0
+    )  # the command line, model loaded by path
     subset = tmp_path / "subset.jsonl"
-    assert main(["select", "--scores", str(tmp_path / "analysis" / "scores.parquet"), "--sample-ratio", "0.5",
-                 "--token-ratio", "0.5", "-o", str(subset)]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--scores",
+                str(tmp_path / "analysis" / "scores.parquet"),
+                "--sample-ratio",
+                "0.5",
+                "--token-ratio",
+                "0.5",
+                "-o",
+                str(subset),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in subset.read_text().splitlines()]
     assert len(rows) == 6  # K = round(0.5 * 12)
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -153,9 +241,17 @@ def test_analyze_select_then_train_on_the_subset(tmp_path):
     assert any(r["qtuning_role"] == "Q2" for r in rows)
 
     run = RunConfig(model=str(model), data=str(subset), lora_r=0, eval_fraction=0.0)
-    cfg = QTuningSFTConfig(output_dir=str(tmp_path / "run"), pruning_method="none", num_train_epochs=1,
-                           per_device_train_batch_size=3, save_strategy="no", report_to="none", disable_tqdm=True,
-                           logging_steps=1, seed=0)
+    cfg = QTuningSFTConfig(
+        output_dir=str(tmp_path / "run"),
+        pruning_method="none",
+        num_train_epochs=1,
+        per_device_train_batch_size=3,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=1,
+        seed=0,
+    )
     with pytest.warns(UserWarning, match="carries static token masks .* use --pruning_method none"):
         build_trainer(run, QTuningSFTConfig(output_dir=str(tmp_path / "r2"), report_to="none"))
     trainer, _ = build_trainer(run, cfg)
@@ -185,13 +281,15 @@ def test_bad_scores_files_are_named(tmp_path, capsys):
     with pytest.raises(AnalysisError, match=r"empty.parquet: no rows; expected the scores.parquet"):
         read_analysis(empty)
     data = write_jsonl_rows(tmp_path / "data.jsonl", 2)
-    scores = write_analysis(tmp_path / "a", data, [{"token_nll": [0.1], "entropy": 1.0},
-                                                   {"token_nll": [0.2], "entropy": 2.0}])
+    scores = write_analysis(
+        tmp_path / "a", data, [{"token_nll": [0.1], "entropy": 1.0}, {"token_nll": [0.2], "entropy": 2.0}]
+    )
     (tmp_path / "a" / "token_scores.parquet").unlink()
     with pytest.raises(AnalysisError, match=r"a/token_scores.parquet: no such file"):
         read_analysis(scores)
-    scores = write_analysis(tmp_path / "b", data, [{"token_nll": [0.1], "entropy": 1.0},
-                                                   {"token_nll": [0.2], "entropy": 2.0}])
+    scores = write_analysis(
+        tmp_path / "b", data, [{"token_nll": [0.1], "entropy": 1.0}, {"token_nll": [0.2], "entropy": 2.0}]
+    )
     other = tmp_path / "other.jsonl"
     other.write_text('{"instruction": "Say the number 0.", "output": "Zero."}\n{"instruction": "x", "output": "y"}\n')
     with pytest.raises(AnalysisError, match=r"other.jsonl' is not the data of the analysis"):

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.plan_log import read_plan_log
@@ -14,17 +15,28 @@ from qtuning.scoring import IGNORE_INDEX, shift_labels
 from qtuning.sft_config import QTuningSFTConfig
 from qtuning.trainer import PLAN_KEY, QTuningSFTTrainer
 
-from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
-
 
 def make_trainer(tmp_path, dataset=None, model=None, **overrides):
-    settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=2, logging_steps=1,
-                    report_to=[], learning_rate=1e-2, save_strategy="no", seed=0, disable_tqdm=True,
-                    probe_precision="same")  # fp32 probe: the references below score in fp32
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=2,
+        logging_steps=1,
+        report_to=[],
+        learning_rate=1e-2,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        probe_precision="same",
+    )  # fp32 probe: the references below score in fp32
     settings.update(overrides)
     cfg = QTuningSFTConfig(**settings)
-    return QTuningSFTTrainer(model=model or tiny_llama(), args=cfg, train_dataset=dataset or tiny_dataset(32),
-                             processing_class=tiny_tokenizer())
+    return QTuningSFTTrainer(
+        model=model or tiny_llama(),
+        args=cfg,
+        train_dataset=dataset or tiny_dataset(32),
+        processing_class=tiny_tokenizer(),
+    )
 
 
 def first_batch(trainer):
@@ -114,12 +126,20 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     # a supplemented sample's Q2/Q4 tag depends on the pool's min-max normalisation), so 2 micro-batches
     # of 4 must give exactly the update of 1 batch of 8. The micro-batches hold different numbers of
     # tokens: a per-micro-batch mean would weight them differently and fail this test.
-    common = dict(sample_ratio=1.0, token_ratio=1.0, max_steps=1, optim="sgd", learning_rate=0.5,
-                  lr_scheduler_type="constant", max_grad_norm=0.0)
+    common = dict(
+        sample_ratio=1.0,
+        token_ratio=1.0,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+    )
     data = tiny_dataset(8)
     a = make_trainer(tmp_path / "a", dataset=data, per_device_train_batch_size=8, **common)
-    b = make_trainer(tmp_path / "b", dataset=data, per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                     **common)
+    b = make_trainer(
+        tmp_path / "b", dataset=data, per_device_train_batch_size=4, gradient_accumulation_steps=2, **common
+    )
     a.train()
     b.train()
     for (name, pa), (_, pb) in zip(a.model.named_parameters(), b.model.named_parameters()):
@@ -142,7 +162,7 @@ def test_logs_plan_file_and_summary(tmp_path):
         assert 0 <= entry["qtuning/scoring_time_share"] <= 1
     assert logs[-1]["qtuning/tokens_trained_total"] == sum(e["qtuning/tokens_trained"] for e in logs)
     lines = read_plan_log(tmp_path / "out" / "qtuning_plans.jsonl")
-    assert [l["step"] for l in lines] == [1, 2, 3]
+    assert [line["step"] for line in lines] == [1, 2, 3]
     first = lines[0]
     assert len(first["samples"]["id"]) == 8 and sum(r != 0 for r in first["samples"]["role"]) == 2
     for q2 in first["tokens"]:
@@ -158,11 +178,21 @@ def test_lora_trains_only_the_adapter(tmp_path):
 
     base = tiny_llama()
     before = {n: p.clone() for n, p in base.named_parameters()}
-    settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=2, report_to=[],
-                    learning_rate=1e-2, save_strategy="no", disable_tqdm=True)
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=2,
+        report_to=[],
+        learning_rate=1e-2,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     trainer = QTuningSFTTrainer(
-        model=base, args=QTuningSFTConfig(**settings), train_dataset=tiny_dataset(32),
-        processing_class=tiny_tokenizer(), peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+        model=base,
+        args=QTuningSFTConfig(**settings),
+        train_dataset=tiny_dataset(32),
+        processing_class=tiny_tokenizer(),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
     )
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if "lora_" in n and p.requires_grad}

@@ -43,9 +43,23 @@ COMPARISONS = [  # (A, B): A - B
     ("noisy_qtuning_25x50", "qtuning_25x50"),
 ]
 PRIMARY = ("qtuning_25x50", "random_25x50")
-ARM_ORDER = ["zero_shot", "full", "random_12.5x50", "qtuning_12.5x50", "random_25x50", "qtuning_25x50",
-             "random_50x50", "qtuning_50x50", "infobatch_25x50", "qtuning_25x100", "random_25x50_3ep",
-             "qtuning_25x50_3ep", "noisy_full", "noisy_random_25x50", "noisy_qtuning_25x50"]
+ARM_ORDER = [
+    "zero_shot",
+    "full",
+    "random_12.5x50",
+    "qtuning_12.5x50",
+    "random_25x50",
+    "qtuning_25x50",
+    "random_50x50",
+    "qtuning_50x50",
+    "infobatch_25x50",
+    "qtuning_25x100",
+    "random_25x50_3ep",
+    "qtuning_25x50_3ep",
+    "noisy_full",
+    "noisy_random_25x50",
+    "noisy_qtuning_25x50",
+]
 
 
 def load_cells() -> list[dict]:
@@ -69,16 +83,20 @@ def _paired(a_cells: list[dict], b_cells: list[dict], what: str):
         return None
     if what == "metric":
         return paired_difference(_grid(a_use, "per_item"), _grid(b_use, "per_item"))
-    return paired_difference(_grid(a_use, "nll_sum"), _grid(b_use, "nll_sum"), _grid(a_use, "nll_tokens"),
-                             _grid(b_use, "nll_tokens"))
+    return paired_difference(
+        _grid(a_use, "nll_sum"), _grid(b_use, "nll_sum"), _grid(a_use, "nll_tokens"), _grid(b_use, "nll_tokens")
+    )
 
 
 def arm_summary(cells: list[dict], full_by_seed: dict[int, dict]) -> dict:
     scores = [100 * c["score"] for c in sorted(cells, key=lambda c: c["seed"])]
     interval = mean_interval(_grid(cells, "per_item"))
     out = {
-        "mean": round(statistics.fmean(scores), 3), "std": round(statistics.stdev(scores), 3) if len(scores) > 1 else 0.0,
-        "n": len(scores), "seeds": sorted(c["seed"] for c in cells), "per_seed": [round(s, 3) for s in scores],
+        "mean": round(statistics.fmean(scores), 3),
+        "std": round(statistics.stdev(scores), 3) if len(scores) > 1 else 0.0,
+        "n": len(scores),
+        "seeds": sorted(c["seed"] for c in cells),
+        "per_seed": [round(s, 3) for s in scores],
         "ci95": [round(100 * interval.low, 3), round(100 * interval.high, 3)],
         "nll": round(statistics.fmean(c["nll"] for c in cells), 5),
         "train_s": round(statistics.fmean(c["train_s"] for c in cells), 1),
@@ -86,15 +104,23 @@ def arm_summary(cells: list[dict], full_by_seed: dict[int, dict]) -> dict:
     }
     trained = [c for c in cells if "summary" in c]
     if trained:
-        out["positions_with_grad"] = round(statistics.fmean(c["summary"]["positions_forwarded_with_grad"]
-                                                            for c in trained))
-        out["samples_trained_fraction"] = round(statistics.fmean(
-            c["summary"]["samples_trained"] / max(1.0, c["summary"]["samples_scored"]) for c in trained), 4)
+        out["positions_with_grad"] = round(
+            statistics.fmean(c["summary"]["positions_forwarded_with_grad"] for c in trained)
+        )
+        out["samples_trained_fraction"] = round(
+            statistics.fmean(
+                c["summary"]["samples_trained"] / max(1.0, c["summary"]["samples_scored"]) for c in trained
+            ),
+            4,
+        )
         out["tokens_trained"] = round(statistics.fmean(c["summary"]["tokens_trained"] for c in trained))
         ratios = [c["train_s"] / full_by_seed[c["seed"]]["train_s"] for c in trained if c["seed"] in full_by_seed]
-        grads = [c["summary"]["positions_forwarded_with_grad"]
-                 / full_by_seed[c["seed"]]["summary"]["positions_forwarded_with_grad"]
-                 for c in trained if c["seed"] in full_by_seed]
+        grads = [
+            c["summary"]["positions_forwarded_with_grad"]
+            / full_by_seed[c["seed"]]["summary"]["positions_forwarded_with_grad"]
+            for c in trained
+            if c["seed"] in full_by_seed
+        ]
         if ratios:  # paired with the same seed's full-data cell (same machine, same suite)
             out["train_s_ratio_to_full"] = round(statistics.fmean(ratios), 4)
             out["positions_with_grad_ratio_to_full"] = round(statistics.fmean(grads), 4)
@@ -113,7 +139,7 @@ def pairing_check(cells: list[dict]) -> dict:
             data = "noisy" if c["arm"].startswith("noisy_") else "clean"
             by_key.setdefault((c["task"], data, c["seed"]), []).append((c["arm"], c["plans"]["order"]))
     compared, mismatches = 0, []
-    for (task, data, seed), runs in by_key.items():
+    for (task, _data, seed), runs in by_key.items():
         reference_arm, reference = runs[0]
         for arm, order in runs[1:]:
             n = min(len(order), len(reference))
@@ -133,22 +159,26 @@ def noise_summary(cells: list[dict]) -> dict:
     for c in sorted(noisy, key=lambda c: (c["arm"], c["seed"])):
         kept = [0, 0]  # corrupted kept, all kept
         tokens = {True: [0, 0], False: [0, 0]}  # corrupted? -> [trained, seen]
-        for row_id, (seen, n_kept, tok_seen, tok_trained) in c["plans"]["per_row"].items():
+        for row_id, (_seen, n_kept, tok_seen, tok_trained) in c["plans"]["per_row"].items():
             bad = row_id in corrupted
             kept[0] += n_kept if bad else 0
             kept[1] += n_kept
             tokens[bad][0] += tok_trained
             tokens[bad][1] += tok_seen
-        out["per_arm"].setdefault(c["arm"], []).append({
-            "seed": c["seed"],
-            "corrupted_rows_kept_share": round(kept[0] / max(1, kept[1]), 4),
-            "corrupted_tokens_trained_share": round(tokens[True][0] / max(1, tokens[True][1]), 4),
-            "clean_tokens_trained_share": round(tokens[False][0] / max(1, tokens[False][1]), 4),
-            "score": round(100 * c["score"], 3), "nll": round(c["nll"], 5),
-        })
+        out["per_arm"].setdefault(c["arm"], []).append(
+            {
+                "seed": c["seed"],
+                "corrupted_rows_kept_share": round(kept[0] / max(1, kept[1]), 4),
+                "corrupted_tokens_trained_share": round(tokens[True][0] / max(1, tokens[True][1]), 4),
+                "clean_tokens_trained_share": round(tokens[False][0] / max(1, tokens[False][1]), 4),
+                "score": round(100 * c["score"], 3),
+                "nll": round(c["nll"], 5),
+            }
+        )
     for arm, entries in out["per_arm"].items():
-        out.setdefault("mean", {})[arm] = {k: round(statistics.fmean(e[k] for e in entries), 4)
-                                           for k in entries[0] if k != "seed"}
+        out.setdefault("mean", {})[arm] = {
+            k: round(statistics.fmean(e[k] for e in entries), 4) for k in entries[0] if k != "seed"
+        }
     return out
 
 
@@ -163,7 +193,9 @@ def task_report(task: str, cells: list[dict]) -> dict:
         gap = arms["full"]["mean"] - arms["zero_shot"]["mean"]
         sd = arms["full"]["std"]
         out["sensitivity"] = {
-            "full_minus_zero_shot": round(gap, 3), "full_seed_sd": sd, "full_seeds": arms["full"]["n"],
+            "full_minus_zero_shot": round(gap, 3),
+            "full_seed_sd": sd,
+            "full_seeds": arms["full"]["n"],
             "passes": bool(arms["full"]["n"] >= MAIN_SEEDS and gap > 0 and gap >= SENSITIVITY_FACTOR * sd),
             "rule": f"full - zero_shot >= {SENSITIVITY_FACTOR:g} x the full arm's seed sd, with {MAIN_SEEDS} seeds",
             "complete": arms["full"]["n"] >= MAIN_SEEDS,
@@ -176,9 +208,13 @@ def task_report(task: str, cells: list[dict]) -> dict:
             if metric is None:
                 continue
             paired[f"{a}-{b}"] = {
-                "mean": round(100 * metric.mean, 3), "ci95": [round(100 * metric.low, 3), round(100 * metric.high, 3)],
-                "n": metric.seeds, "items": metric.items, "verdict": verdict(metric, a, b),
-                "nll_mean": round(nll.mean, 5), "nll_ci95": [round(nll.low, 5), round(nll.high, 5)],
+                "mean": round(100 * metric.mean, 3),
+                "ci95": [round(100 * metric.low, 3), round(100 * metric.high, 3)],
+                "n": metric.seeds,
+                "items": metric.items,
+                "verdict": verdict(metric, a, b),
+                "nll_mean": round(nll.mean, 5),
+                "nll_ci95": [round(nll.low, 5), round(nll.high, 5)],
             }
     out["paired"] = paired
     key = f"{PRIMARY[0]}-{PRIMARY[1]}"
@@ -186,7 +222,8 @@ def task_report(task: str, cells: list[dict]) -> dict:
         p = paired[key]
         complete = p["n"] >= MAIN_SEEDS
         word = {f"{PRIMARY[0]} better": "Q-Tuning better", f"{PRIMARY[1]} better": "Random better"}.get(
-            p["verdict"], "no difference resolved")
+            p["verdict"], "no difference resolved"
+        )
         out["decision"] = {"comparison": key, "verdict": word, "complete": complete, "seeds": p["n"]}
     return out
 
@@ -198,12 +235,17 @@ def overall_verdict(tasks: dict) -> str:
     for t, r in tasks.items():
         s = r.get("sensitivity")
         d = r.get("decision")
-        state = ("sensitivity " + ("passes" if s and s["passes"] else "pending" if not s or not s["complete"]
-                                   else "FAILS")) if s else "sensitivity pending"
+        state = (
+            ("sensitivity " + ("passes" if s and s["passes"] else "pending" if not s or not s["complete"] else "FAILS"))
+            if s
+            else "sensitivity pending"
+        )
         lines.append(f"{t}: {state}; {d['verdict'] + ' (' + str(d['seeds']) + ' seeds)' if d else 'no comparison yet'}")
     if len(decided) < 3:
-        return ("PENDING: fewer than three tasks have passed the sensitivity check and finished 5 paired seeds of "
-                "the main arms. " + "; ".join(lines))
+        return (
+            "PENDING: fewer than three tasks have passed the sensitivity check and finished 5 paired seeds of "
+            "the main arms. " + "; ".join(lines)
+        )
     wins = sum(d["verdict"] == "Q-Tuning better" for d in decided.values())
     losses = sum(d["verdict"] == "Random better" for d in decided.values())
     if wins >= 2 and losses == 0:
@@ -212,7 +254,9 @@ def overall_verdict(tasks: dict) -> str:
         head = "Random is the better buy"
     else:
         head = "mixed"
-    return f"{head} (Q-Tuning better on {wins}, Random better on {losses}, of {len(decided)} tasks). " + "; ".join(lines)
+    return f"{head} (Q-Tuning better on {wins}, Random better on {losses}, of {len(decided)} tasks). " + "; ".join(
+        lines
+    )
 
 
 def plot_task(task: str, report: dict) -> str | None:
@@ -226,16 +270,24 @@ def plot_task(task: str, report: dict) -> str | None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     colours = {"qtuning": "tab:blue", "random": "tab:orange", "full": "black", "zero": "grey", "infobatch": "tab:green"}
-    for ax, key, label in [(axes[0], "train_s_ratio_to_full", "training wall-clock / full data (same seed)"),
-                           (axes[1], "positions_with_grad_ratio_to_full", "positions forwarded with grad / full data")]:
+    for ax, key, label in [
+        (axes[0], "train_s_ratio_to_full", "training wall-clock / full data (same seed)"),
+        (axes[1], "positions_with_grad_ratio_to_full", "positions forwarded with grad / full data"),
+    ]:
         for arm, v in arms.items():
             if key not in v:
                 continue
             x = v[key] if arm != "full" else 1.0
             colour = colours.get(arm.split("_")[0], "tab:purple")
             marker = "s" if arm.endswith("_3ep") else "x" if arm.endswith("x100") else "o"
-            ax.errorbar([x], [v["mean"]], yerr=[[v["mean"] - v["ci95"][0]], [v["ci95"][1] - v["mean"]]],
-                        fmt=marker, color=colour, capsize=3)
+            ax.errorbar(
+                [x],
+                [v["mean"]],
+                yerr=[[v["mean"] - v["ci95"][0]], [v["ci95"][1] - v["mean"]]],
+                fmt=marker,
+                color=colour,
+                capsize=3,
+            )
             ax.annotate(arm, (x, v["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
@@ -249,51 +301,81 @@ def plot_task(task: str, report: dict) -> str | None:
 
 
 def render_markdown(result: dict) -> str:
-    lines = [START, "## Evidence suite: can Q-Tuning tell what Random cannot?", "",
-             f"Plan (frozen before the first cell): `{PLAN}`. Written by `benchmarks/evidence/suite.py` from "
-             f"{result['cells']} finished cells; raw numbers in `results/evidence.json`, per-cell records in "
-             "`results/evidence_cells/`. Scores x100; mean +- sd over seeds; CIs are 95% two-way bootstrap "
-             "(seeds x evaluation items), paired by seed.", "", f"**Verdict: {result['verdict']}**", ""]
+    lines = [
+        START,
+        "## Evidence suite: can Q-Tuning tell what Random cannot?",
+        "",
+        f"Plan (frozen before the first cell): `{PLAN}`. Written by `benchmarks/evidence/suite.py` from "
+        f"{result['cells']} finished cells; raw numbers in `results/evidence.json`, per-cell records in "
+        "`results/evidence_cells/`. Scores x100; mean +- sd over seeds; CIs are 95% two-way bootstrap "
+        "(seeds x evaluation items), paired by seed.",
+        "",
+        f"**Verdict: {result['verdict']}**",
+        "",
+    ]
     for task, r in result["tasks"].items():
         lines += [f"### {task} (primary metric: {r['primary_metric']}, {r['eval_items']} evaluation items)", ""]
         s = r.get("sensitivity")
         if s:
-            lines += [f"Sensitivity: full - zero-shot = {s['full_minus_zero_shot']:+.2f} against a seed sd of "
-                      f"{s['full_seed_sd']:.2f} ({s['full_seeds']} seeds): "
-                      f"{'passes' if s['passes'] else 'pending' if not s['complete'] else 'FAILS'} ({s['rule']}).", ""]
-        lines += ["| arm | mean | sd | n | 95% CI | NLL | train s | time / full | grad positions / full | samples trained |",
-                  "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+            lines += [
+                f"Sensitivity: full - zero-shot = {s['full_minus_zero_shot']:+.2f} against a seed sd of "
+                f"{s['full_seed_sd']:.2f} ({s['full_seeds']} seeds): "
+                f"{'passes' if s['passes'] else 'pending' if not s['complete'] else 'FAILS'} ({s['rule']}).",
+                "",
+            ]
+        lines += [
+            "| arm | mean | sd | n | 95% CI | NLL | train s | time / full | grad positions / full | samples trained |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
         for arm, v in r["arms"].items():
             ratio = v.get("train_s_ratio_to_full")
             grads = v.get("positions_with_grad_ratio_to_full")
             frac = v.get("samples_trained_fraction")
-            lines.append(f"| {arm} | {v['mean']:.2f} | {v['std']:.2f} | {v['n']} | [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}] | "
-                         f"{v['nll']:.4f} | {v['train_s']:.0f} | {'-' if ratio is None else f'{ratio:.3f}'} | "
-                         f"{'-' if grads is None else f'{grads:.3f}'} | {'-' if frac is None else f'{frac:.3f}'} |")
+            lines.append(
+                f"| {arm} | {v['mean']:.2f} | {v['std']:.2f} | {v['n']} | [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}] | "
+                f"{v['nll']:.4f} | {v['train_s']:.0f} | {'-' if ratio is None else f'{ratio:.3f}'} | "
+                f"{'-' if grads is None else f'{grads:.3f}'} | {'-' if frac is None else f'{frac:.3f}'} |"
+            )
         if r["paired"]:
-            lines += ["", "| comparison (A - B) | difference | 95% CI | seeds | verdict | NLL difference | NLL 95% CI |",
-                      "|---|---:|---|---:|---|---:|---|"]
+            lines += [
+                "",
+                "| comparison (A - B) | difference | 95% CI | seeds | verdict | NLL difference | NLL 95% CI |",
+                "|---|---:|---|---:|---|---:|---|",
+            ]
             for name, p in r["paired"].items():
-                lines.append(f"| {name} | {p['mean']:+.2f} | [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['n']} | "
-                             f"{p['verdict']} | {p['nll_mean']:+.4f} | [{p['nll_ci95'][0]:+.4f}, {p['nll_ci95'][1]:+.4f}] |")
+                lines.append(
+                    f"| {name} | {p['mean']:+.2f} | [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['n']} | "
+                    f"{p['verdict']} | {p['nll_mean']:+.4f} | [{p['nll_ci95'][0]:+.4f}, {p['nll_ci95'][1]:+.4f}] |"
+                )
         if r.get("plot"):
             lines += ["", f"![{task}: accuracy against compute]({Path(r['plot']).relative_to('benchmarks')})"]
         lines.append("")
     noise = result.get("noise") or {}
     if noise.get("mean"):
-        lines += ["### Noise study (arith, 20% of the responses swapped)", "",
-                  f"{noise['corrupted_rows']} training rows carry another row's worked solution.", "",
-                  "| arm | corrupted share of kept rows | corrupted tokens trained | clean tokens trained | "
-                  "exact match | NLL |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "### Noise study (arith, 20% of the responses swapped)",
+            "",
+            f"{noise['corrupted_rows']} training rows carry another row's worked solution.",
+            "",
+            "| arm | corrupted share of kept rows | corrupted tokens trained | clean tokens trained | "
+            "exact match | NLL |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for arm, m in noise["mean"].items():
-            lines.append(f"| {arm} (n={len(noise['per_arm'][arm])}) | {m['corrupted_rows_kept_share']:.3f} | "
-                         f"{m['corrupted_tokens_trained_share']:.3f} | {m['clean_tokens_trained_share']:.3f} | "
-                         f"{m['score']:.2f} | {m['nll']:.4f} |")
+            lines.append(
+                f"| {arm} (n={len(noise['per_arm'][arm])}) | {m['corrupted_rows_kept_share']:.3f} | "
+                f"{m['corrupted_tokens_trained_share']:.3f} | {m['clean_tokens_trained_share']:.3f} | "
+                f"{m['score']:.2f} | {m['nll']:.4f} |"
+            )
         lines.append("")
     pc = result["pairing"]
-    lines += [f"Pairing check (same sample ids in the same steps for every arm of a task and seed): "
-              f"{pc['pairs_compared']} pairs compared, {len(pc['mismatches'])} mismatches"
-              + (": " + "; ".join(pc["mismatches"]) if pc["mismatches"] else "") + ".", END]
+    lines += [
+        f"Pairing check (same sample ids in the same steps for every arm of a task and seed): "
+        f"{pc['pairs_compared']} pairs compared, {len(pc['mismatches'])} mismatches"
+        + (": " + "; ".join(pc["mismatches"]) if pc["mismatches"] else "")
+        + ".",
+        END,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -305,14 +387,20 @@ def write_report() -> dict:
         if mine:
             tasks[task] = task_report(task, mine)
             tasks[task]["plot"] = plot_task(task, tasks[task])
-    result = {"plan": PLAN, "cells": len(cells), "tasks": tasks, "noise": noise_summary(cells),
-              "pairing": pairing_check(cells), "verdict": overall_verdict(tasks)}
+    result = {
+        "plan": PLAN,
+        "cells": len(cells),
+        "tasks": tasks,
+        "noise": noise_summary(cells),
+        "pairing": pairing_check(cells),
+        "verdict": overall_verdict(tasks),
+    }
     RESULTS_JSON = RESULTS / "evidence.json"
     RESULTS_JSON.write_text(json.dumps(result, indent=1) + "\n")
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Results\n"
     section = render_markdown(result)
     if START in text and END in text:
-        text = text[:text.index(START)] + section.rstrip("\n") + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + section.rstrip("\n") + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS_MD.write_text(text)

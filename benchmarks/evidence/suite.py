@@ -43,21 +43,43 @@ NLL_ITEMS = 100  # held-out NLL on the first 100 evaluation items (ARC: all)
 EVAL_BATCH = 64
 
 BASE = dict(
-    model="smollm2-135m-instruct", max_length=320, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-    learning_rate=3e-4, lr_scheduler_type="cosine", warmup_steps=0.05, num_train_epochs=1,
-    per_device_train_batch_size=16, gradient_accumulation_steps=1, eval_fraction=0.0, eval_strategy="no",
-    save_strategy="no", logging_steps=4, report_to="none", disable_tqdm=True, plan_log=True,
+    model="smollm2-135m-instruct",
+    max_length=320,
+    lora_r=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    learning_rate=3e-4,
+    lr_scheduler_type="cosine",
+    warmup_steps=0.05,
+    num_train_epochs=1,
+    per_device_train_batch_size=16,
+    gradient_accumulation_steps=1,
+    eval_fraction=0.0,
+    eval_strategy="no",
+    save_strategy="no",
+    logging_steps=4,
+    report_to="none",
+    disable_tqdm=True,
+    plan_log=True,
     plan_log_tokens=False,
 )
 
 # task -> how its rows are built and scored
 TASKS = {
-    "arith": dict(builtin="arith-steps", eval_task="arith", metric="exact_match", train=256, eval_range=(4000, 4250),
-                  long=True),
-    "letters": dict(builtin="letter-count-steps", eval_task="letters", metric="exact_match", train=256,
-                    eval_range=(4000, 4250), long=True),
-    "arc": dict(builtin="arc-easy", eval_builtin="arc-easy-val", eval_task="arc_easy", metric="acc", train=512,
-                long=False),
+    "arith": dict(
+        builtin="arith-steps", eval_task="arith", metric="exact_match", train=256, eval_range=(4000, 4250), long=True
+    ),
+    "letters": dict(
+        builtin="letter-count-steps",
+        eval_task="letters",
+        metric="exact_match",
+        train=256,
+        eval_range=(4000, 4250),
+        long=True,
+    ),
+    "arc": dict(
+        builtin="arc-easy", eval_builtin="arc-easy-val", eval_task="arc_easy", metric="acc", train=512, long=False
+    ),
     "squad": dict(builtin="squad", eval_task="squad", metric="exact_match", train=256, eval_count=250, long=False),
 }
 TASK_ORDER = ["arith", "letters", "arc"]  # the plan's first three; squad replaces one that fails
@@ -75,8 +97,10 @@ ARMS: dict[str, tuple[str, dict] | None] = {
     "qtuning_12.5x50": ("train", dict(sample_ratio=0.125, token_ratio=0.5)),
     "random_50x50": ("train", dict(**RANDOM, sample_ratio=0.5, token_ratio=0.5)),
     "qtuning_50x50": ("train", dict(sample_ratio=0.5, token_ratio=0.5)),
-    "infobatch_25x50": ("train", dict(sample_pruner="infobatch", token_pruner="random", sample_ratio=0.25,
-                                      token_ratio=0.5)),
+    "infobatch_25x50": (
+        "train",
+        dict(sample_pruner="infobatch", token_pruner="random", sample_ratio=0.25, token_ratio=0.5),
+    ),
     "qtuning_25x100": ("train", dict(sample_ratio=0.25, token_ratio=1.0)),
     "noisy_full": ("train_noisy", dict(pruning_method="none")),
     "noisy_random_25x50": ("train_noisy", dict(**RANDOM, sample_ratio=0.25, token_ratio=0.5)),
@@ -93,9 +117,19 @@ def planned_cells(tasks: list[str]) -> list[tuple[str, str, int]]:
     order += [(t, a, s) for s in range(5) for t in tasks for a in ("random_25x50", "qtuning_25x50")]
     order += [(t, a, s) for s in range(3) for t in tasks for a in ("random_25x50_3ep", "qtuning_25x50_3ep")]
     order += [(NOISE_TASK, a, s) for s in range(3) for a in ("noisy_full", "noisy_random_25x50", "noisy_qtuning_25x50")]
-    order += [(t, a, s) for s in range(2) for t in tasks
-              for a in ("random_12.5x50", "qtuning_12.5x50", "random_50x50", "qtuning_50x50", "infobatch_25x50",
-                        "qtuning_25x100")]
+    order += [
+        (t, a, s)
+        for s in range(2)
+        for t in tasks
+        for a in (
+            "random_12.5x50",
+            "qtuning_12.5x50",
+            "random_50x50",
+            "qtuning_50x50",
+            "infobatch_25x50",
+            "qtuning_25x100",
+        )
+    ]
     return order
 
 
@@ -129,7 +163,7 @@ def prepare_task(task: str) -> dict:
     else:  # one set: a seeded shuffle, evaluation first
         pool = records[:]
         random.Random(SPLIT_SEED).shuffle(pool)
-        eval_rows, pool = pool[:spec["eval_count"]], pool[spec["eval_count"]:]
+        eval_rows, pool = pool[: spec["eval_count"]], pool[spec["eval_count"] :]
     held_out = {_norm(r["prompt"]) for r in eval_rows}
     train_rows, seen = [], set()
     for r in pool:  # no training prompt equals an evaluation prompt, nor another training prompt
@@ -153,8 +187,14 @@ def prepare_task(task: str) -> dict:
 
     write(folder / "train.jsonl", train_rows)
     (folder / "eval_records.json").write_text(json.dumps(eval_rows))
-    meta = {"task": task, "builtin": spec["builtin"], "train": len(train_rows), "eval": len(eval_rows),
-            "split_seed": SPLIT_SEED, "train_ids": [r["id"] for r in train_rows]}
+    meta = {
+        "task": task,
+        "builtin": spec["builtin"],
+        "train": len(train_rows),
+        "eval": len(eval_rows),
+        "split_seed": SPLIT_SEED,
+        "train_ids": [r["id"] for r in train_rows],
+    }
     if task == NOISE_TASK:
         rng = random.Random(NOISE_SEED)
         corrupted = sorted(rng.sample(range(len(train_rows)), round(NOISE_FRACTION * len(train_rows))))
@@ -163,8 +203,9 @@ def prepare_task(task: str) -> dict:
         for target, source in zip(corrupted, shifted):
             noisy[target]["response"] = train_rows[source]["response"]
         write(folder / "train_noisy.jsonl", noisy)
-        meta["corrupted_ids"] = [train_rows[i]["id"] for i in corrupted
-                                 if noisy[i]["response"] != train_rows[i]["response"]]
+        meta["corrupted_ids"] = [
+            train_rows[i]["id"] for i in corrupted if noisy[i]["response"] != train_rows[i]["response"]
+        ]
     meta_path.write_text(json.dumps(meta, indent=1))
     return meta
 
@@ -182,8 +223,9 @@ def _plan_log_digest(path: Path, rows: list[dict]) -> dict:
         plan = json.loads(line)
         samples = plan["samples"]
         order.append(samples["id"])
-        for sid, role, trainable, kept in zip(samples["id"], samples["role"], samples["trainable_tokens"],
-                                               samples["kept_tokens"]):
+        for sid, role, trainable, kept in zip(
+            samples["id"], samples["role"], samples["trainable_tokens"], samples["kept_tokens"]
+        ):
             entry = per_row.setdefault(rows[sid]["id"], [0, 0, 0, 0])  # seen, kept, tokens seen, tokens trained
             entry[0] += 1
             entry[1] += int(role != 0)
@@ -199,13 +241,19 @@ def run_cell(task: str, arm: str, seed: int) -> dict:
     from qtuning.models import load_model_and_tokenizer
 
     torch.set_num_threads(int(os.environ.get("QTUNING_THREADS", "2")))
-    meta = prepare_task(task)
+    prepare_task(task)
     folder = task_dir(task)
     eval_records = json.loads((folder / "eval_records.json").read_text())
     spec = TASKS[task]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    record: dict = {"task": task, "arm": arm, "seed": seed, "threads": torch.get_num_threads(),
-                    "started": time.strftime("%Y-%m-%d %H:%M:%S"), "code_commit": commit}
+    record: dict = {
+        "task": task,
+        "arm": arm,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "code_commit": commit,
+    }
     if ARMS[arm] is None:
         model, tokenizer = load_model_and_tokenizer(BASE["model"])
         record["train_s"] = 0.0
@@ -233,8 +281,16 @@ def run_cell(task: str, arm: str, seed: int) -> dict:
             model = model.merge_and_unload()
     model.eval()
     started = time.perf_counter()
-    result = evaluate(model, tokenizer, [spec["eval_task"]], records={spec["eval_task"]: eval_records},
-                      engine="native", progress=False, batch_size=EVAL_BATCH, samples=True)
+    result = evaluate(
+        model,
+        tokenizer,
+        [spec["eval_task"]],
+        records={spec["eval_task"]: eval_records},
+        engine="native",
+        progress=False,
+        batch_size=EVAL_BATCH,
+        samples=True,
+    )
     items = result["samples"][spec["eval_task"]]
     record["metric"] = spec["metric"]
     record["score"] = result["tasks"][spec["eval_task"]][spec["metric"]]
@@ -258,8 +314,14 @@ def run_cell(task: str, arm: str, seed: int) -> dict:
 
 # ------------------------------------------------------------------------------------------- driver
 def run_grid(cells: list[tuple[str, str, int]], limit_s: float | None) -> None:
-    env = dict(os.environ, QTUNING_THREADS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        QTUNING_THREADS="2",
+        OMP_NUM_THREADS="2",
+        MKL_NUM_THREADS="2",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     began = time.perf_counter()
     for task, arm, seed in cells:
         if cell_path(task, arm, seed).exists():
@@ -271,16 +333,24 @@ def run_grid(cells: list[tuple[str, str, int]], limit_s: float | None) -> None:
         started = time.perf_counter()
         (WORK / "logs").mkdir(parents=True, exist_ok=True)
         with open(WORK / "logs" / f"{task}__{arm}__s{seed}.txt", "w") as log:
-            code = subprocess.run([sys.executable, __file__, "--cell", f"{task}:{arm}:{seed}"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(
+                [sys.executable, __file__, "--cell", f"{task}:{arm}:{seed}"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ).returncode
         if code != 0:
-            print(f"[evidence] {task} {arm} seed {seed} FAILED (exit {code}): {WORK}/logs/{task}__{arm}__s{seed}.txt",
-                  flush=True)
+            print(
+                f"[evidence] {task} {arm} seed {seed} FAILED (exit {code}): {WORK}/logs/{task}__{arm}__s{seed}.txt",
+                flush=True,
+            )
             continue
         cell = json.loads(cell_path(task, arm, seed).read_text())
-        print(f"[evidence] {task} {arm} seed {seed}: {cell['metric']} {cell['score']:.4f} nll {cell['nll']:.4f} "
-              f"(train {cell['train_s']:.0f} s, eval {cell['eval_s']:.0f} s, {time.perf_counter() - started:.0f} s)",
-              flush=True)
+        print(
+            f"[evidence] {task} {arm} seed {seed}: {cell['metric']} {cell['score']:.4f} nll {cell['nll']:.4f} "
+            f"(train {cell['train_s']:.0f} s, eval {cell['eval_s']:.0f} s, {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         try:
             from report import write_report  # benchmarks/evidence/report.py
 

@@ -62,12 +62,16 @@ class AnalyzeConfig:
     )
     output: str = field(
         default="analysis",
-        metadata={"help": "Output folder: scores.parquet/.csv, token_scores.parquet, eu_plane.png, summary.md/.html, "
-                          "stability.json, and the score shards (kept for resuming)."},
+        metadata={
+            "help": "Output folder: scores.parquet/.csv, token_scores.parquet, eu_plane.png, summary.md/.html, "
+            "stability.json, and the score shards (kept for resuming)."
+        },
     )
     max_samples: int = field(default=0, metadata={"help": "Score only the first N records (0: all)."})
-    max_length: int = field(default=1024, metadata={"help": "Tokens per sample (longer ones are truncated, like "
-                                                            "`qtuning train --max_length`)."})
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "Tokens per sample (longer ones are truncated, like `qtuning train --max_length`)."},
+    )
     batch_size: int = field(default=8, metadata={"help": "Rows per scoring forward (rows are sorted by length)."})
     shard_rows: int = field(default=256, metadata={"help": "Rows per score shard: the unit of resuming."})
     pool_sizes: str = field(
@@ -80,8 +84,10 @@ class AnalyzeConfig:
     device: str = field(default="auto", metadata={"help": "Device to score on: auto (cuda if available), cpu, cuda."})
     max_batches: int = field(
         default=0,
-        metadata={"help": "Stop after scoring this many batches (0: no limit); a later run resumes from the "
-                          "last complete shard."},
+        metadata={
+            "help": "Stop after scoring this many batches (0: no limit); a later run resumes from the "
+            "last complete shard."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -98,11 +104,15 @@ def check_qtuning_selection(qcfg: QTuningConfig, command: str) -> None:
     """analyze and select run Q-Tuning's own stage 1; a baseline sample pruner has no EU-plane selection."""
     pruner = getattr(qcfg, "sample_pruner", "qtuning")
     if pruner != "qtuning":
-        raise AnalysisError(f"sample_pruner={pruner!r} is not supported by `qtuning {command}`: it shows and runs "
-                            "Q-Tuning's EU-plane selection (sample_pruner='qtuning')")
+        raise AnalysisError(
+            f"sample_pruner={pruner!r} is not supported by `qtuning {command}`: it shows and runs "
+            "Q-Tuning's EU-plane selection (sample_pruner='qtuning')"
+        )
     if getattr(qcfg, "token_pruner", "qtuning") == "rho1":
-        raise AnalysisError(f"token_pruner='rho1' is not supported by `qtuning {command}`: it needs a reference "
-                            "model's token losses, which the stored scores do not have")
+        raise AnalysisError(
+            f"token_pruner='rho1' is not supported by `qtuning {command}`: it needs a reference "
+            "model's token losses, which the stored scores do not have"
+        )
 
 
 # ---------------------------------------------------------------------------------- 1. scoring
@@ -138,8 +148,9 @@ def check_or_write_meta(out_dir: Path, meta: dict) -> None:
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise AnalysisError(f"{path}: not valid JSON ({exc.msg}); remove the folder {out_dir} to start "
-                                "over") from exc
+            raise AnalysisError(
+                f"{path}: not valid JSON ({exc.msg}); remove the folder {out_dir} to start over"
+            ) from exc
         changed = [k for k in meta if k != "model_path" and old.get(k) != meta[k]]
         if changed:
             details = "; ".join(f"{k}: {old.get(k)!r} on disk, {meta[k]!r} now" for k in changed)
@@ -148,8 +159,10 @@ def check_or_write_meta(out_dir: Path, meta: dict) -> None:
             )
         return
     if any((out_dir / SHARD_DIR).glob("part-*.parquet")):
-        raise AnalysisError(f"{out_dir} holds score shards but no {META_FILE}: they cannot be matched to this data "
-                            "and model; use another output folder or remove it")
+        raise AnalysisError(
+            f"{out_dir} holds score shards but no {META_FILE}: they cannot be matched to this data "
+            "and model; use another output folder or remove it"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -159,8 +172,16 @@ def _response_positions(labels: list[int]) -> int:
     return sum(1 for label in labels[1:] if label != -100)
 
 
-def score_dataset(model, tokenizer, records: list[dict], source_rows: list[int], out_dir: str | os.PathLike,
-                  cfg: AnalyzeConfig, qcfg: QTuningConfig, progress: bool = True) -> bool:
+def score_dataset(
+    model,
+    tokenizer,
+    records: list[dict],
+    source_rows: list[int],
+    out_dir: str | os.PathLike,
+    cfg: AnalyzeConfig,
+    qcfg: QTuningConfig,
+    progress: bool = True,
+) -> bool:
     """Score every record into shards under out_dir/shards; True once every shard is on disk.
 
     Shards already on disk are skipped (resume). With cfg.max_batches > 0 it stops after that many
@@ -196,22 +217,29 @@ def score_dataset(model, tokenizer, records: list[dict], source_rows: list[int],
                 scores, loss_mask, attention = score_batch(
                     model, batch["input_ids"], batch["attention_mask"], batch["labels"], qcfg.entropy_positions
                 )
-                per_sample = sample_scores(scores.nll.cpu(), scores.entropy.cpu(), loss_mask.cpu(), attention.cpu(),
-                                           qcfg.entropy_positions)
+                per_sample = sample_scores(
+                    scores.nll.cpu(), scores.entropy.cpu(), loss_mask.cpu(), attention.cpu(), qcfg.entropy_positions
+                )
                 targets = shift_labels(batch["labels"]).cpu()  # (B, T): the token each position predicts
                 nll, loss_mask, attention = scores.nll.cpu(), loss_mask.cpu(), attention.cpu()
                 for b, i in enumerate(chunk):
                     where = loss_mask[b]
                     full = tokenize_record(tokenizer, records[i], None)
-                    out_rows.append({
-                        "index": i, "row": source_rows[i], "id": str(records[i]["id"]),
-                        "ppl": float(per_sample.ppl[b]), "entropy": float(per_sample.entropy[b]),
-                        "trainable_tokens": int(per_sample.num_tokens[b]),
-                        "has_response": bool(per_sample.has_response[b]),
-                        "positions": int(attention[b].sum()),
-                        "response_tokens_total": _response_positions(full["labels"]),
-                        "token_ids": targets[b][where].tolist(), "token_nll": nll[b][where].tolist(),
-                    })
+                    out_rows.append(
+                        {
+                            "index": i,
+                            "row": source_rows[i],
+                            "id": str(records[i]["id"]),
+                            "ppl": float(per_sample.ppl[b]),
+                            "entropy": float(per_sample.entropy[b]),
+                            "trainable_tokens": int(per_sample.num_tokens[b]),
+                            "has_response": bool(per_sample.has_response[b]),
+                            "positions": int(attention[b].sum()),
+                            "response_tokens_total": _response_positions(full["labels"]),
+                            "token_ids": targets[b][where].tolist(),
+                            "token_nll": nll[b][where].tolist(),
+                        }
+                    )
                 batches += 1
                 bar.update(len(chunk))
             write_shard(shard_path(shard_dir, k), sorted(out_rows, key=lambda r: r["index"]))
@@ -234,12 +262,21 @@ def shard_path(shard_dir: Path, k: int) -> Path:
 def _shard_schema():
     import pyarrow as pa
 
-    return pa.schema([
-        ("index", pa.int64()), ("row", pa.int64()), ("id", pa.string()), ("ppl", pa.float64()),
-        ("entropy", pa.float64()), ("trainable_tokens", pa.int64()), ("has_response", pa.bool_()),
-        ("positions", pa.int64()), ("response_tokens_total", pa.int64()),
-        ("token_ids", pa.list_(pa.int32())), ("token_nll", pa.list_(pa.float32())),
-    ])
+    return pa.schema(
+        [
+            ("index", pa.int64()),
+            ("row", pa.int64()),
+            ("id", pa.string()),
+            ("ppl", pa.float64()),
+            ("entropy", pa.float64()),
+            ("trainable_tokens", pa.int64()),
+            ("has_response", pa.bool_()),
+            ("positions", pa.int64()),
+            ("response_tokens_total", pa.int64()),
+            ("token_ids", pa.list_(pa.int32())),
+            ("token_nll", pa.list_(pa.float32())),
+        ]
+    )
 
 
 def write_shard(path: Path, rows: list[dict]) -> None:
@@ -285,8 +322,16 @@ class PoolRun:
         return set((self.kept_role != Role.DROPPED).nonzero().flatten().tolist())
 
 
-def select_in_pools(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, pool_size: int, cfg: QTuningConfig,
-                    seed: int = 0, include_remainder: bool = True, label: str | None = None) -> PoolRun:
+def select_in_pools(
+    ppl: torch.Tensor,
+    ent: torch.Tensor,
+    valid: torch.Tensor,
+    pool_size: int,
+    cfg: QTuningConfig,
+    seed: int = 0,
+    include_remainder: bool = True,
+    label: str | None = None,
+) -> PoolRun:
     """Shuffle with `seed`, cut into pools of pool_size, select in each (the whole dataset: no shuffle).
 
     include_remainder=False leaves out the last, smaller pool (what a drop_last loader does).
@@ -303,15 +348,33 @@ def select_in_pools(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, p
         index = order[start : start + pool_size]
         sel = select_samples(ppl[index], ent[index], valid[index], cfg)
         kept_role[index], quadrant[index], supplemented[index] = sel.kept_role, sel.quadrant, sel.supplemented
-        pools.append({
-            "size": sel.pool_size, "kept": int((sel.kept_role != Role.DROPPED).sum()),
-            "supplemented": int(sel.supplemented.sum()), "converged": sel.converged, "iterations": sel.iterations,
-            "alpha": sel.alpha, "beta": sel.beta, "bisection_kept_fraction": sel.bisection_kept_fraction,
-            "ppl_lo": sel.ppl_lo, "ppl_hi": sel.ppl_hi, "ent_lo": sel.ent_lo, "ent_hi": sel.ent_hi,
-            "ppl_mid": (sel.ppl_lo + sel.ppl_hi) / 2, "ent_mid": (sel.ent_lo + sel.ent_hi) / 2,
-        })
-    return PoolRun(label=label or ("all" if whole else str(pool_size)), pool_size=min(pool_size, n), seed=seed,
-                   kept_role=kept_role, quadrant=quadrant, supplemented=supplemented, pools=pools)
+        pools.append(
+            {
+                "size": sel.pool_size,
+                "kept": int((sel.kept_role != Role.DROPPED).sum()),
+                "supplemented": int(sel.supplemented.sum()),
+                "converged": sel.converged,
+                "iterations": sel.iterations,
+                "alpha": sel.alpha,
+                "beta": sel.beta,
+                "bisection_kept_fraction": sel.bisection_kept_fraction,
+                "ppl_lo": sel.ppl_lo,
+                "ppl_hi": sel.ppl_hi,
+                "ent_lo": sel.ent_lo,
+                "ent_hi": sel.ent_hi,
+                "ppl_mid": (sel.ppl_lo + sel.ppl_hi) / 2,
+                "ent_mid": (sel.ent_lo + sel.ent_hi) / 2,
+            }
+        )
+    return PoolRun(
+        label=label or ("all" if whole else str(pool_size)),
+        pool_size=min(pool_size, n),
+        seed=seed,
+        kept_role=kept_role,
+        quadrant=quadrant,
+        supplemented=supplemented,
+        pools=pools,
+    )
 
 
 # ---------------------------------------------------------------------------------- 3. stability
@@ -342,9 +405,16 @@ class Stability:
     runs: dict[str, list[PoolRun]]  # label -> one run per shuffle
 
 
-def pool_stability(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, pool_sizes: list[tuple[str, int]],
-                   cfg: QTuningConfig, shuffles: int = 4, seed: int = 0,
-                   include_remainder: bool = True) -> Stability:
+def pool_stability(
+    ppl: torch.Tensor,
+    ent: torch.Tensor,
+    valid: torch.Tensor,
+    pool_sizes: list[tuple[str, int]],
+    cfg: QTuningConfig,
+    shuffles: int = 4,
+    seed: int = 0,
+    include_remainder: bool = True,
+) -> Stability:
     """Kept sets under each pool size and shuffle (seed + s) against the whole-dataset selection.
 
     Per pool size: Jaccard overlap with the whole-dataset kept set (mean and sd over shuffles), the
@@ -364,18 +434,24 @@ def pool_stability(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, po
         vs_whole = [jaccard(k, ref_kept) for k in kept_sets]
         across = [jaccard(a, b) for a, b in combinations(kept_sets, 2)]
         kept_total = sum(p["kept"] for p in pools)
-        rows.append({
-            "pool": label, "pool_size": min(size, n), "shuffles": count, "pools": len(pools),
-            "jaccard_vs_whole_mean": statistics.mean(vs_whole), "jaccard_vs_whole_sd": _sd(vs_whole),
-            "jaccard_across_shuffles_mean": statistics.mean(across) if across else None,
-            "ppl_line_mean": statistics.mean(p["ppl_mid"] for p in pools) if pools else 0.0,
-            "ppl_line_sd": _sd([p["ppl_mid"] for p in pools]),
-            "ent_line_mean": statistics.mean(p["ent_mid"] for p in pools) if pools else 0.0,
-            "ent_line_sd": _sd([p["ent_mid"] for p in pools]),
-            "kept_mean": statistics.mean(len(k) for k in kept_sets),
-            "converged_share": sum(p["converged"] for p in pools) / max(1, len(pools)),
-            "supplemented_share": sum(p["supplemented"] for p in pools) / max(1, kept_total),
-        })
+        rows.append(
+            {
+                "pool": label,
+                "pool_size": min(size, n),
+                "shuffles": count,
+                "pools": len(pools),
+                "jaccard_vs_whole_mean": statistics.mean(vs_whole),
+                "jaccard_vs_whole_sd": _sd(vs_whole),
+                "jaccard_across_shuffles_mean": statistics.mean(across) if across else None,
+                "ppl_line_mean": statistics.mean(p["ppl_mid"] for p in pools) if pools else 0.0,
+                "ppl_line_sd": _sd([p["ppl_mid"] for p in pools]),
+                "ent_line_mean": statistics.mean(p["ent_mid"] for p in pools) if pools else 0.0,
+                "ent_line_sd": _sd([p["ent_mid"] for p in pools]),
+                "kept_mean": statistics.mean(len(k) for k in kept_sets),
+                "converged_share": sum(p["converged"] for p in pools) / max(1, len(pools)),
+                "supplemented_share": sum(p["supplemented"] for p in pools) / max(1, kept_total),
+            }
+        )
     return Stability(reference=reference, rows=rows, runs=runs)
 
 
@@ -397,20 +473,30 @@ def failure_signatures(run: PoolRun, valid: torch.Tensor, sample_ratio: float) -
     missed = [p for p in pools if not p["converged"]]
     kept = sum(p["kept"] for p in pools)
     supplemented = sum(p["supplemented"] for p in pools)
-    fired = signatures.failure_signatures(shares, plans=len(pools), converged=len(pools) - len(missed), kept=kept,
-                                          supplemented=supplemented)
+    fired = signatures.failure_signatures(
+        shares, plans=len(pools), converged=len(pools) - len(missed), kept=kept, supplemented=supplemented
+    )
     if fired["collapse"]:
         small = ", ".join(f"Q{q} {shares[q - 1]:.1%}" for q in signatures.collapsed_quadrants(shares))
-        out.append(f"quadrant collapse with {where}: {small} of the samples (two or more quadrants under "
-                   f"{signatures.COLLAPSE_SHARE:.0%}); the thresholds barely separate these samples")
+        out.append(
+            f"quadrant collapse with {where}: {small} of the samples (two or more quadrants under "
+            f"{signatures.COLLAPSE_SHARE:.0%}); the thresholds barely separate these samples"
+        )
     if fired["bisection"]:
-        detail = (f"kept fraction {missed[0]['bisection_kept_fraction']:.3f} vs target {sample_ratio:.3f}"
-                  if len(pools) == 1 else f"in {len(missed)}/{len(pools)} pools")
-        out.append(f"the bisection missed its tolerance with {where} ({detail}): the supplement, not the "
-                   "quantiles, sets the kept fraction")
+        detail = (
+            f"kept fraction {missed[0]['bisection_kept_fraction']:.3f} vs target {sample_ratio:.3f}"
+            if len(pools) == 1
+            else f"in {len(missed)}/{len(pools)} pools"
+        )
+        out.append(
+            f"the bisection missed its tolerance with {where} ({detail}): the supplement, not the "
+            "quantiles, sets the kept fraction"
+        )
     if fired["supplement"]:
-        out.append(f"the supplement chose {supplemented / kept:.0%} of the kept samples with {where}: the kept "
-                   "set is decided by distance from the diagonal, not by the quadrant corners")
+        out.append(
+            f"the supplement chose {supplemented / kept:.0%} of the kept samples with {where}: the kept "
+            "set is decided by distance from the diagonal, not by the quadrant corners"
+        )
     return out
 
 
@@ -442,8 +528,7 @@ def _column(label: str) -> str:
     return f"p{label}" if label.isdigit() else label
 
 
-def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenizer=None,
-                progress: bool = True) -> dict:
+def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenizer=None, progress: bool = True) -> dict:
     """The whole `qtuning analyze`; returns {"complete": bool, ...} (False: stopped by max_batches).
 
     1. load and normalise the data, 2. score it in resumable shards (no grad), 3. select under
@@ -464,12 +549,20 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     source_rows = [i for i in range(report.rows_read) if i not in skipped]
     if cfg.max_samples:
         records, source_rows = records[: cfg.max_samples], source_rows[: cfg.max_samples]
-    meta = {"model": cfg.model, "data": cfg.data, "num_records": len(records),
-            "data_sha": data_fingerprint(records), "max_length": cfg.max_length,
-            "entropy_positions": qcfg.entropy_positions, "shard_rows": cfg.shard_rows}
+    meta = {
+        "model": cfg.model,
+        "data": cfg.data,
+        "num_records": len(records),
+        "data_sha": data_fingerprint(records),
+        "max_length": cfg.max_length,
+        "entropy_positions": qcfg.entropy_positions,
+        "shard_rows": cfg.shard_rows,
+    }
     check_or_write_meta(out, meta)
-    print(f"[qtuning] analyze: model {cfg.model}, data {cfg.data}: {len(records)} records "
-          f"({report.rows_read} rows read, {len(skipped)} with an empty response skipped), output {out}")
+    print(
+        f"[qtuning] analyze: model {cfg.model}, data {cfg.data}: {len(records)} records "
+        f"({report.rows_read} rows read, {len(skipped)} with an empty response skipped), output {out}"
+    )
     # 2. scores, resumable
     if model is None and shards_to_score(out, len(records), cfg.shard_rows):
         from .models import load_model_and_tokenizer
@@ -478,8 +571,10 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
         model, tokenizer = load_model_and_tokenizer(cfg.model, device=device)
     scoring_started = time.perf_counter()
     if not score_dataset(model, tokenizer, records, source_rows, out, cfg, qcfg, progress=progress):
-        print(f"[qtuning] stopped after {cfg.max_batches} batches (--max-batches); run the same command again to "
-              "resume from the last complete shard")
+        print(
+            f"[qtuning] stopped after {cfg.max_batches} batches (--max-batches); run the same command again to "
+            "resume from the last complete shard"
+        )
         return {"complete": False}
     scoring_s = time.perf_counter() - scoring_started
     scores = read_shards(out)
@@ -488,15 +583,17 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     ent = torch.as_tensor(scores["entropy"].to_numpy().copy(), dtype=torch.float64)
     valid = torch.as_tensor(scores["has_response"].to_numpy().copy(), dtype=torch.bool)
     if not valid.any():
-        raise AnalysisError(f"{cfg.data}: no record has a scored response token (max_length {cfg.max_length} "
-                              "leaves only prompts?)")
+        raise AnalysisError(
+            f"{cfg.data}: no record has a scored response token (max_length {cfg.max_length} leaves only prompts?)"
+        )
     n = len(scores)
     pool_sizes = parse_pool_sizes(cfg.pool_sizes, n)
     stability = pool_stability(ppl, ent, valid, pool_sizes, qcfg, cfg.shuffles, cfg.seed)
     whole = stability.reference
     # 4. outputs
-    table = scores[["index", "row", "id", "ppl", "entropy", "trainable_tokens", "response_tokens_total",
-                    "has_response"]].copy()
+    table = scores[
+        ["index", "row", "id", "ppl", "entropy", "trainable_tokens", "response_tokens_total", "has_response"]
+    ].copy()
     for label, runs in stability.runs.items():
         table[f"quadrant_{_column(label)}"] = runs[0].quadrant.numpy()
         table[f"role_{_column(label)}"] = [ROLE_NAMES.get(r, str(r)) for r in runs[0].kept_role.tolist()]
@@ -504,35 +601,75 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     table.to_parquet(out / SCORES_FILE, index=False)
     table.to_csv(out / "scores.csv", index=False)
     scores[["index", "id", "positions", "response_tokens_total", "token_ids", "token_nll"]].to_parquet(
-        out / TOKEN_SCORES_FILE, index=False)
+        out / TOKEN_SCORES_FILE, index=False
+    )
     warnings = []
     for runs in stability.runs.values():
         warnings += [w for w in failure_signatures(runs[0], valid, qcfg.sample_ratio) if w not in warnings]
-    thresholds = {k: whole.pools[0][k] for k in ("ppl_lo", "ppl_hi", "ent_lo", "ent_hi", "ppl_mid", "ent_mid",
-                                                 "alpha", "beta", "iterations", "converged")}
+    thresholds = {
+        k: whole.pools[0][k]
+        for k in (
+            "ppl_lo",
+            "ppl_hi",
+            "ent_lo",
+            "ent_hi",
+            "ppl_mid",
+            "ent_mid",
+            "alpha",
+            "beta",
+            "iterations",
+            "converged",
+        )
+    }
     from . import plots
     from .report import analysis_doc
 
     kept_whole = (whole.kept_role != Role.DROPPED).tolist()
-    png = plots.eu_plane(ppl.tolist(), ent.tolist(), whole.quadrant.tolist(), kept_whole,
-                         ppl_lo=thresholds["ppl_lo"], ppl_hi=thresholds["ppl_hi"], ent_lo=thresholds["ent_lo"],
-                         ent_hi=thresholds["ent_hi"],
-                         title=f"{cfg.data} scored by {cfg.model}: whole dataset as one pool")
+    png = plots.eu_plane(
+        ppl.tolist(),
+        ent.tolist(),
+        whole.quadrant.tolist(),
+        kept_whole,
+        ppl_lo=thresholds["ppl_lo"],
+        ppl_hi=thresholds["ppl_hi"],
+        ent_lo=thresholds["ent_lo"],
+        ent_hi=thresholds["ent_hi"],
+        title=f"{cfg.data} scored by {cfg.model}: whole dataset as one pool",
+    )
     (out / "eu_plane.png").write_bytes(png)
     examples = quadrant_examples(scores, whole, cfg.examples)
     rank_correlation = spearman(ppl[valid], ent[valid])
-    populations = {label: [int(((runs[0].quadrant == q) & valid).sum()) for q in range(1, 5)]
-                   + [int((~valid).sum())] for label, runs in stability.runs.items()}
-    kept_counts = {label: {q: int(((runs[0].quadrant == q) & (runs[0].kept_role != Role.DROPPED)).sum())
-                           for q in range(1, 5)} for label, runs in stability.runs.items()}
-    roles = {label: {"Q2": int((runs[0].kept_role == Role.Q2).sum()),
-                     "Q4": int((runs[0].kept_role == Role.Q4).sum()),
-                     "supplemented": int(runs[0].supplemented.sum())} for label, runs in stability.runs.items()}
-    result = {"complete": True, "meta": meta, "samples": n, "with_response": int(valid.sum()),
-              "scoring_s": scoring_s, "whole_dataset_thresholds": thresholds,
-              "spearman_ppl_ent": finite(rank_correlation),
-              "populations": populations, "kept_by_quadrant": kept_counts, "kept_roles": roles,
-              "stability": stability.rows, "warnings": warnings, "settings": dataclasses.asdict(qcfg)}
+    populations = {
+        label: [int(((runs[0].quadrant == q) & valid).sum()) for q in range(1, 5)] + [int((~valid).sum())]
+        for label, runs in stability.runs.items()
+    }
+    kept_counts = {
+        label: {q: int(((runs[0].quadrant == q) & (runs[0].kept_role != Role.DROPPED)).sum()) for q in range(1, 5)}
+        for label, runs in stability.runs.items()
+    }
+    roles = {
+        label: {
+            "Q2": int((runs[0].kept_role == Role.Q2).sum()),
+            "Q4": int((runs[0].kept_role == Role.Q4).sum()),
+            "supplemented": int(runs[0].supplemented.sum()),
+        }
+        for label, runs in stability.runs.items()
+    }
+    result = {
+        "complete": True,
+        "meta": meta,
+        "samples": n,
+        "with_response": int(valid.sum()),
+        "scoring_s": scoring_s,
+        "whole_dataset_thresholds": thresholds,
+        "spearman_ppl_ent": finite(rank_correlation),
+        "populations": populations,
+        "kept_by_quadrant": kept_counts,
+        "kept_roles": roles,
+        "stability": stability.rows,
+        "warnings": warnings,
+        "settings": dataclasses.asdict(qcfg),
+    }
     doc = analysis_doc(result, records, scores, examples, png)
     (out / "summary.md").write_text(doc.markdown(), encoding="utf-8")
     (out / "summary.html").write_text(doc.html(), encoding="utf-8")
@@ -543,26 +680,36 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
 
 
 def _print_result(result: dict, out: Path) -> None:
-    lines = [f"[qtuning] {result['samples']} samples scored ({result['with_response']} with a response); scoring "
-             f"time in this run {result['scoring_s']:.1f} s; PPL/Ent rank correlation "
-             f"{result['spearman_ppl_ent'] or float('nan'):.3f}",
-             "[qtuning] quadrants Q1-Q4 (share of samples) and kept samples, per pool size:"]
+    lines = [
+        f"[qtuning] {result['samples']} samples scored ({result['with_response']} with a response); scoring "
+        f"time in this run {result['scoring_s']:.1f} s; PPL/Ent rank correlation "
+        f"{result['spearman_ppl_ent'] or float('nan'):.3f}",
+        "[qtuning] quadrants Q1-Q4 (share of samples) and kept samples, per pool size:",
+    ]
     for label, counts in result["populations"].items():
         total = max(1, result["with_response"])
         shares = "/".join(f"{100 * c / total:.0f}" for c in counts[:4])
         kept = sum(result["kept_by_quadrant"][label].values())
         roles = result["kept_roles"][label]
-        lines.append(f"  pool {label:>5s}: Q1-Q4 {shares}% | kept {kept} ({kept / total:.1%}): {roles['Q2']} as Q2, "
-                     f"{roles['Q4']} as Q4, {roles['supplemented']} by the supplement")
-    lines.append("[qtuning] threshold stability (Jaccard of the kept set vs the whole-dataset selection; sd of the "
-                 "pools' mid thresholds):")
+        lines.append(
+            f"  pool {label:>5s}: Q1-Q4 {shares}% | kept {kept} ({kept / total:.1%}): {roles['Q2']} as Q2, "
+            f"{roles['Q4']} as Q4, {roles['supplemented']} by the supplement"
+        )
+    lines.append(
+        "[qtuning] threshold stability (Jaccard of the kept set vs the whole-dataset selection; sd of the "
+        "pools' mid thresholds):"
+    )
     for row in result["stability"]:
-        lines.append(f"  pool {row['pool']:>5s}: Jaccard {row['jaccard_vs_whole_mean']:.3f} +- "
-                     f"{row['jaccard_vs_whole_sd']:.3f}, PPL line {row['ppl_line_mean']:.3f} +- "
-                     f"{row['ppl_line_sd']:.3f}, "
-                     f"Ent line {row['ent_line_mean']:.3f} +- {row['ent_line_sd']:.3f}, bisection ok "
-                     f"{row['converged_share']:.0%}, supplemented {row['supplemented_share']:.0%} of kept")
+        lines.append(
+            f"  pool {row['pool']:>5s}: Jaccard {row['jaccard_vs_whole_mean']:.3f} +- "
+            f"{row['jaccard_vs_whole_sd']:.3f}, PPL line {row['ppl_line_mean']:.3f} +- "
+            f"{row['ppl_line_sd']:.3f}, "
+            f"Ent line {row['ent_line_mean']:.3f} +- {row['ent_line_sd']:.3f}, bisection ok "
+            f"{row['converged_share']:.0%}, supplemented {row['supplemented_share']:.0%} of kept"
+        )
     lines += [f"[qtuning] warning: {w}" for w in result["warnings"]] or ["[qtuning] no warnings"]
-    lines.append(f"[qtuning] wrote {out}/: scores.parquet, scores.csv, token_scores.parquet, eu_plane.png, "
-                 "summary.md, summary.html, stability.json")
+    lines.append(
+        f"[qtuning] wrote {out}/: scores.parquet, scores.csv, token_scores.parquet, eu_plane.png, "
+        "summary.md, summary.html, stability.json"
+    )
     print("\n".join(lines))

@@ -48,8 +48,7 @@ def _ratio_stat(num: np.ndarray, den: np.ndarray, seed_idx: np.ndarray, item_idx
     return num_items[rows, seed_idx].sum(axis=1) / den_items[rows, seed_idx].sum(axis=1)
 
 
-def paired_difference(a_num, b_num, a_den=None, b_den=None, resamples: int = 10_000,
-                      rng_seed: int = 0) -> Interval:
+def paired_difference(a_num, b_num, a_den=None, b_den=None, resamples: int = 10_000, rng_seed: int = 0) -> Interval:
     """Mean of A - B with a 95% two-way bootstrap interval.
 
     a_num, b_num: (seeds, items) per-item scores (row s of A pairs with row s of B; a single row of B
@@ -81,8 +80,9 @@ def mean_interval(num, den=None, resamples: int = 10_000, rng_seed: int = 0) -> 
     den = np.ones_like(num) if den is None else _as_grid(den, "denominators")
     seeds, items = num.shape
     rng = np.random.default_rng(rng_seed)
-    stats = _ratio_stat(num, den, rng.integers(0, seeds, size=(resamples, seeds)),
-                        rng.integers(0, items, size=(resamples, items)))
+    stats = _ratio_stat(
+        num, den, rng.integers(0, seeds, size=(resamples, seeds)), rng.integers(0, items, size=(resamples, items))
+    )
     low, high = np.percentile(stats, [2.5, 97.5])
     return Interval(float(num.sum() / den.sum()), float(low), float(high), seeds, items)
 

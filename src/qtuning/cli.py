@@ -150,7 +150,8 @@ def parse_train_config(argv: list[str]):
     from .sft_config import QTuningSFTConfig, RunConfig, train_configs
 
     parser = HfArgumentParser(
-        (RunConfig, QTuningSFTConfig), prog="qtuning train",
+        (RunConfig, QTuningSFTConfig),
+        prog="qtuning train",
         description="Fine-tune with Q-Tuning. YAML keys and --flags are the fields below; flags override the recipe. "
         "Without --config, the quickstart recipe runs.",
     )
@@ -179,8 +180,11 @@ def _cmd_train(argv: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qtuning", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("train", help="fine-tune with Q-Tuning from a YAML recipe (qtuning train --help for every field)",
-                   add_help=False)
+    sub.add_parser(
+        "train",
+        help="fine-tune with Q-Tuning from a YAML recipe (qtuning train --help for every field)",
+        add_help=False,
+    )
     plan = sub.add_parser(
         "plan",
         help="score a real dataset with a model and show what Q-Tuning keeps, batch by batch",
@@ -203,8 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluation import add_eval_arguments, run_eval_cli
 
-    evaluate = sub.add_parser("eval", help="benchmark a model (ARC, GSM8K, MATH, TriviaQA, SQuAD) on the built-in data",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluate = sub.add_parser(
+        "eval",
+        help="benchmark a model (ARC, GSM8K, MATH, TriviaQA, SQuAD) on the built-in data",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_eval_arguments(evaluate)
     evaluate.set_defaults(func=run_eval_cli)
 

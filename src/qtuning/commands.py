@@ -27,19 +27,28 @@ def register(sub) -> None:
     from .report import ReportConfig
     from .static_select import SelectConfig
 
-    analyze = sub.add_parser("analyze", help="score a whole dataset with a model and show its Error-Uncertainty "
-                             "plane: scores, plot, quadrants, threshold stability, warnings")
+    analyze = sub.add_parser(
+        "analyze",
+        help="score a whole dataset with a model and show its Error-Uncertainty "
+        "plane: scores, plot, quadrants, threshold stability, warnings",
+    )
     add_dataclass_arguments(analyze, AnalyzeConfig, SHORT_FLAGS)
     add_dataclass_arguments(analyze, QTuningConfig)
     analyze.set_defaults(func=_cmd_analyze)
 
-    report = sub.add_parser("report", help="one self-contained HTML page about a training run: plots over the "
-                            "steps and a token view of the pruned Q2 samples")
+    report = sub.add_parser(
+        "report",
+        help="one self-contained HTML page about a training run: plots over the "
+        "steps and a token view of the pruned Q2 samples",
+    )
     add_dataclass_arguments(report, ReportConfig, SHORT_FLAGS)
     report.set_defaults(func=_cmd_report)
 
-    select = sub.add_parser("select", help="one-shot Q-Tuning of a scored dataset (from `qtuning analyze`): the "
-                            "kept rows with their token masks, for `qtuning train --pruning_method none`")
+    select = sub.add_parser(
+        "select",
+        help="one-shot Q-Tuning of a scored dataset (from `qtuning analyze`): the "
+        "kept rows with their token masks, for `qtuning train --pruning_method none`",
+    )
     add_dataclass_arguments(select, SelectConfig, SHORT_FLAGS)
     add_dataclass_arguments(select, QTuningConfig)
     select.set_defaults(func=_cmd_select)

@@ -137,7 +137,9 @@ class QTuningConfig:
     )
     history_window: int = field(
         default=512,
-        metadata={"help": "thresholds='history' only: how many recent scored samples the lines are computed from (>= 1)."},
+        metadata={
+            "help": "thresholds='history' only: how many recent scored samples the lines are computed from (>= 1)."
+        },
     )
     supplement_toward: str = field(
         default="nearest",
@@ -173,19 +175,18 @@ class QTuningConfig:
         _check_ratio("max_q2_share", self.max_q2_share, low_open=False)
         if isinstance(self.history_window, bool) or not isinstance(self.history_window, int) or self.history_window < 1:
             raise ConfigError(f"history_window={self.history_window!r} is not allowed: expected an integer >= 1")
-        if isinstance(self.bisection_max_iters, bool) or not isinstance(self.bisection_max_iters, int) \
-                or self.bisection_max_iters < 1:
+        if (
+            isinstance(self.bisection_max_iters, bool)
+            or not isinstance(self.bisection_max_iters, int)
+            or self.bisection_max_iters < 1
+        ):
             raise ConfigError(
                 f"bisection_max_iters={self.bisection_max_iters!r} is not allowed: expected an integer >= 1"
             )
         if not _is_real(self.bisection_tolerance) or not self.bisection_tolerance > 0:
-            raise ConfigError(
-                f"bisection_tolerance={self.bisection_tolerance!r} is not allowed: expected a number > 0"
-            )
+            raise ConfigError(f"bisection_tolerance={self.bisection_tolerance!r} is not allowed: expected a number > 0")
         if not _is_real(self.bisection_upper) or not 0 < self.bisection_upper <= 0.5:
-            raise ConfigError(
-                f"bisection_upper={self.bisection_upper!r} is not allowed: expected a number in (0, 0.5]"
-            )
+            raise ConfigError(f"bisection_upper={self.bisection_upper!r} is not allowed: expected a number in (0, 0.5]")
 
     @classmethod
     def field_names(cls) -> list[str]:

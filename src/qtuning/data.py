@@ -31,7 +31,6 @@ import torch
 from .errors import DataError
 from .scoring import IGNORE_INDEX
 
-
 MASK_FIELD = "qtuning_token_keep"  # 0/1 per response token: a static token mask (see `qtuning select`)
 MASK_MODEL_FIELD = "qtuning_token_keep_model"  # the model (tokenizer) the mask was computed with
 
@@ -56,7 +55,9 @@ class DataReport:
         if self.truncated_rows:
             out.append(f"  truncated {self.truncated_rows} rows longer than max_length")
         if self.no_response_after_truncation:
-            out.append(f"  {self.no_response_after_truncation} of them lost their whole response and are not trained on")
+            out.append(
+                f"  {self.no_response_after_truncation} of them lost their whole response and are not trained on"
+            )
         return out
 
 
@@ -129,10 +130,15 @@ def read_rows(spec: str) -> tuple[list[dict], str]:
 
 def _messages(value, source: str, row: int, field_name: str) -> list[dict]:
     if not isinstance(value, list) or not value:
-        raise DataError(f"{source}: row {row}: field {field_name!r} must be a non-empty list of messages, got {value!r:.80}")
+        raise DataError(
+            f"{source}: row {row}: field {field_name!r} must be a non-empty list of messages, got {value!r:.80}"
+        )
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
-                or not isinstance(message.get("content"), str):
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), str)
+        ):
             raise DataError(
                 f"{source}: row {row}: field {field_name!r}[{i}] must be a {{'role': str, 'content': str}} message, "
                 f"got {message!r:.80}"
@@ -159,8 +165,10 @@ def normalise_row(row: dict, index: int, source: str) -> dict:
     if row.get(MASK_FIELD) is not None:
         mask = row[MASK_FIELD]
         if not isinstance(mask, list) or not all(v in (0, 1) and not isinstance(v, float) for v in mask):
-            raise DataError(f"{source}: row {index}: field {MASK_FIELD!r} must be a list of 0/1 (one per response "
-                            f"token), got {mask!r:.80}")
+            raise DataError(
+                f"{source}: row {index}: field {MASK_FIELD!r} must be a list of 0/1 (one per response "
+                f"token), got {mask!r:.80}"
+            )
         record["token_keep"] = [int(v) for v in mask]
         record["token_keep_origin"] = f"{source}: row {index}"
     return record
@@ -171,8 +179,10 @@ def _normalise_fields(row: dict, index: int, source: str) -> dict:
     if "messages" in row:
         messages = _messages(row["messages"], source, index, "messages")
         if messages[-1]["role"] != "assistant":
-            raise DataError(f"{source}: row {index}: field 'messages' must end with an assistant message, "
-                            f"ends with role {messages[-1]['role']!r}")
+            raise DataError(
+                f"{source}: row {index}: field 'messages' must end with an assistant message, "
+                f"ends with role {messages[-1]['role']!r}"
+            )
         return {"id": row_id, "prompt": messages[:-1], "completion": messages[-1:]}
     if "prompt" in row and "completion" in row:
         prompt, completion = row["prompt"], row["completion"]
@@ -180,14 +190,20 @@ def _normalise_fields(row: dict, index: int, source: str) -> dict:
             prompt = [{"role": "user", "content": prompt}]
         if isinstance(completion, str):
             completion = [{"role": "assistant", "content": completion}]
-        return {"id": row_id, "prompt": _messages(prompt, source, index, "prompt"),
-                "completion": _messages(completion, source, index, "completion")}
+        return {
+            "id": row_id,
+            "prompt": _messages(prompt, source, index, "prompt"),
+            "completion": _messages(completion, source, index, "completion"),
+        }
     if "instruction" in row and "output" in row:
         instruction = _text(row, "instruction", source, index)
         extra = _text(row, "input", source, index, required=False)
         user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
-        return {"id": row_id, "prompt": [{"role": "user", "content": user}],
-                "completion": [{"role": "assistant", "content": _text(row, "output", source, index)}]}
+        return {
+            "id": row_id,
+            "prompt": [{"role": "user", "content": user}],
+            "completion": [{"role": "assistant", "content": _text(row, "output", source, index)}],
+        }
     raise DataError(
         f"{source}: row {index}: unrecognised row format with fields {sorted(row)}; expected 'prompt' + 'completion', "
         "'messages', or 'instruction' + 'output' (Alpaca)"
@@ -213,8 +229,9 @@ def load_records(spec: str) -> tuple[list[dict], DataReport]:
     return records, report
 
 
-def split_records(records: list[dict], eval_fraction: float, seed: int,
-                  max_train: int | None = None, max_eval: int | None = None) -> tuple[list[dict], list[dict]]:
+def split_records(
+    records: list[dict], eval_fraction: float, seed: int, max_train: int | None = None, max_eval: int | None = None
+) -> tuple[list[dict], list[dict]]:
     """Shuffle once with `seed`, hold out `eval_fraction` (at least one row when > 0)."""
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
@@ -284,8 +301,7 @@ def to_dataset(records: list[dict], tokenizer=None, max_length: int | None = Non
     if any(r.get("token_keep") is not None for r in records):
         if tokenizer is None:
             raise ValueError(f"records carry {MASK_FIELD!r} masks: to_dataset needs the tokenizer to apply them")
-        return Dataset.from_list([{**tokenize_record(tokenizer, r, max_length), "source_id": r["id"]}
-                                  for r in records])
+        return Dataset.from_list([{**tokenize_record(tokenizer, r, max_length), "source_id": r["id"]} for r in records])
     return Dataset.from_list(
         [{"prompt": r["prompt"], "completion": r["completion"], "source_id": r["id"]} for r in records]
     )

@@ -54,9 +54,15 @@ def _shareable(part: ScoredBatch, cfg: QTuningConfig) -> ScoredBatch:
     return ScoredBatch(token_nll=None, loss_mask=None, attention_mask=None, scores=scores)
 
 
-def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global",
-              local: bool = False, seed: int | None = None, progress: float = 0.0,
-              window: ScoreWindow | None = None) -> list[SelectionPlan]:
+def plan_step(
+    parts: list[ScoredBatch],
+    cfg: QTuningConfig,
+    pool: str = "global",
+    local: bool = False,
+    seed: int | None = None,
+    progress: float = 0.0,
+    window: ScoreWindow | None = None,
+) -> list[SelectionPlan]:
     """Plans for this process's micro-batches of one optimizer step (one per part, in order).
 
     Every rank must call it at the same step with the same number of parts (the Trainer's even
@@ -77,28 +83,40 @@ def plan_step(parts: list[ScoredBatch], cfg: QTuningConfig, pool: str = "global"
 
     if pool == "micro_batch" or (size == 1 and pool == "global"):
         # every micro-batch of every rank is its own pool, with its own random stream
-        return [plan_pool([part], cfg, seed=pool_seed(rank * len(parts) + i + 1), progress=progress,
-                          window=window)[0]
-                for i, part in enumerate(parts)]
+        return [
+            plan_pool([part], cfg, seed=pool_seed(rank * len(parts) + i + 1), progress=progress, window=window)[0]
+            for i, part in enumerate(parts)
+        ]
     shared = gather_objects([_shareable(p, cfg) for p in parts], local)  # [rank][micro]
     counts = {len(s) for s in shared}
     if len(counts) != 1:
-        raise RuntimeError(f"ranks hold different numbers of micro-batches this step ({sorted(counts)}): "
-                           "cannot form a common selection pool")
+        raise RuntimeError(
+            f"ranks hold different numbers of micro-batches this step ({sorted(counts)}): "
+            "cannot form a common selection pool"
+        )
 
     def part_of(r: int, i: int) -> ScoredBatch:
         return parts[i] if r == rank else shared[r][i]
 
     if pool == "global":
-        return [plan_pool([part_of(r, i) for r in range(size)], cfg, wanted=[rank],
-                          seed=pool_seed(i + 1), progress=progress, window=window)[rank]
-                for i in range(len(parts))]
+        return [
+            plan_pool(
+                [part_of(r, i) for r in range(size)],
+                cfg,
+                wanted=[rank],
+                seed=pool_seed(i + 1),
+                progress=progress,
+                window=window,
+            )[rank]
+            for i in range(len(parts))
+        ]
     # accumulation: one pool, ordered micro-batch first, then rank (micro-batch i of the step is the
     # concatenation of every rank's i-th micro-batch, as one process would see the global batch)
     order = [(i, r) for i in range(len(parts)) for r in range(size)]
     wanted = [k for k, (_, r) in enumerate(order) if r == rank]
-    plans = plan_pool([part_of(r, i) for i, r in order], cfg, wanted=wanted, seed=seed, progress=progress,
-                      window=window)
+    plans = plan_pool(
+        [part_of(r, i) for i, r in order], cfg, wanted=wanted, seed=seed, progress=progress, window=window
+    )
     return [plans[k] for k in wanted]
 
 

@@ -73,7 +73,8 @@ TASKS: dict[str, EvalTask] = {
 }
 FINAL_ANSWER_TASKS = ("arith", "letters")
 ALIASES = {name.replace("_", "-"): name for name in TASKS} | {
-    "arc-easy-val": "arc_easy", "arc-challenge-val": "arc_challenge",
+    "arc-easy-val": "arc_easy",
+    "arc-challenge-val": "arc_challenge",
 }
 
 
@@ -168,7 +169,7 @@ def last_boxed(text: str) -> str | None:
         return None
     rest = text[index:]
     head = "\\boxed" if rest.startswith("\\boxed") else "\\fbox"
-    rest = rest[len(head):]
+    rest = rest[len(head) :]
     if rest.startswith(" "):
         return rest[1:].split("$")[0].strip()
     if not rest.startswith("{"):
@@ -308,8 +309,12 @@ def prepare_doc(task: str, record: dict) -> dict:
     spec = TASKS[task]
     try:
         if spec.kind == "choice":
-            return {"id": str(record["id"]), "eval_prompt": arc_question(record),
-                    "choices": [str(c) for c in record["choices"]], "gold": int(record["gold"])}
+            return {
+                "id": str(record["id"]),
+                "eval_prompt": arc_question(record),
+                "choices": [str(c) for c in record["choices"]],
+                "gold": int(record["gold"]),
+            }
         if task == "gsm8k":
             answers = [gsm8k_gold(record)]
         elif task == "math":
@@ -320,8 +325,10 @@ def prepare_doc(task: str, record: dict) -> dict:
             answers = [str(a) for a in (record.get("answers") or [record.get("answer") or record["response"]])]
         return {"id": str(record["id"]), "eval_prompt": record["prompt"], "answers": answers}
     except KeyError as exc:
-        raise EvalError(f"{task} record {record.get('id', '?')!r} has no field {exc}; expected the record "
-                        "format of qtuning.builtin_data") from exc
+        raise EvalError(
+            f"{task} record {record.get('id', '?')!r} has no field {exc}; expected the record "
+            "format of qtuning.builtin_data"
+        ) from exc
 
 
 def read_records_file(path: str | os.PathLike) -> list[dict]:
@@ -342,7 +349,7 @@ def read_records_file(path: str | os.PathLike) -> list[dict]:
 
 
 def parse_task_args(specs: str | list[str]) -> tuple[list[str], dict[str, list[dict]]]:
-    """"arc_easy,squad=heldout.jsonl" -> (["arc_easy", "squad"], {"squad": records of heldout.jsonl})."""
+    """ "arc_easy,squad=heldout.jsonl" -> (["arc_easy", "squad"], {"squad": records of heldout.jsonl})."""
     items = specs.split(",") if isinstance(specs, str) else [s for spec in specs for s in spec.split(",")]
     tasks, records = [], {}
     for item in (i.strip() for i in items):
@@ -394,8 +401,11 @@ def _task_yaml(task: str, data_file: Path) -> dict:
             "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in spec.metrics],
         }
     else:
-        hook = {"gsm8k": "lm_eval_process_gsm8k", "math": "lm_eval_process_math",
-                **{t: "lm_eval_process_final_answer" for t in FINAL_ANSWER_TASKS}}.get(task, "lm_eval_process_qa")
+        hook = {
+            "gsm8k": "lm_eval_process_gsm8k",
+            "math": "lm_eval_process_math",
+            **{t: "lm_eval_process_final_answer" for t in FINAL_ANSWER_TASKS},
+        }.get(task, "lm_eval_process_qa")
         config |= {
             "output_type": "generate_until",
             "doc_to_target": "{{answers[0]}}",
@@ -426,8 +436,9 @@ def write_lm_eval_tasks(docs: dict[str, list[dict]], root: Path | None = None) -
     return folder
 
 
-def _lm_eval_run(model, tokenizer, docs: dict[str, list[dict]], batch_size: int, max_length: int | None,
-                 progress: bool) -> tuple[dict, dict]:
+def _lm_eval_run(
+    model, tokenizer, docs: dict[str, list[dict]], batch_size: int, max_length: int | None, progress: bool
+) -> tuple[dict, dict]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import logging
@@ -439,16 +450,28 @@ def _lm_eval_run(model, tokenizer, docs: dict[str, list[dict]], batch_size: int,
     for name in ("lm-eval", "lm_eval"):
         logging.getLogger(name).setLevel(logging.WARNING)
     folder = write_lm_eval_tasks(docs)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
-              device=str(next(model.parameters()).device))
+    lm = HFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=str(next(model.parameters()).device),
+    )
     manager = TaskManager(include_path=str(folder), include_defaults=False)
     timings = {}
     results = {}
     for task in docs:  # one task at a time, so each gets its own wall time
         started = time.perf_counter()
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=[f"qtuning_{task}"], task_manager=manager, apply_chat_template=True,
-            num_fewshot=0, log_samples=False, bootstrap_iters=1000, cache_requests=False, verbosity="WARNING",
+            model=lm,
+            tasks=[f"qtuning_{task}"],
+            task_manager=manager,
+            apply_chat_template=True,
+            num_fewshot=0,
+            log_samples=False,
+            bootstrap_iters=1000,
+            cache_requests=False,
+            verbosity="WARNING",
         )
         timings[task] = time.perf_counter() - started
         raw = out["results"][f"qtuning_{task}"]
@@ -463,14 +486,14 @@ def _lm_eval_run(model, tokenizer, docs: dict[str, list[dict]], batch_size: int,
     return results, {"timings": timings, "task_folder": str(folder), "lm_eval": lm_eval.__version__}
 
 
-
 # -------------------------------------------------------------------------------------- native engine
 
 
 def render_prompt(tokenizer, text: str) -> str:
     """The user turn rendered as training renders a prompt: chat template plus the generation prompt."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -479,11 +502,12 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def _batches(items: list, size: int):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
-def choice_loglikelihoods(model, tokenizer, docs: list[dict], batch_size: int = 8,
-                          progress: bool = True, desc: str = "log-likelihood") -> list[list[float]]:
+def choice_loglikelihoods(
+    model, tokenizer, docs: list[dict], batch_size: int = 8, progress: bool = True, desc: str = "log-likelihood"
+) -> list[list[float]]:
     """Per document, the summed log-probability of each choice's tokens after the chat-rendered
     eval_prompt. The continuation tokens are those of tokenize(context + choice) past the context's
     length (lm_eval's split). The prompt runs once per document (its KV cache is shared by the
@@ -500,7 +524,7 @@ def choice_loglikelihoods(model, tokenizer, docs: list[dict], batch_size: int = 
         ctx = _encode(tokenizer, context)
         conts = []
         for choice in doc["choices"]:
-            cont = _encode(tokenizer, context + choice)[len(ctx):]
+            cont = _encode(tokenizer, context + choice)[len(ctx) :]
             conts.append(cont or [pad])  # an empty choice scores its first token after the prompt
         prepared.append((ctx, conts))
     order = sorted(range(len(docs)), key=lambda i: -len(prepared[i][0]))  # similar lengths together
@@ -512,11 +536,12 @@ def choice_loglikelihoods(model, tokenizer, docs: list[dict], batch_size: int = 
         ids = torch.full((len(group), width), pad, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, prefix in enumerate(prefixes):  # left padding: every prompt ends at the last column
-            ids[row, width - len(prefix):] = torch.tensor(prefix)
-            mask[row, width - len(prefix):] = 1
+            ids[row, width - len(prefix) :] = torch.tensor(prefix)
+            mask[row, width - len(prefix) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
-                      position_ids=positions.to(device), use_cache=True)
+        out = decoder(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), use_cache=True
+        )
         first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)  # (D, V)
         owner = [row for row, i in enumerate(group) for _ in prepared[i][1]]
         conts = [cont for i in group for cont in prepared[i][1]]
@@ -526,12 +551,16 @@ def choice_loglikelihoods(model, tokenizer, docs: list[dict], batch_size: int = 
         c_ids = torch.full((len(conts), c_width), pad, dtype=torch.long)
         c_mask = torch.zeros((len(conts), c_width), dtype=torch.long)
         for row, cont in enumerate(conts):
-            c_ids[row, :len(cont)] = torch.tensor(cont)
-            c_mask[row, :len(cont)] = 1
+            c_ids[row, : len(cont)] = torch.tensor(cont)
+            c_mask[row, : len(cont)] = 1
         lengths = mask.sum(-1)[owner]
-        out = decoder(input_ids=c_ids.to(device), attention_mask=torch.cat([mask[owner], c_mask], -1).to(device),
-                      position_ids=(lengths[:, None] + torch.arange(c_width)[None]).to(device),
-                      past_key_values=cache, use_cache=True)
+        out = decoder(
+            input_ids=c_ids.to(device),
+            attention_mask=torch.cat([mask[owner], c_mask], -1).to(device),
+            position_ids=(lengths[:, None] + torch.arange(c_width)[None]).to(device),
+            past_key_values=cache,
+            use_cache=True,
+        )
         lls = first[owner, c_ids[:, 0]].double()
         rows, cols = (c_mask[:, 1:] == 1).nonzero(as_tuple=True)  # token j+1 is scored from position j
         if len(rows):
@@ -542,15 +571,22 @@ def choice_loglikelihoods(model, tokenizer, docs: list[dict], batch_size: int = 
         start = 0
         for i in group:
             n = len(prepared[i][1])
-            results[i] = lls[start:start + n]
+            results[i] = lls[start : start + n]
             start += n
         bar.update(len(group))
     bar.close()
     return results
 
 
-def generate_responses(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8,
-                       progress: bool = True, desc: str = "generate") -> list[str]:
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[str]:
     """Greedy responses to chat-rendered prompts, batched (left padding, longest first), each
     stopping at the end of its turn."""
     import torch
@@ -567,12 +603,20 @@ def generate_responses(model, tokenizer, prompts: list[str], max_new_tokens: int
         ids = torch.full((len(group), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, i in enumerate(group):
-            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]):] = 1
-        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                   eos_token_id=sorted(stops), pad_token_id=tokenizer.pad_token_id,
-                                   temperature=None, top_p=None, top_k=None)
+            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
+        generated = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=sorted(stops),
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
         for row, i in enumerate(group):
             out_texts[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
         bar.update(len(group))
@@ -592,9 +636,17 @@ def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) ->
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [tokenize_record(tokenizer, {"prompt": [{"role": "user", "content": r["prompt"]}],
-                                           "completion": [{"role": "assistant", "content": r["response"]}]}, None)
-               for r in records]
+    encoded = [
+        tokenize_record(
+            tokenizer,
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["response"]}],
+            },
+            None,
+        )
+        for r in records
+    ]
     out: list[tuple[float, int]] = [(0.0, 0)] * len(records)
     order = sorted(range(len(records)), key=lambda i: -len(encoded[i]["input_ids"]))
     was_training = model.training
@@ -620,8 +672,9 @@ def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) ->
     return out
 
 
-def _native_run(model, tokenizer, docs: dict[str, list[dict]], batch_size: int, progress: bool,
-                keep_samples: bool) -> tuple[dict, dict]:
+def _native_run(
+    model, tokenizer, docs: dict[str, list[dict]], batch_size: int, progress: bool, keep_samples: bool
+) -> tuple[dict, dict]:
     import math
 
     timings, results, samples = {}, {}, {}
@@ -633,8 +686,15 @@ def _native_run(model, tokenizer, docs: dict[str, list[dict]], batch_size: int, 
             scores = [choice_accuracy(ll, d["choices"], d["gold"]) for ll, d in zip(lls, task_docs_)]
             outputs = lls
         else:
-            outputs = generate_responses(model, tokenizer, [d["eval_prompt"] for d in task_docs_],
-                                         spec.max_new_tokens, batch_size, progress, desc=task)
+            outputs = generate_responses(
+                model,
+                tokenizer,
+                [d["eval_prompt"] for d in task_docs_],
+                spec.max_new_tokens,
+                batch_size,
+                progress,
+                desc=task,
+            )
             scores = [score_generation(task, text, d) for text, d in zip(outputs, task_docs_)]
         timings[task] = time.perf_counter() - started
         n = len(scores)
@@ -655,10 +715,18 @@ def _native_run(model, tokenizer, docs: dict[str, list[dict]], batch_size: int, 
 # ------------------------------------------------------------------------------------------ the API
 
 
-def evaluate(model, tokenizer, tasks: list[str] | str, limit: int | None = None,
-             records: dict[str, list[dict]] | None = None, batch_size: int = 8,
-             max_length: int | None = None, progress: bool = True, engine: str = "lm_eval",
-             samples: bool = False) -> dict:
+def evaluate(
+    model,
+    tokenizer,
+    tasks: list[str] | str,
+    limit: int | None = None,
+    records: dict[str, list[dict]] | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    progress: bool = True,
+    engine: str = "lm_eval",
+    samples: bool = False,
+) -> dict:
     """Evaluate a loaded causal LM on benchmark tasks.
 
     tasks: names from TASKS (or "squad=path.jsonl" items); limit: the first N records of each task;
@@ -704,15 +772,23 @@ def evaluate(model, tokenizer, tasks: list[str] | str, limit: int | None = None,
     result = {
         "tasks": table,
         "config": {
-            "tasks": names, "limit": limit, "batch_size": batch_size, "engine": engine,
+            "tasks": names,
+            "limit": limit,
+            "batch_size": batch_size,
+            "engine": engine,
             "records": {t: ("custom" if t in records else TASKS[t].builtin) for t in names},
             "max_new_tokens": {t: TASKS[t].max_new_tokens for t in names if TASKS[t].kind == "generate"},
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-            "device": str(next(model.parameters()).device), "chat_template": True, "num_fewshot": 0,
+            "device": str(next(model.parameters()).device),
+            "chat_template": True,
+            "num_fewshot": 0,
         },
         "timing": {"total_s": round(total, 2), **{f"{t}_s": round(s, 2) for t, s in info["timings"].items()}},
-        "versions": {"lm_eval": info.get("lm_eval") if engine == "lm_eval" else None, "torch": torch.__version__,
-                     "transformers": transformers.__version__},
+        "versions": {
+            "lm_eval": info.get("lm_eval") if engine == "lm_eval" else None,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
     }
     if info.get("task_folder"):
         result["task_folder"] = info["task_folder"]
@@ -761,11 +837,19 @@ def format_table(result: dict) -> str:
     rows = [["task", "n", *metrics, "time"]]
     for task, values in result["tasks"].items():
         seconds = result.get("timing", {}).get(f"{task}_s")
-        rows.append([task, str(values["n"]), *(f"{values[m]:.4f}" if m in values else "-" for m in metrics),
-                     f"{seconds:.0f} s" if seconds is not None else ""])
+        rows.append(
+            [
+                task,
+                str(values["n"]),
+                *(f"{values[m]:.4f}" if m in values else "-" for m in metrics),
+                f"{seconds:.0f} s" if seconds is not None else "",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -774,31 +858,52 @@ def format_table(result: dict) -> str:
 
 
 def add_eval_arguments(parser) -> None:
-    parser.add_argument("--model", default="smollm2-135m-instruct",
-                        help="built-in name, HF model folder, or LoRA adapter folder (qtuning train's output_dir)")
-    parser.add_argument("--tasks", default="arc_easy,arc_challenge,gsm8k,triviaqa,squad,math",
-                        help=f"comma-separated, from {', '.join(TASKS)}; task=path.jsonl scores that task's "
-                        "metrics on your own records")
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="built-in name, HF model folder, or LoRA adapter folder (qtuning train's output_dir)",
+    )
+    parser.add_argument(
+        "--tasks",
+        default="arc_easy,arc_challenge,gsm8k,triviaqa,squad,math",
+        help=f"comma-separated, from {', '.join(TASKS)}; task=path.jsonl scores that task's "
+        "metrics on your own records",
+    )
     parser.add_argument("--limit", type=int, default=None, help="the first N records of each task")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=None, help="context window (default: the model's)")
-    parser.add_argument("--engine", choices=["lm_eval", "native"], default="lm_eval",
-                        help="lm_eval (lm-evaluation-harness) or native (same prompts and metrics; ARC prompts run once "
-                        "per question, so log-likelihood tasks are faster)")
+    parser.add_argument(
+        "--engine",
+        choices=["lm_eval", "native"],
+        default="lm_eval",
+        help="lm_eval (lm-evaluation-harness) or native (same prompts and metrics; ARC prompts run once "
+        "per question, so log-likelihood tasks are faster)",
+    )
     parser.add_argument("-o", "--output", default=None, help="write the results, config and timing as JSON")
 
 
 def run_eval_cli(args) -> int:
     tasks, records = parse_task_args(args.tasks)
-    print(f"[qtuning] eval {args.model} on {', '.join(tasks)}"
-          f"{f' (first {args.limit} records each)' if args.limit else ''}")
-    result = evaluate_dir(args.model, tasks, records=records, limit=args.limit, batch_size=args.batch_size,
-                          max_length=args.max_length, engine=args.engine)
+    print(
+        f"[qtuning] eval {args.model} on {', '.join(tasks)}"
+        f"{f' (first {args.limit} records each)' if args.limit else ''}"
+    )
+    result = evaluate_dir(
+        args.model,
+        tasks,
+        records=records,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        engine=args.engine,
+    )
     for task, path in (i.split("=", 1) for i in args.tasks.split(",") if "=" in i):
         result["config"]["records"][task_name(task)] = path
     print(format_table(result))
-    print(f"[qtuning] {result['timing']['total_s']:.0f} s in all (model load {result['timing']['load_s']:.0f} s), "
-          f"engine {args.engine}{' ' + result['versions']['lm_eval'] if result['versions']['lm_eval'] else ''}")
+    print(
+        f"[qtuning] {result['timing']['total_s']:.0f} s in all (model load {result['timing']['load_s']:.0f} s), "
+        f"engine {args.engine}{' ' + result['versions']['lm_eval'] if result['versions']['lm_eval'] else ''}"
+    )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")

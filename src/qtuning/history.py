@@ -55,8 +55,9 @@ class ScoreWindow:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> ScoreWindow:
-        return cls(capacity=int(state["capacity"]), ppl=[float(v) for v in state["ppl"]],
-                   ent=[float(v) for v in state["ent"]])
+        return cls(
+            capacity=int(state["capacity"]), ppl=[float(v) for v in state["ppl"]], ent=[float(v) for v in state["ent"]]
+        )
 
 
 @dataclass
@@ -80,10 +81,21 @@ def _normalised(values: torch.Tensor, window: list[float]) -> torch.Tensor:
     return (values - lo) / (hi - lo) if hi > lo else torch.zeros_like(values)
 
 
-def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, window: ScoreWindow,
-                        sample_ratio: float, *, max_iters: int, tolerance: float, upper: float,
-                        kept_quadrants: str = "q2_q4", role_high: int = 2, role_low: int = 4,
-                        fill_toward: str = "nearest") -> HistorySelection:
+def select_with_history(
+    ppl: torch.Tensor,
+    ent: torch.Tensor,
+    valid: torch.Tensor,
+    window: ScoreWindow,
+    sample_ratio: float,
+    *,
+    max_iters: int,
+    tolerance: float,
+    upper: float,
+    kept_quadrants: str = "q2_q4",
+    role_high: int = 2,
+    role_low: int = 4,
+    fill_toward: str = "nearest",
+) -> HistorySelection:
     """Stage 1 with score-history thresholds (module docstring); updates `window` with the pool.
 
     ppl, ent: (B,) float; valid: (B,) bool (samples without a trainable position take no part and
@@ -106,8 +118,9 @@ def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tenso
         return HistorySelection(kept_role, supplemented, quadrant, empty, n, 0, 0, len(window), zeros, zeros)
     w_ppl = torch.tensor(window.ppl, dtype=torch.float64)
     w_ent = torch.tensor(window.ent, dtype=torch.float64)
-    t = bisect_thresholds(w_ppl, w_ent, sample_ratio, max_iters=max_iters, tolerance=tolerance, upper=upper,
-                          kept_quadrants=kept_quadrants)
+    t = bisect_thresholds(
+        w_ppl, w_ent, sample_ratio, max_iters=max_iters, tolerance=tolerance, upper=upper, kept_quadrants=kept_quadrants
+    )
     in_high, in_low = corner_membership(ppl, ent, valid, t, kept_quadrants)
     in_corner = in_high | in_low
 
@@ -127,9 +140,9 @@ def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tenso
     k = target_count(n, sample_ratio)
     chosen = order[:k]
     nearer_high = (toward_high[chosen] >= toward_low[chosen]) & (fill_toward != "low_ppl")
-    role_of_chosen = torch.where(in_high[chosen], role_high,
-                                 torch.where(in_low[chosen], role_low,
-                                             torch.where(nearer_high, role_high, role_low)))
+    role_of_chosen = torch.where(
+        in_high[chosen], role_high, torch.where(in_low[chosen], role_low, torch.where(nearer_high, role_high, role_low))
+    )
     kept_role[chosen] = role_of_chosen
     supplemented[chosen] = ~in_corner[chosen]
     trimmed = int(in_corner.sum()) - int(in_corner[chosen].sum())
@@ -138,5 +151,4 @@ def select_with_history(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tenso
     high_ent = ent > t.ent_mid
     quadrant[:] = torch.where(high_ppl, torch.where(high_ent, 1, 2), torch.where(high_ent, 4, 3))
     quadrant[~valid] = 0
-    return HistorySelection(kept_role, supplemented, quadrant, t, n, k, trimmed, len(window), toward_high,
-                            toward_low)
+    return HistorySelection(kept_role, supplemented, quadrant, t, n, k, trimmed, len(window), toward_high, toward_low)

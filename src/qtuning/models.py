@@ -20,8 +20,10 @@ from .assets import cache_root, fetch_file, sha256_of
 from .errors import ModelSpecError
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-ACCEPTED_FORMS = (f"a built-in name ({', '.join(BUILTIN_MODELS)}), a .gguf file, a local Hugging Face model folder "
-                  "(with config.json) or a hub id that transformers can load")
+ACCEPTED_FORMS = (
+    f"a built-in name ({', '.join(BUILTIN_MODELS)}), a .gguf file, a local Hugging Face model folder "
+    "(with config.json) or a hub id that transformers can load"
+)
 _DONE_MARKER = "qtuning-converted.txt"
 
 
@@ -95,8 +97,10 @@ def _unknown_model_is_a_spec_error(spec, path: str):
         if Path(path).exists():  # a real folder with broken files: transformers' message names them
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSpecError(f"model {str(spec)!r} is neither a built-in name, a .gguf file, a local folder nor a "
-                             f"model the hub can serve ({reason}); expected {ACCEPTED_FORMS}") from exc
+        raise ModelSpecError(
+            f"model {str(spec)!r} is neither a built-in name, a .gguf file, a local folder nor a "
+            f"model the hub can serve ({reason}); expected {ACCEPTED_FORMS}"
+        ) from exc
 
 
 def load_tokenizer(spec: str | os.PathLike):

@@ -62,12 +62,14 @@ def plan_records(
         tokens = []
         for b in (plan.kept_role == Role.Q2).nonzero().flatten().tolist():
             where = candidates[b]
-            tokens.append({
-                "id": ids[b],
-                "token_ids": targets[b][where].tolist(),
-                "score": [round(v, 4) for v in plan.token_score[b][where].tolist()],
-                "kept": plan.token_keep[b][where].tolist(),
-            })
+            tokens.append(
+                {
+                    "id": ids[b],
+                    "token_ids": targets[b][where].tolist(),
+                    "score": [round(v, 4) for v in plan.token_score[b][where].tolist()],
+                    "kept": plan.token_keep[b][where].tolist(),
+                }
+            )
         record["tokens"] = tokens
     return record
 
@@ -112,8 +114,10 @@ def _lines(path: Path, strict: bool) -> Iterator[tuple[int, str, dict]]:
             except json.JSONDecodeError as exc:
                 if not strict:
                     return
-                raise PlanLogError(f"{path}: line {number} is not valid JSON ({exc.msg}); expected one plan per "
-                                   "line, as `qtuning train` writes") from exc
+                raise PlanLogError(
+                    f"{path}: line {number} is not valid JSON ({exc.msg}); expected one plan per "
+                    "line, as `qtuning train` writes"
+                ) from exc
             if not isinstance(record, dict) or "step" not in record or "samples" not in record:
                 if not strict:
                     return

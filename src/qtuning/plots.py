@@ -35,8 +35,18 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def eu_plane(ppl: list[float], entropy: list[float], quadrant: list[int], kept: list[bool], *, ppl_lo: float,
-             ppl_hi: float, ent_lo: float, ent_hi: float, title: str = "Error-Uncertainty plane") -> bytes:
+def eu_plane(
+    ppl: list[float],
+    entropy: list[float],
+    quadrant: list[int],
+    kept: list[bool],
+    *,
+    ppl_lo: float,
+    ppl_hi: float,
+    ent_lo: float,
+    ent_hi: float,
+    title: str = "Error-Uncertainty plane",
+) -> bytes:
     """Scatter of the samples: log-PPL on x, entropy on y, coloured by quadrant; kept ones outlined.
 
     The dashed lines are the mid thresholds ((lo + hi) / 2 on each axis), the shaded corners the
@@ -53,17 +63,29 @@ def eu_plane(ppl: list[float], entropy: list[float], quadrant: list[int], kept: 
         x0, x1, y0, y1 = min(xs) - pad_x, max(xs) + pad_x, min(ys) - pad_y, max(ys) + pad_y
         log_lo, log_hi = math.log(max(ppl_lo, 1e-300)), math.log(max(ppl_hi, 1e-300))
         # Kept corners: Q2 bottom right, Q4 top left.
-        ax.add_patch(Rectangle((log_hi, y0), max(0.0, x1 - log_hi), max(0.0, ent_lo - y0),
-                               color=QUADRANT_COLOURS[2], alpha=0.12, lw=0))
-        ax.add_patch(Rectangle((x0, ent_hi), max(0.0, log_lo - x0), max(0.0, y1 - ent_hi),
-                               color=QUADRANT_COLOURS[4], alpha=0.12, lw=0))
+        ax.add_patch(
+            Rectangle(
+                (log_hi, y0), max(0.0, x1 - log_hi), max(0.0, ent_lo - y0), color=QUADRANT_COLOURS[2], alpha=0.12, lw=0
+            )
+        )
+        ax.add_patch(
+            Rectangle(
+                (x0, ent_hi), max(0.0, log_lo - x0), max(0.0, y1 - ent_hi), color=QUADRANT_COLOURS[4], alpha=0.12, lw=0
+            )
+        )
         for q in (1, 2, 3, 4):
             for is_kept in (False, True):
                 sel = [p for p in points if p[2] == q and p[3] == is_kept]
                 if sel:
-                    ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=26 if is_kept else 16,
-                               c=QUADRANT_COLOURS[q], alpha=0.9 if is_kept else 0.45,
-                               edgecolors="black" if is_kept else "none", linewidths=0.6)
+                    ax.scatter(
+                        [p[0] for p in sel],
+                        [p[1] for p in sel],
+                        s=26 if is_kept else 16,
+                        c=QUADRANT_COLOURS[q],
+                        alpha=0.9 if is_kept else 0.45,
+                        edgecolors="black" if is_kept else "none",
+                        linewidths=0.6,
+                    )
         ax.axvline(math.log(max((ppl_lo + ppl_hi) / 2, 1e-300)), color="black", ls="--", lw=1)
         ax.axhline((ent_lo + ent_hi) / 2, color="black", ls="--", lw=1)
         ax.set_xlim(x0, x1)
@@ -79,8 +101,9 @@ def eu_plane(ppl: list[float], entropy: list[float], quadrant: list[int], kept: 
     return _png(fig)
 
 
-def lines(steps: list[float], series: dict[str, list[float | None]], *, title: str, ylabel: str,
-          percent: bool = False) -> bytes:
+def lines(
+    steps: list[float], series: dict[str, list[float | None]], *, title: str, ylabel: str, percent: bool = False
+) -> bytes:
     """One line per series over the optimizer steps (None values are gaps)."""
     fig, ax = _figure(6.4, 3.4)
     for name, values in series.items():

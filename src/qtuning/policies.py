@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import SAMPLE_PRUNERS, TOKEN_PRUNERS  # the one list of names, checked by QTuningConfig
+from .config import SAMPLE_PRUNERS  # the one list of names, checked by QTuningConfig
+
 # which sample / token pruners read the probe's scores (the others need only the masks)
 SCORED_SAMPLE_PRUNERS = ("qtuning", "entropy", "infobatch")
 SCORED_TOKEN_PRUNERS = ("qtuning", "ppl", "rho1")

@@ -106,8 +106,11 @@ def has_dropout(model) -> bool:
     cached = model.__dict__.get("_qtuning_has_dropout")
     if cached is None:
         config = getattr(unwrap_model(model), "config", None)
-        in_config = any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                        for k, v in (config.to_dict().items() if config is not None else ()) if "dropout" in k)
+        in_config = any(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            for k, v in (config.to_dict().items() if config is not None else ())
+            if "dropout" in k
+        )
         in_modules = any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
         cached = model.__dict__["_qtuning_has_dropout"] = in_config or in_modules
     return cached
@@ -137,8 +140,13 @@ def scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions=
     shifted_attention = shift_mask(attention_mask)  # (B, T)
     positions = (shifted_attention | loss_mask) if entropy_positions == "all" else loss_mask
     scores = token_scores_from_hidden(
-        hidden, head.weight, labels, positions=positions, lm_head_bias=getattr(head, "bias", None),
-        logit_softcap=logit_softcap(model), chunk_size=chunk_size,
+        hidden,
+        head.weight,
+        labels,
+        positions=positions,
+        lm_head_bias=getattr(head, "bias", None),
+        logit_softcap=logit_softcap(model),
+        chunk_size=chunk_size,
     )
     return scores, loss_mask, shifted_attention
 
@@ -151,8 +159,9 @@ def head_logits(head, rows: torch.Tensor, softcap: float | None) -> torch.Tensor
     return logits
 
 
-def nll_sum(model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096,
-            row_weight: torch.Tensor | None = None) -> torch.Tensor:
+def nll_sum(
+    model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096, row_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Sum of cross-entropy over the positions whose target is set, with grad.
 
     hidden (B, T, H); targets (B, T) on the shifted grid (IGNORE_INDEX where no loss); row_weight

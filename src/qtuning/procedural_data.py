@@ -56,7 +56,7 @@ def arith_record(index: int) -> dict:
     return {
         "id": f"arith-{index}",
         "prompt": f"Calculate {expression}. Work from left to right, one operation per line, "
-                  f"and finish with a line '{ANSWER_PREFIX} <number>'.",
+        f"and finish with a line '{ANSWER_PREFIX} <number>'.",
         "response": "\n".join(lines) + f"\n{ANSWER_PREFIX} {total}",
         "answer": str(total),
         "difficulty": {"terms": terms, "digits": digits},
@@ -72,7 +72,7 @@ def story_words(text: str) -> list[str]:
     """The alphanumeric words of the story (Project Gutenberg's header and licence cut off)."""
     start = text.find("*** START OF")
     end = text.find("*** END OF")
-    body = text[text.find("\n", start) + 1 if start >= 0 else 0: end if end >= 0 else len(text)]
+    body = text[text.find("\n", start) + 1 if start >= 0 else 0 : end if end >= 0 else len(text)]
     return [w for w in re.findall(r"\b\w+\b", body) if w.isalnum() and w.isascii()]
 
 
@@ -81,7 +81,7 @@ def letter_record(index: int, words: list[str]) -> dict:
     rng = random.Random(derive_seed(LETTERS_SEED, index, "stream"))
     length = rng.randint(3, 5)
     start = rng.randint(0, len(words) - length)
-    span = words[start:start + length]
+    span = words[start : start + length]
     # The letter of a random character of the span: frequent letters are asked about more often, which
     # spreads the answers (a uniform choice among the span's letters makes most answers 1).
     letter = rng.choice([c for c in "".join(span).lower() if c.isalpha()])
@@ -92,8 +92,8 @@ def letter_record(index: int, words: list[str]) -> dict:
     return {
         "id": f"letters-{index}",
         "prompt": f'How many times does the letter "{letter}" appear in the text: "{" ".join(span)}"? '
-                  f"Spell each word with its count of \"{letter}\", add the counts, and finish with a line "
-                  f"'{ANSWER_PREFIX} <number>'.",
+        f'Spell each word with its count of "{letter}", add the counts, and finish with a line '
+        f"'{ANSWER_PREFIX} <number>'.",
         "response": "\n".join(lines) + f"\n{ANSWER_PREFIX} {total}",
         "answer": str(total),
         "difficulty": {"words": length},

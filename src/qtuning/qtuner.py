@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 
 from .config import QTuningConfig
+from .history import ScoreWindow
 from .kept_batch import LOSS_WEIGHT_KEY, apply_plan, kept_token_count, loss_on_kept
 from .probe import score_batch
-from .history import ScoreWindow
 from .selection import SelectionPlan, plan_batch
 
 # apply_plan and loss_on_kept live in qtuning.kept_batch (the trainer uses them too); re-exported here.
@@ -31,8 +31,13 @@ class QTuner:
     window of thresholds="history" (`self.window`; save `window.state_dict()` with your checkpoints
     and restore it with `ScoreWindow.from_state_dict` to resume exactly)."""
 
-    def __init__(self, config: QTuningConfig | None = None, score_chunk_size: int = 512, loss_chunk_size: int = 4096,
-                 probe_batch_size: int = 4):
+    def __init__(
+        self,
+        config: QTuningConfig | None = None,
+        score_chunk_size: int = 512,
+        loss_chunk_size: int = 4096,
+        probe_batch_size: int = 4,
+    ):
         self.config = config or QTuningConfig()
         self.score_chunk_size = score_chunk_size
         self.probe_batch_size = probe_batch_size
@@ -42,11 +47,17 @@ class QTuner:
 
     def plan(self, model, batch: dict) -> SelectionPlan:
         scores, loss_mask, attention = score_batch(
-            model, batch["input_ids"], batch["attention_mask"], batch["labels"], self.config.entropy_positions,
-            self.score_chunk_size, self.probe_batch_size,
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            self.config.entropy_positions,
+            self.score_chunk_size,
+            self.probe_batch_size,
         )
-        return plan_batch(scores.nll, scores.entropy, loss_mask, self.config, attention_mask=attention,
-                          window=self.window)
+        return plan_batch(
+            scores.nll, scores.entropy, loss_mask, self.config, attention_mask=attention, window=self.window
+        )
 
     def apply(self, batch: dict, plan: SelectionPlan) -> dict:
         return apply_plan(batch, plan)

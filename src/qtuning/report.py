@@ -94,8 +94,10 @@ class Doc:
                 headers, rows = block[1], block[2]
                 out.append("| " + " | ".join(headers) + " |")
                 out.append("|" + "|".join("---" for _ in headers) + "|")
-                out += ["| " + " | ".join(_cell(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
-                        for row in rows]
+                out += [
+                    "| " + " | ".join(_cell(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
+                    for row in rows
+                ]
                 out.append("")
             elif kind == "image":
                 if block[3]:
@@ -114,25 +116,35 @@ class Doc:
                 body.append(f"<p>{_e(block[1])}</p>")
             elif kind == "warnings":
                 body += [f'<div class="warn">warning: {_e(w)}</div>' for w in block[1]] or [
-                    f'<div class="ok">{_e(block[2])}</div>']
+                    f'<div class="ok">{_e(block[2])}</div>'
+                ]
             elif kind == "table":
                 head = "".join(f"<th>{_e(h)}</th>" for h in block[1])
                 rows = "".join(
-                    "<tr>" + "".join(
+                    "<tr>"
+                    + "".join(
                         f'<td class="num">{_e(_cell(v))}</td>' if _is_number(v) else f"<td>{_e(_cell(v))}</td>"
-                        for v in row) + "</tr>"
-                    for row in block[2])
+                        for v in row
+                    )
+                    + "</tr>"
+                    for row in block[2]
+                )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             elif kind == "image":
                 data = base64.b64encode(block[1]).decode("ascii")
                 wide = ' class="wide"' if block[4] else ""
-                body.append(f'<figure{wide}><img class="plot" alt="{_e(block[2])}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{_e(block[2])}</figcaption></figure>")
+                body.append(
+                    f'<figure{wide}><img class="plot" alt="{_e(block[2])}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{_e(block[2])}</figcaption></figure>"
+                )
             elif kind == "raw":
                 body.append(block[1])
-        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{_e(self.title)}</title><style>{_CSS}</style></head>\n<body>\n"
-                + "\n".join(body) + "\n</body></html>\n")
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_e(self.title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body)
+            + "\n</body></html>\n"
+        )
 
 
 def _e(text: str) -> str:
@@ -165,6 +177,7 @@ def find_state(run_dir: Path) -> Path | None:
     """trainer_state.json of the run, or of its newest checkpoint if the run did not finish."""
     if (run_dir / TRAINER_STATE_FILE).is_file():
         return run_dir / TRAINER_STATE_FILE
+
     def number(path: Path) -> int:
         suffix = path.parent.name.rsplit("-", 1)[-1]
         return int(suffix) if suffix.isdigit() else -1
@@ -186,8 +199,10 @@ class Run:
 
 def read_run(run_dir: str | os.PathLike) -> Run:
     path = Path(run_dir).expanduser()
-    expected = (f"the output_dir of a `qtuning train` run (holding {TRAINER_STATE_FILE} and {PLAN_LOG_FILE}, "
-                f"or a checkpoint-*/{TRAINER_STATE_FILE})")
+    expected = (
+        f"the output_dir of a `qtuning train` run (holding {TRAINER_STATE_FILE} and {PLAN_LOG_FILE}, "
+        f"or a checkpoint-*/{TRAINER_STATE_FILE})"
+    )
     if not path.exists():
         raise ReportError(f"{path}: no such directory; expected {expected}")
     if not path.is_dir():
@@ -213,8 +228,9 @@ def read_run(run_dir: str | os.PathLike) -> Run:
     summary_path = path / SUMMARY_FILE
     summary = read_json(summary_path, "the run's summary object") if summary_path.is_file() else None
     if not plans and not any("loss" in h for h in history):
-        raise ReportError(f"{path}: the run logged no training step yet ({state_path or plans_path} is empty); "
-                          "nothing to report")
+        raise ReportError(
+            f"{path}: the run logged no training step yet ({state_path or plans_path} is empty); nothing to report"
+        )
     return Run(path=path, log_history=history, plans=plans, summary=summary, state_path=state_path)
 
 
@@ -239,9 +255,12 @@ def per_step_from_plans(plans: list[dict]) -> dict[int, dict]:
     for step, a in sorted(acc.items()):
         n = max(1.0, a["samples"])
         out[step] = {
-            "kept_sample_fraction": a["kept"] / n, "alpha": a["alpha"] / a["plans"], "beta": a["beta"] / a["plans"],
+            "kept_sample_fraction": a["kept"] / n,
+            "alpha": a["alpha"] / a["plans"],
+            "beta": a["beta"] / a["plans"],
             "kept_token_fraction": a["kept_tokens"] / max(1.0, a["trainable_tokens"]),
-            "tokens_scored": a["trainable_tokens"], "tokens_trained": a["kept_tokens"],
+            "tokens_scored": a["trainable_tokens"],
+            "tokens_trained": a["kept_tokens"],
             "bisection_converged_share": a["converged"] / a["plans"],
             **{f"quadrant_q{q}": a[f"q{q}"] / n for q in range(1, 5)},
         }
@@ -288,19 +307,24 @@ def _token_text(tokenizer, token_id: int) -> str:
 
 def token_view_html(entries: list[dict], tokenizer) -> str:
     """One block per Q2 sample: each response token a span; pruned ones struck through; s_i on hover."""
-    parts = ['<div class="token-view">',
-             '<p>Legend: <span class="tok kept">kept token</span> <span class="tok pruned">pruned token</span> '
-             "(hover a token for its smoothed score s<sub>i</sub>).</p>"]
+    parts = [
+        '<div class="token-view">',
+        '<p>Legend: <span class="tok kept">kept token</span> <span class="tok pruned">pruned token</span> '
+        "(hover a token for its smoothed score s<sub>i</sub>).</p>",
+    ]
     for entry in entries:
         pruned = sum(1 for k in entry["kept"] if not k)
         parts.append(
             f'<div class="sample-head">step {entry["step"]}, sample {_e(entry["id"])}: PPL {entry["ppl"]:.3g}, '
-            f'Ent {entry["entropy"]:.3g}, {pruned} of {len(entry["kept"])} response tokens pruned</div>')
+            f"Ent {entry['entropy']:.3g}, {pruned} of {len(entry['kept'])} response tokens pruned</div>"
+        )
         spans = []
         for token_id, score, kept in zip(entry["token_ids"], entry["score"], entry["kept"]):
             status = "kept" if kept else "pruned"
-            spans.append(f'<span class="tok {status}" title="s = {score:.4g} ({status})">'
-                         f"{_e(_token_text(tokenizer, int(token_id)))}</span>")
+            spans.append(
+                f'<span class="tok {status}" title="s = {score:.4g} ({status})">'
+                f"{_e(_token_text(tokenizer, int(token_id)))}</span>"
+            )
         parts.append(f'<div class="tokens">{"".join(spans)}</div>')
     parts.append("</div>")
     return "\n".join(parts)
@@ -314,9 +338,14 @@ def q2_token_entries(plans: list[dict], limit: int) -> list[dict]:
         position = {sid: i for i, sid in enumerate(samples.get("id", []))}
         for tokens in plan.get("tokens") or []:
             i = position.get(tokens["id"])
-            entries.append({**tokens, "step": plan["step"],
-                            "ppl": samples["ppl"][i] if i is not None else float("nan"),
-                            "entropy": samples["entropy"][i] if i is not None else float("nan")})
+            entries.append(
+                {
+                    **tokens,
+                    "step": plan["step"],
+                    "ppl": samples["ppl"][i] if i is not None else float("nan"),
+                    "entropy": samples["entropy"][i] if i is not None else float("nan"),
+                }
+            )
     return entries[-limit:] if limit else []
 
 
@@ -329,10 +358,12 @@ class ReportConfig:
 
     run_dir: str = field(default="", metadata={"help": "The output_dir of a `qtuning train` run.", "positional": True})
     output: str = field(default="", metadata={"help": f"HTML file to write (default: RUN_DIR/{REPORT_FILE})."})
-    token_samples: int = field(default=12, metadata={"help": "Q2 samples shown in the token view (the last ones "
-                                                             "logged)."})
-    tokenizer: str = field(default="", metadata={"help": "Tokenizer to decode the token view with (default: the "
-                                                         "one saved in RUN_DIR)."})
+    token_samples: int = field(
+        default=12, metadata={"help": "Q2 samples shown in the token view (the last ones logged)."}
+    )
+    tokenizer: str = field(
+        default="", metadata={"help": "Tokenizer to decode the token view with (default: the one saved in RUN_DIR)."}
+    )
 
 
 def _series(steps: list[int], table: dict[int, dict], key: str) -> list[float | None]:
@@ -345,11 +376,16 @@ def build_run_report(run: Run, cfg: ReportConfig) -> Doc:
     history = per_step_from_history(run.log_history)
     from_plans = per_step_from_plans(run.plans)
     # Q-Tuning statistics: exact per step from the plan log; else the logged (per logging window) values.
-    qt, qt_source = (from_plans, "the plan log, per optimizer step") if from_plans else (
-        history, "trainer_state.json's log_history, per logging window")
+    qt, qt_source = (
+        (from_plans, "the plan log, per optimizer step")
+        if from_plans
+        else (history, "trainer_state.json's log_history, per logging window")
+    )
     doc = Doc(title=f"qtuning run report: {run.path.name}")
-    doc.para(f"Run directory {run.path}. Q-Tuning statistics from {qt_source}; loss from "
-             f"{run.state_path.name if run.state_path else 'nowhere (no trainer_state.json)'}.")
+    doc.para(
+        f"Run directory {run.path}. Q-Tuning statistics from {qt_source}; loss from "
+        f"{run.state_path.name if run.state_path else 'nowhere (no trainer_state.json)'}."
+    )
     if run.summary:
         doc.heading("Summary")
         doc.table(["field", "value"], [[k, v] for k, v in run.summary.items() if not isinstance(v, (list, dict))])
@@ -373,17 +409,19 @@ def build_run_report(run: Run, cfg: ReportConfig) -> Doc:
     plot({"kept tokens": "kept_token_fraction"}, "Kept fraction of the response tokens", "share", percent=True)
     loss_steps = sorted(history)
     plot({"training loss": "loss"}, "Training loss", "loss", table=history, at=loss_steps)
-    plot({"scored": "tokens_scored", "trained": "tokens_trained"}, "Response tokens scored vs trained",
-         "tokens")
+    plot({"scored": "tokens_scored", "trained": "tokens_trained"}, "Response tokens scored vs trained", "tokens")
     entries = q2_token_entries(run.plans, cfg.token_samples)
     doc.heading("Token view of Q2 samples")
     if entries:
         tokenizer = load_run_tokenizer(run, cfg.tokenizer or None)
         note = "" if tokenizer is not None else " No tokenizer was found in the run directory: tokens show as ids."
-        doc.para(f"The last {len(entries)} Q2 (token-pruned) samples of the plan log: each response token, pruned "
-                 f"ones struck through in red; hover a token for its neighbour-smoothed perplexity s_i.{note}")
-        doc.raw(token_view_html(entries, tokenizer),
-                f"{len(entries)} Q2 samples with token details: see the HTML page.")
+        doc.para(
+            f"The last {len(entries)} Q2 (token-pruned) samples of the plan log: each response token, pruned "
+            f"ones struck through in red; hover a token for its neighbour-smoothed perplexity s_i.{note}"
+        )
+        doc.raw(
+            token_view_html(entries, tokenizer), f"{len(entries)} Q2 samples with token details: see the HTML page."
+        )
     else:
         doc.para("No Q2 token details in this run (plan_log_tokens off, no plan log, or no Q2 sample).")
     return doc
@@ -412,21 +450,28 @@ def analysis_doc(result: dict, records: list[dict], scores, examples: dict[int, 
 
     meta, settings = result["meta"], result["settings"]
     doc = Doc(title=f"EU-plane analysis: {meta['data']} scored by {meta['model']}")
-    doc.para(f"{result['samples']} records scored ({result['with_response']} with a response token within max_length "
-             f"{meta['max_length']}), entropy over {meta['entropy_positions']} positions (scoring time in this "
-             f"run: {result['scoring_s']:.1f} s; shards already on disk are not scored again). Selection settings: sample_ratio {settings['sample_ratio']}, token_ratio "
-             f"{settings['token_ratio']}, bisection tolerance {settings['bisection_tolerance']}. PPL/Ent rank "
-             f"correlation over the samples: {_cell(result['spearman_ppl_ent'])}.")
+    doc.para(
+        f"{result['samples']} records scored ({result['with_response']} with a response token within max_length "
+        f"{meta['max_length']}), entropy over {meta['entropy_positions']} positions (scoring time in this "
+        f"run: {result['scoring_s']:.1f} s; shards already on disk are not scored again). Selection settings: sample_ratio {settings['sample_ratio']}, token_ratio "
+        f"{settings['token_ratio']}, bisection tolerance {settings['bisection_tolerance']}. PPL/Ent rank "
+        f"correlation over the samples: {_cell(result['spearman_ppl_ent'])}."
+    )
     doc.heading("Warnings")
-    doc.warnings(result["warnings"], "no warnings: no quadrant under 5%, the bisection met its tolerance, the "
-                                     "supplement did not decide most of the selection")
+    doc.warnings(
+        result["warnings"],
+        "no warnings: no quadrant under 5%, the bisection met its tolerance, the "
+        "supplement did not decide most of the selection",
+    )
     t = result["whole_dataset_thresholds"]
     doc.heading("The Error-Uncertainty plane (the whole dataset as one pool)")
-    doc.para(f"Dashed lines: the mid thresholds (PPL {t['ppl_mid']:.4g}, Ent {t['ent_mid']:.4g}); shaded: the kept "
-             f"corners of the bisection's last iterate (alpha {t['alpha']:.4f}, {t['iterations']} iterations, "
-             f"{'within' if t['converged'] else 'outside'} tolerance): Q2 = PPL > {t['ppl_hi']:.4g} and Ent <= "
-             f"{t['ent_lo']:.4g}, Q4 = PPL <= {t['ppl_lo']:.4g} and Ent > {t['ent_hi']:.4g}. Outlined: kept samples "
-             "(the supplement may keep samples outside the corners).")
+    doc.para(
+        f"Dashed lines: the mid thresholds (PPL {t['ppl_mid']:.4g}, Ent {t['ent_mid']:.4g}); shaded: the kept "
+        f"corners of the bisection's last iterate (alpha {t['alpha']:.4f}, {t['iterations']} iterations, "
+        f"{'within' if t['converged'] else 'outside'} tolerance): Q2 = PPL > {t['ppl_hi']:.4g} and Ent <= "
+        f"{t['ent_lo']:.4g}, Q4 = PPL <= {t['ppl_lo']:.4g} and Ent > {t['ent_hi']:.4g}. Outlined: kept samples "
+        "(the supplement may keep samples outside the corners)."
+    )
     doc.image(png, "EU plane: log-PPL x entropy, coloured by quadrant", "eu_plane.png", wide=True)
     doc.heading("Quadrant population")
     labels = list(result["populations"])
@@ -439,25 +484,53 @@ def analysis_doc(result: dict, records: list[dict], scores, examples: dict[int, 
             count = result["populations"][label][q - 1]
             row += [f"{count} ({count / total:.1%})", result["kept_by_quadrant"][label][q]]
         rows.append(row)
-    rows.append(["no response (never kept)"] + [v for label in labels
-                                                for v in (result["populations"][label][4], 0)])
-    for key, name in (("Q2", "kept as Q2 (token-pruned)"), ("Q4", "kept as Q4 (whole)"),
-                      ("supplemented", "kept by the supplement")):
+    rows.append(["no response (never kept)"] + [v for label in labels for v in (result["populations"][label][4], 0)])
+    for key, name in (
+        ("Q2", "kept as Q2 (token-pruned)"),
+        ("Q4", "kept as Q4 (whole)"),
+        ("supplemented", "kept by the supplement"),
+    ):
         rows.append([name] + [v for label in labels for v in ("", result["kept_roles"][label][key])])
     doc.table(headers, rows)
-    doc.para("Quadrants are set by each pool's own mid thresholds; with small pools a sample's quadrant depends on "
-             "the pool it falls into.")
+    doc.para(
+        "Quadrants are set by each pool's own mid thresholds; with small pools a sample's quadrant depends on "
+        "the pool it falls into."
+    )
     doc.heading("Threshold stability")
-    doc.para("Per pool size: the kept set of the whole dataset when it is cut into shuffled pools of that size, "
-             "against the whole-dataset selection (Jaccard), between shuffles, and how much the pools' mid "
-             "thresholds move (mean +- sd over every pool of every shuffle).")
-    doc.table(["pool", "shuffles", "pools", "Jaccard vs whole", "Jaccard across shuffles", "PPL line",
-               "Ent line", "kept (mean)", "bisection within tolerance", "supplemented share of kept"],
-              [[r["pool"], r["shuffles"], r["pools"],
+    doc.para(
+        "Per pool size: the kept set of the whole dataset when it is cut into shuffled pools of that size, "
+        "against the whole-dataset selection (Jaccard), between shuffles, and how much the pools' mid "
+        "thresholds move (mean +- sd over every pool of every shuffle)."
+    )
+    doc.table(
+        [
+            "pool",
+            "shuffles",
+            "pools",
+            "Jaccard vs whole",
+            "Jaccard across shuffles",
+            "PPL line",
+            "Ent line",
+            "kept (mean)",
+            "bisection within tolerance",
+            "supplemented share of kept",
+        ],
+        [
+            [
+                r["pool"],
+                r["shuffles"],
+                r["pools"],
                 f"{r['jaccard_vs_whole_mean']:.3f} +- {r['jaccard_vs_whole_sd']:.3f}",
-                r["jaccard_across_shuffles_mean"], f"{r['ppl_line_mean']:.4g} +- {r['ppl_line_sd']:.3g}",
-                f"{r['ent_line_mean']:.4g} +- {r['ent_line_sd']:.3g}", r["kept_mean"], f"{r['converged_share']:.0%}",
-                f"{r['supplemented_share']:.0%}"] for r in result["stability"]])
+                r["jaccard_across_shuffles_mean"],
+                f"{r['ppl_line_mean']:.4g} +- {r['ppl_line_sd']:.3g}",
+                f"{r['ent_line_mean']:.4g} +- {r['ent_line_sd']:.3g}",
+                r["kept_mean"],
+                f"{r['converged_share']:.0%}",
+                f"{r['supplemented_share']:.0%}",
+            ]
+            for r in result["stability"]
+        ],
+    )
     doc.heading("Examples per quadrant (the whole dataset as one pool)")
     by_index = {int(i): position for position, i in enumerate(scores["index"].tolist())}
     for q in range(1, 5):
@@ -471,7 +544,15 @@ def analysis_doc(result: dict, records: list[dict], scores, examples: dict[int, 
             record = records[i]
             prompt = "\n".join(m["content"] for m in record["prompt"])
             response = "\n".join(m["content"] for m in record["completion"])
-            rows.append([record["id"], float(sample["ppl"]), float(sample["entropy"]), int(sample["trainable_tokens"]),
-                         _clip(prompt, 160), _clip(response, 240)])
+            rows.append(
+                [
+                    record["id"],
+                    float(sample["ppl"]),
+                    float(sample["entropy"]),
+                    int(sample["trainable_tokens"]),
+                    _clip(prompt, 160),
+                    _clip(response, 240),
+                ]
+            )
         doc.table(["id", "PPL", "Ent", "tokens", "prompt", "response"], rows)
     return doc

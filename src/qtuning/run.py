@@ -1,13 +1,13 @@
 """A complete fine-tuning run from a RunConfig and a QTuningSFTConfig: what `qtuning train` does.
 
-    trainer, reports = build_trainer(run, args)   # steps 1-3
-    summary = run_training(run, args)             # steps 1-5
+trainer, reports = build_trainer(run, args)   # steps 1-3
+summary = run_training(run, args)             # steps 1-5
 
-    1. load the model (built-in, .gguf, folder or hub id) and its tokenizer
-    2. load and normalise the data, hold out an evaluation split, report skipped/truncated rows
-    3. build the QTuningSFTTrainer (LoRA when lora_r > 0)
-    4. held-out loss before, train (resumable), held-out loss after
-    5. save the model or adapter, the logs and the summary in output_dir
+1. load the model (built-in, .gguf, folder or hub id) and its tokenizer
+2. load and normalise the data, hold out an evaluation split, report skipped/truncated rows
+3. build the QTuningSFTTrainer (LoRA when lora_r > 0)
+4. held-out loss before, train (resumable), held-out loss after
+5. save the model or adapter, the logs and the summary in output_dir
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def compact_progress_callback():
             if not state.is_world_process_zero or self.training_bar is None or not logs:
                 return
             if "eval_loss" in logs:
-                self.training_bar.write(f"step {state.global_step}/{state.max_steps} | eval loss {logs['eval_loss']:.4f}")
+                self.training_bar.write(
+                    f"step {state.global_step}/{state.max_steps} | eval loss {logs['eval_loss']:.4f}"
+                )
             if "loss" not in logs:
                 return  # the end-of-training dict: run.py prints its own summary
             parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
@@ -65,9 +67,12 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     if args.pruning_method != "none" and any(r.get("token_keep") is not None for r in records):
         import warnings
 
-        warnings.warn(f"[qtuning] {run.data} carries static token masks (qtuning_token_keep, from `qtuning select`) "
-                      f"and pruning_method={args.pruning_method!r} selects and prunes again on top of them; "
-                      "use --pruning_method none to train on the static selection as it is", stacklevel=2)
+        warnings.warn(
+            f"[qtuning] {run.data} carries static token masks (qtuning_token_keep, from `qtuning select`) "
+            f"and pruning_method={args.pruning_method!r} selects and prunes again on top of them; "
+            "use --pruning_method none to train on the static selection as it is",
+            stacklevel=2,
+        )
     reports = [report]
     if run.eval_data:
         eval_records, eval_report = load_records(run.eval_data)
@@ -85,14 +90,20 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
 
         targets = run.lora_target_modules
         peft_config = LoraConfig(
-            r=run.lora_r, lora_alpha=run.lora_alpha, lora_dropout=run.lora_dropout, task_type="CAUSAL_LM",
+            r=run.lora_r,
+            lora_alpha=run.lora_alpha,
+            lora_dropout=run.lora_dropout,
+            task_type="CAUSAL_LM",
             target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
         )
     trainer = QTuningSFTTrainer(
-        model=model, args=args, train_dataset=to_dataset(train_records, tokenizer, args.max_length),
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train_records, tokenizer, args.max_length),
         eval_dataset=to_dataset(eval_records, tokenizer, args.max_length) if eval_records else None,
         processing_class=tokenizer,
-        peft_config=peft_config, callbacks=callbacks,
+        peft_config=peft_config,
+        callbacks=callbacks,
     )
     return trainer, reports
 
@@ -101,9 +112,11 @@ def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
     """The whole run; returns the summary that is also written to output_dir/qtuning_summary.json."""
     from .trainer import SUMMARY_FILE
 
-    print(f"[qtuning] model {run.model} | data {run.data} | pruning {args.pruning_method} "
-          f"({args.sample_ratio:.3g} of samples x {args.token_ratio:.3g} of Q2 tokens, scoring={args.scoring}) "
-          f"| output {args.output_dir}")
+    print(
+        f"[qtuning] model {run.model} | data {run.data} | pruning {args.pruning_method} "
+        f"({args.sample_ratio:.3g} of samples x {args.token_ratio:.3g} of Q2 tokens, scoring={args.scoring}) "
+        f"| output {args.output_dir}"
+    )
     trainer, reports = build_trainer(run, args)
     if not args.disable_tqdm:
         from transformers.trainer_callback import ProgressCallback
@@ -113,8 +126,10 @@ def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
     for report in reports:
         for line in report.lines():
             print(f"[qtuning] {line}")
-    print(f"[qtuning] {len(trainer.train_dataset)} training rows, "
-          f"{len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0} held-out rows")
+    print(
+        f"[qtuning] {len(trainer.train_dataset)} training rows, "
+        f"{len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0} held-out rows"
+    )
     has_eval = trainer.eval_dataset is not None
     before = trainer.evaluate()["eval_loss"] if has_eval else None
     if before is not None:
@@ -127,10 +142,20 @@ def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
     trainer.save_model(args.output_dir)
     trainer.save_state()  # trainer_state.json (the log history) next to the model
     summary = dict(trainer.qtuning_summary)
-    summary.update(eval_loss_before=before, eval_loss_after=after,
-                   data=[{"source": r.source, "rows_read": r.rows_read, "rows_used": r.rows_used,
-                          "empty_response_skipped": len(r.empty_response_rows), "truncated": r.truncated_rows}
-                         for r in reports])
+    summary.update(
+        eval_loss_before=before,
+        eval_loss_after=after,
+        data=[
+            {
+                "source": r.source,
+                "rows_read": r.rows_read,
+                "rows_used": r.rows_used,
+                "empty_response_skipped": len(r.empty_response_rows),
+                "truncated": r.truncated_rows,
+            }
+            for r in reports
+        ],
+    )
     if trainer.is_world_process_zero():
         os.makedirs(args.output_dir, exist_ok=True)
         (Path(args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
@@ -148,16 +173,20 @@ def print_summary(summary: dict) -> None:
         f"({summary['samples_trained'] / max(1, summary['samples_scored']):.1%})",
         f"  response tokens         {summary['trainable_tokens_scored']:.0f} scored, {summary['tokens_trained']:.0f} "
         f"carried a loss ({summary['tokens_trained'] / summary['trainable_tokens_scored']:.1%})"
-        if summary["trainable_tokens_scored"] else f"  response tokens         {summary['tokens_trained']:.0f} carried "
+        if summary["trainable_tokens_scored"]
+        else f"  response tokens         {summary['tokens_trained']:.0f} carried "
         "a loss (none scored: pruning_method none)",
         f"  compute vs full data    {summary['estimated_compute_vs_full_data']:.1%} (estimated: {summary['estimate_basis']})",
         f"  scoring time            {summary['scoring_s']:.1f} s",
     ]
     if summary.get("eval_loss_before") is not None:
-        lines.append(f"  held-out loss           {summary['eval_loss_before']:.4f} before -> "
-                     f"{summary['eval_loss_after']:.4f} after")
-    lines += [f"  outputs                 {summary['output_dir']} (adapter/model, trainer_state.json, "
-              "qtuning_summary.json)"]
+        lines.append(
+            f"  held-out loss           {summary['eval_loss_before']:.4f} before -> "
+            f"{summary['eval_loss_after']:.4f} after"
+        )
+    lines += [
+        f"  outputs                 {summary['output_dir']} (adapter/model, trainer_state.json, qtuning_summary.json)"
+    ]
     if summary.get("plan_log"):
         lines.append(f"  plan log                {summary['plan_log']}")
     print("\n".join(lines))

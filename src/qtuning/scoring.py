@@ -14,8 +14,8 @@ positions, so the extra memory is O(chunk x V) and never a second (B, T, V) tens
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -37,8 +37,12 @@ class Role(IntEnum):
 
 ROLE_DROPPED, ROLE_KEPT, ROLE_Q2, ROLE_Q4 = Role.DROPPED, Role.KEPT, Role.Q2, Role.Q4  # the earlier public names
 ROLE_NAMES = {Role.DROPPED: "dropped", Role.KEPT: "kept", Role.Q2: "Q2", Role.Q4: "Q4"}
-QUADRANT_NAMES = {1: "Q1 harmful noise", 2: "Q2 valuable misconception", 3: "Q3 redundant knowledge",
-                  4: "Q4 calibration data"}
+QUADRANT_NAMES = {
+    1: "Q1 harmful noise",
+    2: "Q2 valuable misconception",
+    3: "Q3 redundant knowledge",
+    4: "Q4 calibration data",
+}
 
 # exp() overflows float64 above ~709.78; a token NLL that large is already "infinitely" surprising.
 _MAX_TOKEN_NLL = 700.0
@@ -76,9 +80,13 @@ class SampleSelection:
 
     def rows(self, start: int, stop: int) -> SampleSelection:
         """The selection of samples start..stop-1 of the pool (the pool-level fields are shared)."""
-        return replace(self, kept_role=self.kept_role[start:stop], supplemented=self.supplemented[start:stop],
-                       quadrant=self.quadrant[start:stop],
-                       weight=None if self.weight is None else self.weight[start:stop])
+        return replace(
+            self,
+            kept_role=self.kept_role[start:stop],
+            supplemented=self.supplemented[start:stop],
+            quadrant=self.quadrant[start:stop],
+            weight=None if self.weight is None else self.weight[start:stop],
+        )
 
 
 def _part(part: str, name: str, doc: str) -> property:
@@ -102,8 +110,12 @@ class SelectionPlan:
     # token-pruning candidates, 0 elsewhere
 
     # per sample, (B,)
-    kept_role = _part("selection", "kept_role", "(B,) int64 Role values: 0 dropped, 1 kept by a baseline, "
-                      "2 kept as Q2 (token-prunable), 4 kept as Q4 (kept whole)")
+    kept_role = _part(
+        "selection",
+        "kept_role",
+        "(B,) int64 Role values: 0 dropped, 1 kept by a baseline, "
+        "2 kept as Q2 (token-prunable), 4 kept as Q4 (kept whole)",
+    )
     supplemented = _part("selection", "supplemented", "(B,) bool: kept by the supplement, not by the corners")
     quadrant = _part("selection", "quadrant", "(B,) int64: 1..4 by the mid thresholds, 0 without a trainable position")
     sample_weight = _part("selection", "weight", "(B,) float64 loss weight (InfoBatch's rescaling); None = all 1")
@@ -123,13 +135,31 @@ class SelectionPlan:
     ent_mid = _part("selection", "ent_mid", "quadrant line on the entropy axis, (ent_lo + ent_hi) / 2")
     iterations = _part("selection", "iterations", "bisection iterates computed")
     converged = _part("selection", "converged", "the last iterate was within the tolerance")
-    bisection_kept_fraction = _part("selection", "bisection_kept_fraction",
-                                    "kept fraction of the last iterate, before the supplement")
+    bisection_kept_fraction = _part(
+        "selection", "bisection_kept_fraction", "kept fraction of the last iterate, before the supplement"
+    )
 
     # the scalars of stats() and of the logs, in this order
-    SCALARS = ("pool_size", "target_count", "alpha", "beta", "ppl_lo", "ppl_hi", "ent_lo", "ent_hi", "ppl_mid",
-               "ent_mid", "iterations", "converged", "bisection_kept_fraction", "num_kept", "num_supplemented",
-               "num_trainable_tokens_kept_samples", "num_kept_tokens", "num_pruned_tokens")
+    SCALARS = (
+        "pool_size",
+        "target_count",
+        "alpha",
+        "beta",
+        "ppl_lo",
+        "ppl_hi",
+        "ent_lo",
+        "ent_hi",
+        "ppl_mid",
+        "ent_mid",
+        "iterations",
+        "converged",
+        "bisection_kept_fraction",
+        "num_kept",
+        "num_supplemented",
+        "num_trainable_tokens_kept_samples",
+        "num_kept_tokens",
+        "num_pruned_tokens",
+    )
 
     @property
     def sample_keep(self) -> torch.Tensor:
@@ -169,20 +199,32 @@ class SelectionPlan:
         batch = loss_mask.shape[0]
         zeros = torch.zeros(batch, dtype=torch.float64)
         selection = SampleSelection(
-            kept_role=torch.where(keep, Role.Q4, Role.DROPPED), supplemented=torch.zeros_like(keep),
-            quadrant=torch.zeros(batch, dtype=torch.int64), pool_size=n, target_count=n, converged=True,
+            kept_role=torch.where(keep, Role.Q4, Role.DROPPED),
+            supplemented=torch.zeros_like(keep),
+            quadrant=torch.zeros(batch, dtype=torch.int64),
+            pool_size=n,
+            target_count=n,
+            converged=True,
             bisection_kept_fraction=1.0,
         )
         scores = SampleScores(ppl=zeros, entropy=zeros, num_tokens=loss_mask.sum(dim=1), has_response=keep)
-        return cls(selection=selection, scores=scores, token_keep=loss_mask.clone(),
-                   token_score=torch.zeros(loss_mask.shape, dtype=torch.float64))
+        return cls(
+            selection=selection,
+            scores=scores,
+            token_keep=loss_mask.clone(),
+            token_score=torch.zeros(loss_mask.shape, dtype=torch.float64),
+        )
 
     def take(self, start: int, stop: int, width: int | None = None) -> SelectionPlan:
         """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared."""
         rows, cols = slice(start, stop), slice(0, width)
         scores = SampleScores(**{f.name: getattr(self.scores, f.name)[rows] for f in fields(SampleScores)})
-        return SelectionPlan(selection=self.selection.rows(start, stop), scores=scores,
-                             token_keep=self.token_keep[rows, cols], token_score=self.token_score[rows, cols])
+        return SelectionPlan(
+            selection=self.selection.rows(start, stop),
+            scores=scores,
+            token_keep=self.token_keep[rows, cols],
+            token_score=self.token_score[rows, cols],
+        )
 
     def stats(self) -> dict[str, float | int | bool]:
         """The scalars, for logging: SCALARS, then the count of samples in each quadrant."""
@@ -272,8 +314,9 @@ def plan_batch(
     return plan_pool([batch], cfg, window=window)[0]
 
 
-def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningConfig,
-               generator: torch.Generator | None = None) -> SelectionPlan:
+def build_plan(
+    batch: ScoredBatch, selection: SampleSelection, cfg: QTuningConfig, generator: torch.Generator | None = None
+) -> SelectionPlan:
     """Stage 2 on a batch whose samples are already selected (possibly within a larger pool).
 
     `generator` drives token_pruner="random"."""
@@ -286,16 +329,22 @@ def build_plan(batch: ScoredBatch, selection: "SampleSelection", cfg: QTuningCon
         prunable = torch.zeros_like(prunable)
     priority = None
     if cfg.token_pruner not in ("qtuning", "none"):
-        priority = token_priority(cfg.token_pruner, batch.token_nll, batch.loss_mask, generator=generator,
-                                  reference_nll=batch.reference_nll)
+        priority = token_priority(
+            cfg.token_pruner, batch.token_nll, batch.loss_mask, generator=generator, reference_nll=batch.reference_nll
+        )
     token_keep, token_score, _ = prune_tokens(
         batch.token_nll, batch.loss_mask, kept_role, cfg, batch.attention_mask, prunable=prunable, priority=priority
     )
     return SelectionPlan(selection=selection, scores=batch.scores, token_keep=token_keep, token_score=token_score)
 
 
-def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Generator | None = None,
-                progress: float = 0.0, window: ScoreWindow | None = None) -> SampleSelection:
+def select_pool(
+    scores: SampleScores,
+    cfg: QTuningConfig,
+    generator: torch.Generator | None = None,
+    progress: float = 0.0,
+    window: ScoreWindow | None = None,
+) -> SampleSelection:
     """Stage 1 by `cfg.sample_pruner`: Q-Tuning's bisection, or a baseline of `qtuning.policies`.
 
     generator: drives the random draws of the baselines; progress: fraction of training done
@@ -304,22 +353,34 @@ def select_pool(scores: SampleScores, cfg: QTuningConfig, generator: torch.Gener
         return select_samples(scores.ppl, scores.entropy, scores.has_response, cfg, window)
     valid = scores.has_response.detach().to("cpu", torch.bool)
     keep, weight = baseline_keep(
-        cfg.sample_pruner, scores.ppl.detach().cpu().double(), scores.entropy.detach().cpu().double(),
-        scores.num_tokens.detach().cpu(), valid, cfg.sample_ratio, generator=generator, progress=progress,
+        cfg.sample_pruner,
+        scores.ppl.detach().cpu().double(),
+        scores.entropy.detach().cpu().double(),
+        scores.num_tokens.detach().cpu(),
+        valid,
+        cfg.sample_ratio,
+        generator=generator,
+        progress=progress,
         infobatch_anneal=cfg.infobatch_anneal,
     )
     n = int(valid.sum())
     return SampleSelection(
-        kept_role=torch.where(keep, Role.KEPT, Role.DROPPED), supplemented=torch.zeros_like(keep),
-        quadrant=torch.zeros(keep.shape[0], dtype=torch.int64), pool_size=n,
-        target_count=target_count(n, cfg.sample_ratio), converged=True,
+        kept_role=torch.where(keep, Role.KEPT, Role.DROPPED),
+        supplemented=torch.zeros_like(keep),
+        quadrant=torch.zeros(keep.shape[0], dtype=torch.int64),
+        pool_size=n,
+        target_count=target_count(n, cfg.sample_ratio),
+        converged=True,
         bisection_kept_fraction=int(keep.sum()) / n if n else 0.0,
         weight=None if bool((weight == 1).all()) else weight,
     )
 
 
 def select_samples(
-    sample_ppl: torch.Tensor, sample_entropy: torch.Tensor, has_response: torch.Tensor, cfg: QTuningConfig,
+    sample_ppl: torch.Tensor,
+    sample_entropy: torch.Tensor,
+    has_response: torch.Tensor,
+    cfg: QTuningConfig,
     window: ScoreWindow | None = None,
 ) -> SampleSelection:
     """Stage 1 on per-sample scores (docs/algorithm.md section 3): bisection, then the supplement.
@@ -337,12 +398,24 @@ def select_samples(
         raise ScoreError("sample scores contain NaN or Inf: refusing to select from broken scores")
     if cfg.thresholds == "history":
         if window is None:
-            raise ConfigError("thresholds='history' needs the score window of the run: plan through "
-                              "QTuningSFTTrainer or QTuner, or pass window=ScoreWindow(cfg.history_window)")
-        h = select_with_history(ppl, ent, valid, window, cfg.sample_ratio, max_iters=cfg.bisection_max_iters,
-                                tolerance=cfg.bisection_tolerance, upper=cfg.bisection_upper,
-                                kept_quadrants=cfg.kept_quadrants, role_high=int(Role.Q2), role_low=int(Role.Q4),
-                                fill_toward=cfg.supplement_toward)
+            raise ConfigError(
+                "thresholds='history' needs the score window of the run: plan through "
+                "QTuningSFTTrainer or QTuner, or pass window=ScoreWindow(cfg.history_window)"
+            )
+        h = select_with_history(
+            ppl,
+            ent,
+            valid,
+            window,
+            cfg.sample_ratio,
+            max_iters=cfg.bisection_max_iters,
+            tolerance=cfg.bisection_tolerance,
+            upper=cfg.bisection_upper,
+            kept_quadrants=cfg.kept_quadrants,
+            role_high=int(Role.Q2),
+            role_low=int(Role.Q4),
+            fill_toward=cfg.supplement_toward,
+        )
         result = _selection_from(h.kept_role, h.supplemented, h.quadrant, h.thresholds, n, h.target_count)
         toward_high, toward_low = h.toward_high, h.toward_low
     else:
@@ -353,10 +426,22 @@ def select_samples(
 
 
 def _selection_from(kept_role, supplemented, quadrant, t: Thresholds, n: int, target: int) -> SampleSelection:
-    return SampleSelection(kept_role=kept_role, supplemented=supplemented, quadrant=quadrant, pool_size=n,
-                           target_count=target, alpha=t.alpha, beta=t.beta, ppl_lo=t.ppl_lo, ppl_hi=t.ppl_hi,
-                           ent_lo=t.ent_lo, ent_hi=t.ent_hi, iterations=t.iterations, converged=t.converged,
-                           bisection_kept_fraction=t.kept_fraction)
+    return SampleSelection(
+        kept_role=kept_role,
+        supplemented=supplemented,
+        quadrant=quadrant,
+        pool_size=n,
+        target_count=target,
+        alpha=t.alpha,
+        beta=t.beta,
+        ppl_lo=t.ppl_lo,
+        ppl_hi=t.ppl_hi,
+        ent_lo=t.ent_lo,
+        ent_hi=t.ent_hi,
+        iterations=t.iterations,
+        converged=t.converged,
+        bisection_kept_fraction=t.kept_fraction,
+    )
 
 
 def _closeness(ppl, ent, valid, kept_quadrants: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,9 +467,15 @@ def _select_in_pool(ppl, ent, valid, cfg: QTuningConfig) -> tuple[SampleSelectio
     r_s = cfg.sample_ratio
     # The kept corners (section 3): the high-PPL one is Q2 (low entropy) or, as an ablation, Q1; the
     # low-PPL one is Q4 (high entropy) or Q3. The result is the LAST bisection iterate.
-    t = bisect_thresholds(ppl[valid], ent[valid], r_s, max_iters=cfg.bisection_max_iters,
-                          tolerance=cfg.bisection_tolerance, upper=cfg.bisection_upper,
-                          kept_quadrants=cfg.kept_quadrants)
+    t = bisect_thresholds(
+        ppl[valid],
+        ent[valid],
+        r_s,
+        max_iters=cfg.bisection_max_iters,
+        tolerance=cfg.bisection_tolerance,
+        upper=cfg.bisection_upper,
+        kept_quadrants=cfg.kept_quadrants,
+    )
     in_high, in_low = corner_membership(ppl, ent, valid, t, cfg.kept_quadrants)
     kept_role[in_high] = Role.Q2
     kept_role[in_low] = Role.Q4
@@ -511,15 +602,24 @@ def concat_scored(parts: list[ScoredBatch]) -> ScoredBatch:
     def pad(t, value):
         return None if t is None else torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
 
-    attention = None if any(p.attention_mask is None for p in parts) else torch.cat(
-        [pad(p.attention_mask, False) for p in parts])
-    scores = SampleScores(*(torch.cat([getattr(p.scores, f) for p in parts])
-                            for f in ("ppl", "entropy", "num_tokens", "has_response")))
-    reference = None if any(p.reference_nll is None for p in parts) else torch.cat(
-        [pad(p.reference_nll, 0.0) for p in parts])
-    return ScoredBatch(token_nll=torch.cat([pad(p.token_nll, 0.0) for p in parts]),
-                       loss_mask=torch.cat([pad(p.loss_mask, False) for p in parts]),
-                       attention_mask=attention, scores=scores, reference_nll=reference)
+    attention = (
+        None
+        if any(p.attention_mask is None for p in parts)
+        else torch.cat([pad(p.attention_mask, False) for p in parts])
+    )
+    scores = SampleScores(
+        *(torch.cat([getattr(p.scores, f) for p in parts]) for f in ("ppl", "entropy", "num_tokens", "has_response"))
+    )
+    reference = (
+        None if any(p.reference_nll is None for p in parts) else torch.cat([pad(p.reference_nll, 0.0) for p in parts])
+    )
+    return ScoredBatch(
+        token_nll=torch.cat([pad(p.token_nll, 0.0) for p in parts]),
+        loss_mask=torch.cat([pad(p.loss_mask, False) for p in parts]),
+        attention_mask=attention,
+        scores=scores,
+        reference_nll=reference,
+    )
 
 
 def _generator(seed: int | None, stream: int) -> torch.Generator | None:
@@ -527,9 +627,15 @@ def _generator(seed: int | None, stream: int) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(derive_seed(seed, stream, "stream"))
 
 
-def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | None = None, *,
-              seed: int | None = None, progress: float = 0.0,
-              window: ScoreWindow | None = None) -> dict[int, SelectionPlan]:
+def plan_pool(
+    parts: list[ScoredBatch],
+    cfg: QTuningConfig,
+    wanted: list[int] | None = None,
+    *,
+    seed: int | None = None,
+    progress: float = 0.0,
+    window: ScoreWindow | None = None,
+) -> dict[int, SelectionPlan]:
     """Plan a pool made of several batches (micro-batches, ranks): the same plan as `plan_batch` on
     their concatenation, returned per part for the parts in `wanted` (default: all).
 
@@ -540,8 +646,9 @@ def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | 
     (cfg.thresholds="history"), updated with this pool.
     """
     wanted = list(range(len(parts))) if wanted is None else wanted
-    scores = SampleScores(*(torch.cat([getattr(p.scores, f) for p in parts])
-                            for f in ("ppl", "entropy", "num_tokens", "has_response")))
+    scores = SampleScores(
+        *(torch.cat([getattr(p.scores, f) for p in parts]) for f in ("ppl", "entropy", "num_tokens", "has_response"))
+    )
     selection = select_pool(scores, cfg, _generator(seed, 0), progress, window)
     offsets = [0]
     for part in parts:
@@ -549,5 +656,7 @@ def plan_pool(parts: list[ScoredBatch], cfg: QTuningConfig, wanted: list[int] | 
     if cfg.token_budget == "batch" and cfg.token_ratio < 1.0:
         whole = build_plan(concat_scored(parts), selection, cfg, _generator(seed, 1))
         return {i: whole.take(offsets[i], offsets[i + 1], parts[i].loss_mask.shape[1]) for i in wanted}
-    return {i: build_plan(parts[i], selection.rows(offsets[i], offsets[i + 1]), cfg, _generator(seed, 2 + i))
-            for i in wanted}
+    return {
+        i: build_plan(parts[i], selection.rows(offsets[i], offsets[i + 1]), cfg, _generator(seed, 2 + i))
+        for i in wanted
+    }

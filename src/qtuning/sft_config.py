@@ -34,13 +34,17 @@ class RunConfig:
     # --- what to train on
     model: str = field(
         default="smollm2-135m-instruct",
-        metadata={"help": "Model: the built-in name 'smollm2-135m-instruct', a .gguf file, a local Hugging Face "
-                          "folder or a hub id."},
+        metadata={
+            "help": "Model: the built-in name 'smollm2-135m-instruct', a .gguf file, a local Hugging Face "
+            "folder or a hub id."
+        },
     )
     data: str = field(
         default="alpaca-demo",
-        metadata={"help": "Training data: a built-in name (alpaca-demo, gsm8k, arc-easy, ...), a JSON/JSONL/Parquet "
-                          "file or a datasets save_to_disk folder."},
+        metadata={
+            "help": "Training data: a built-in name (alpaca-demo, gsm8k, arc-easy, ...), a JSON/JSONL/Parquet "
+            "file or a datasets save_to_disk folder."
+        },
     )
     eval_data: str | None = field(
         default=None,
@@ -75,48 +79,62 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
     # --- how Q-Tuning runs inside the trainer
     pruning_method: str = field(
         default="qtuning",
-        metadata={"help": "'qtuning' (select samples and tokens every step) or 'none' (train on everything: the "
-                          "full-data baseline, through the same loss path)."},
+        metadata={
+            "help": "'qtuning' (select samples and tokens every step) or 'none' (train on everything: the "
+            "full-data baseline, through the same loss path)."
+        },
     )
     scoring: str = field(
         default="probe",
-        metadata={"help": "'probe': a no-grad forward scores the batch, then forward+backward runs on the kept samples "
-                          "only (saves compute). 'reuse': one forward with grad over the whole batch gives the scores "
-                          "and the masked loss (the authors' code: saves nothing, for faithful reproduction)."},
+        metadata={
+            "help": "'probe': a no-grad forward scores the batch, then forward+backward runs on the kept samples "
+            "only (saves compute). 'reuse': one forward with grad over the whole batch gives the scores "
+            "and the masked loss (the authors' code: saves nothing, for faithful reproduction)."
+        },
     )
     selection_pool: str = field(
         default="global",
-        metadata={"help": "Which samples compete in one selection: 'global' (micro-batch i of every process: the "
-                          "same selection on 1 or N processes), 'accumulation' (every micro-batch of the optimizer "
-                          "step on every process: the largest pool) or 'micro_batch' (each process's micro-batch "
-                          "alone: the paper; the result depends on the number of processes)."},
+        metadata={
+            "help": "Which samples compete in one selection: 'global' (micro-batch i of every process: the "
+            "same selection on 1 or N processes), 'accumulation' (every micro-batch of the optimizer "
+            "step on every process: the largest pool) or 'micro_batch' (each process's micro-batch "
+            "alone: the paper; the result depends on the number of processes)."
+        },
     )
     probe_precision: str = field(
         default="auto",
-        metadata={"help": "Precision of the probe's forward: 'bf16' (bf16 autocast for the probe only; the "
-                          "vocabulary softmax stays fp32), 'same' as training, or 'auto': bf16 where the hardware "
-                          "runs it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else 'same'. "
-                          "Training in bf16 mixed precision already probes in bf16."},
+        metadata={
+            "help": "Precision of the probe's forward: 'bf16' (bf16 autocast for the probe only; the "
+            "vocabulary softmax stays fp32), 'same' as training, or 'auto': bf16 where the hardware "
+            "runs it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else 'same'. "
+            "Training in bf16 mixed precision already probes in bf16."
+        },
     )
     probe_batch_size: int = field(
         default=-1,
-        metadata={"help": "The probe runs the batch's rows sorted by length in groups of this many, each trimmed "
-                          "to its longest row, so padding costs little. 0: the whole batch in one forward. -1 "
-                          "(auto): 4 on a CPU (compute-bound), 0 on a GPU (a small model's steps are bound by "
-                          "kernel launches there, and groups multiply them)."},
+        metadata={
+            "help": "The probe runs the batch's rows sorted by length in groups of this many, each trimmed "
+            "to its longest row, so padding costs little. 0: the whole batch in one forward. -1 "
+            "(auto): 4 on a CPU (compute-bound), 0 on a GPU (a small model's steps are bound by "
+            "kernel launches there, and groups multiply them)."
+        },
     )
     score_chunk_size: int = field(
         default=512, metadata={"help": "Positions per chunk when scoring over the vocabulary (memory O(chunk x V))."}
     )
     loss_chunk_size: int = field(
         default=4096,
-        metadata={"help": "Above this many loss positions in a micro-batch, the LM head and cross-entropy run in "
-                          "checkpointed chunks of this size (bounded memory, one extra head pass). 0: never chunk."},
+        metadata={
+            "help": "Above this many loss positions in a micro-batch, the LM head and cross-entropy run in "
+            "checkpointed chunks of this size (bounded memory, one extra head pass). 0: never chunk."
+        },
     )
     plan_log: bool = field(
         default=True,
-        metadata={"help": "Write every micro-batch's plan (per-sample PPL, Ent, role, kept tokens) to "
-                          "<output_dir>/qtuning_plans.jsonl."},
+        metadata={
+            "help": "Write every micro-batch's plan (per-sample PPL, Ent, role, kept tokens) to "
+            "<output_dir>/qtuning_plans.jsonl."
+        },
     )
     plan_log_tokens: bool = field(
         default=True,
@@ -173,8 +191,9 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                 "(the full-data baseline), set pruning_method: none, the one way to say full data"
             )
         if self.probe_batch_size < -1:
-            raise ConfigError(f"probe_batch_size={self.probe_batch_size!r} is not allowed: expected an integer >= 0, "
-                              "or -1 (auto)")
+            raise ConfigError(
+                f"probe_batch_size={self.probe_batch_size!r} is not allowed: expected an integer >= 0, or -1 (auto)"
+            )
         for name in ("score_chunk_size",):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: expected an integer >= 1")

@@ -26,8 +26,9 @@ def collapsed_quadrants(shares: Sequence[float]) -> list[int]:
     return [q for q, share in enumerate(shares, start=1) if share < COLLAPSE_SHARE]
 
 
-def failure_signatures(shares: Sequence[float], *, plans: float, converged: float, kept: float,
-                       supplemented: float) -> dict[str, bool]:
+def failure_signatures(
+    shares: Sequence[float], *, plans: float, converged: float, kept: float, supplemented: float
+) -> dict[str, bool]:
     """Which signatures fire, in SIGNATURES order.
 
     shares: the Q1..Q4 shares of the samples; plans: selections made (pools), converged: those

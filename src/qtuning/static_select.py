@@ -41,14 +41,25 @@ _ROWS_PER_PART = 512  # stage 2 runs on grids of this many rows at a time (per-s
 class SelectConfig:
     """Settings of `qtuning select` (the selection's own settings are QTuningConfig's)."""
 
-    scores: str = field(default="", metadata={"help": "scores.parquet written by `qtuning analyze` (its "
-                                                      "token_scores.parquet and meta.json must sit next to it)."})
+    scores: str = field(
+        default="",
+        metadata={
+            "help": "scores.parquet written by `qtuning analyze` (its "
+            "token_scores.parquet and meta.json must sit next to it)."
+        },
+    )
     output: str = field(default="subset.jsonl", metadata={"help": "JSONL file to write the kept rows to."})
-    pool_size: int = field(default=0, metadata={"help": "Selection pool size: 0 selects over the whole dataset at "
-                                                        "once; N cuts it into shuffled pools of N, like training."})
+    pool_size: int = field(
+        default=0,
+        metadata={
+            "help": "Selection pool size: 0 selects over the whole dataset at "
+            "once; N cuts it into shuffled pools of N, like training."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the shuffle into pools (with --pool-size)."})
-    data: str = field(default="", metadata={"help": "The analysed data, if it moved (default: the data named in "
-                                                    "meta.json)."})
+    data: str = field(
+        default="", metadata={"help": "The analysed data, if it moved (default: the data named in meta.json)."}
+    )
 
 
 def read_analysis(scores_path: str | os.PathLike):
@@ -124,7 +135,9 @@ def static_select(table, cfg: QTuningConfig, pool_size: int = 0, seed: int = 0) 
         selection = select_samples(
             torch.as_tensor(pool["ppl"].to_numpy().copy(), dtype=torch.float64),
             torch.as_tensor(pool["entropy"].to_numpy().copy(), dtype=torch.float64),
-            torch.as_tensor(pool["has_response"].to_numpy().copy(), dtype=torch.bool), cfg)
+            torch.as_tensor(pool["has_response"].to_numpy().copy(), dtype=torch.bool),
+            cfg,
+        )
         # The batch budget is one top-k over the whole pool; the per-sample one is row by row.
         step = len(index) if cfg.token_budget == "batch" else _ROWS_PER_PART
         for lo in range(0, len(index), step):
@@ -141,14 +154,18 @@ def run_select(cfg: SelectConfig, qcfg: QTuningConfig) -> dict:
     check_qtuning_selection(qcfg, "select")
     table, meta = read_analysis(cfg.scores)
     if meta.get("entropy_positions", qcfg.entropy_positions) != qcfg.entropy_positions:
-        raise AnalysisError(f"{cfg.scores}: scored with entropy_positions={meta['entropy_positions']!r}, asked "
-                            f"{qcfg.entropy_positions!r}: rerun `qtuning analyze` with it")
+        raise AnalysisError(
+            f"{cfg.scores}: scored with entropy_positions={meta['entropy_positions']!r}, asked "
+            f"{qcfg.entropy_positions!r}: rerun `qtuning analyze` with it"
+        )
     data = cfg.data or meta.get("data")
     records, report = load_records(data)
     records = records[: meta.get("num_records") or len(records)]
     if data_fingerprint(records) != meta.get("data_sha"):
-        raise AnalysisError(f"data {data!r} is not the data of the analysis {cfg.scores} (its rows or ids differ); "
-                            "pass the analysed data with --data")
+        raise AnalysisError(
+            f"data {data!r} is not the data of the analysis {cfg.scores} (its rows or ids differ); "
+            "pass the analysed data with --data"
+        )
     rows, _ = read_rows(data)
     kept = static_select(table, qcfg, cfg.pool_size, cfg.seed)
     out = Path(cfg.output).expanduser()
@@ -168,14 +185,19 @@ def run_select(cfg: SelectConfig, qcfg: QTuningConfig) -> dict:
             counts["q2" if role == Role.Q2 else "q4"] += 1
             counts["tokens"] += len(mask)
             counts["kept_tokens"] += sum(mask)
-    pools = "the whole dataset as one pool" if cfg.pool_size <= 0 or cfg.pool_size >= len(table) else \
-        f"shuffled pools of {cfg.pool_size} (seed {cfg.seed})"
-    print(f"[qtuning] selected {counts['kept']} of {counts['samples']} samples "
-          f"({counts['kept'] / counts['samples']:.1%}; target {qcfg.sample_ratio:.1%}) over {pools}: "
-          f"{counts['q2']} Q2 (token-pruned), {counts['q4']} Q4\n"
-          f"[qtuning] response tokens of the kept samples: {counts['kept_tokens']} of {counts['tokens']} carry a loss "
-          f"({counts['kept_tokens'] / max(1, counts['tokens']):.1%})\n"
-          f"[qtuning] wrote {out}\n"
-          f"[qtuning] train on it with: qtuning train --data {out} --model {meta.get('model')} --pruning_method none\n"
-          "           (--pruning_method none: the default, qtuning, would select and prune again on top of the mask)")
+    pools = (
+        "the whole dataset as one pool"
+        if cfg.pool_size <= 0 or cfg.pool_size >= len(table)
+        else f"shuffled pools of {cfg.pool_size} (seed {cfg.seed})"
+    )
+    print(
+        f"[qtuning] selected {counts['kept']} of {counts['samples']} samples "
+        f"({counts['kept'] / counts['samples']:.1%}; target {qcfg.sample_ratio:.1%}) over {pools}: "
+        f"{counts['q2']} Q2 (token-pruned), {counts['q4']} Q4\n"
+        f"[qtuning] response tokens of the kept samples: {counts['kept_tokens']} of {counts['tokens']} carry a loss "
+        f"({counts['kept_tokens'] / max(1, counts['tokens']):.1%})\n"
+        f"[qtuning] wrote {out}\n"
+        f"[qtuning] train on it with: qtuning train --data {out} --model {meta.get('model')} --pruning_method none\n"
+        "           (--pruning_method none: the default, qtuning, would select and prune again on top of the mask)"
+    )
     return counts

@@ -57,8 +57,9 @@ def corner_flags(kept_quadrants: str) -> tuple[bool, bool]:
     return kept_quadrants in ("q2_q4", "q2_q3"), kept_quadrants in ("q2_q4", "q1_q4")
 
 
-def corner_membership(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, t: Thresholds,
-                      kept_quadrants: str) -> tuple[torch.Tensor, torch.Tensor]:
+def corner_membership(
+    ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, t: Thresholds, kept_quadrants: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(in the high-PPL kept corner, in the low-PPL kept corner), each (B,) bool, for points (B,)."""
     high_low_ent, low_high_ent = corner_flags(kept_quadrants)
     in_high = valid & (ppl > t.ppl_hi) & ((ent <= t.ent_lo) if high_low_ent else (ent > t.ent_hi))
@@ -66,8 +67,16 @@ def corner_membership(ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor,
     return in_high, in_low
 
 
-def bisect_thresholds(ppl: torch.Tensor, ent: torch.Tensor, target: float, *, max_iters: int, tolerance: float,
-                      upper: float, kept_quadrants: str) -> Thresholds:
+def bisect_thresholds(
+    ppl: torch.Tensor,
+    ent: torch.Tensor,
+    target: float,
+    *,
+    max_iters: int,
+    tolerance: float,
+    upper: float,
+    kept_quadrants: str,
+) -> Thresholds:
     """Bisection over one quantile level for both axes (docs/algorithm.md section 3).
 
     ppl, ent: (n,) float64, n >= 1, the points searched (all valid). Iterate a = (lo + hi) / 2 from
@@ -83,10 +92,17 @@ def bisect_thresholds(ppl: torch.Tensor, ent: torch.Tensor, target: float, *, ma
     result = None
     for iteration in range(1, max_iters + 1):
         a = (lo + hi) / 2
-        t = Thresholds(alpha=a, beta=a, ppl_lo=quantile_sorted(ppl_sorted, a),
-                       ppl_hi=quantile_sorted(ppl_sorted, 1 - a), ent_lo=quantile_sorted(ent_sorted, a),
-                       ent_hi=quantile_sorted(ent_sorted, 1 - a), iterations=iteration, converged=False,
-                       kept_fraction=0.0)
+        t = Thresholds(
+            alpha=a,
+            beta=a,
+            ppl_lo=quantile_sorted(ppl_sorted, a),
+            ppl_hi=quantile_sorted(ppl_sorted, 1 - a),
+            ent_lo=quantile_sorted(ent_sorted, a),
+            ent_hi=quantile_sorted(ent_sorted, 1 - a),
+            iterations=iteration,
+            converged=False,
+            kept_fraction=0.0,
+        )
         in_high, in_low = corner_membership(ppl, ent, valid, t, kept_quadrants)
         fraction = int(in_high.sum() + in_low.sum()) / n
         converged = abs(fraction - target) < tolerance

@@ -26,18 +26,18 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from .distributed import all_reduce_sum, plan_step
 from .errors import ConfigError
+from .history import ScoreWindow
 from .kept_batch import apply_plan, loss_on_kept
 from .plan_log import PlanLog, plan_log_path, plan_records
 from .policies import needs_scores
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
 from .seeds import derive_seed
-from .signatures import COLLAPSE_SHARE, failure_signatures
-from .distributed import all_reduce_sum, plan_step
-from .history import ScoreWindow
 from .selection import ScoredBatch, SelectionPlan, prepare_scores
 from .sft_config import QTuningSFTConfig
+from .signatures import COLLAPSE_SHARE, failure_signatures
 
 PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
 ID_KEY = "qtuning_id"  # dataset row index, carried through the collator for the plan log
@@ -134,8 +134,9 @@ class QTuningSFTTrainer(SFTTrainer):
             # A new random stream per step, the same on every rank (the baselines' random draws).
             seed = derive_seed(self.args.seed, self.state.global_step, "step")
             progress = self.state.global_step / max(1, self.state.max_steps)
-            plans = plan_step(parts, self.qt_config, self.args.selection_pool, seed=seed, progress=progress,
-                              window=self._qt_history)
+            plans = plan_step(
+                parts, self.qt_config, self.args.selection_pool, seed=seed, progress=progress, window=self._qt_history
+            )
             self._qt_step_scoring_s += time.perf_counter() - started
         for index, (batch, plan) in enumerate(zip(batches, plans)):
             batch[PLAN_KEY] = plan
@@ -145,13 +146,20 @@ class QTuningSFTTrainer(SFTTrainer):
 
     def _score_micro_batch(self, batch) -> ScoredBatch:
         """The probe on one micro-batch: its scores, checked, on the CPU."""
-        precision = (torch.autocast(self.args.device.type, dtype=torch.bfloat16)
-                     if self._qt_probe_precision == "bf16" else contextlib.nullcontext())
+        precision = (
+            torch.autocast(self.args.device.type, dtype=torch.bfloat16)
+            if self._qt_probe_precision == "bf16"
+            else contextlib.nullcontext()
+        )
         with precision:
             scores, loss_mask, attention = score_batch(
-                self.model_wrapped, batch["input_ids"].to(self.args.device),
-                batch["attention_mask"].to(self.args.device), batch["labels"].to(self.args.device),
-                self.qt_config.entropy_positions, self.args.score_chunk_size, self.args.resolved_probe_batch_size(),
+                self.model_wrapped,
+                batch["input_ids"].to(self.args.device),
+                batch["attention_mask"].to(self.args.device),
+                batch["labels"].to(self.args.device),
+                self.qt_config.entropy_positions,
+                self.args.score_chunk_size,
+                self.args.resolved_probe_batch_size(),
             )
         part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
         if self.qt_config.token_pruner == "rho1":
@@ -173,9 +181,13 @@ class QTuningSFTTrainer(SFTTrainer):
             model, switch = self.model_wrapped, self.model.disable_adapter()
         with switch:
             scores, _, _ = score_batch(
-                model, batch["input_ids"].to(self.args.device), batch["attention_mask"].to(self.args.device),
-                batch["labels"].to(self.args.device), self.qt_config.entropy_positions,
-                self.args.score_chunk_size, self.args.resolved_probe_batch_size(),
+                model,
+                batch["input_ids"].to(self.args.device),
+                batch["attention_mask"].to(self.args.device),
+                batch["labels"].to(self.args.device),
+                self.qt_config.entropy_positions,
+                self.args.score_chunk_size,
+                self.args.resolved_probe_batch_size(),
             )
         return scores.nll
 
@@ -197,8 +209,9 @@ class QTuningSFTTrainer(SFTTrainer):
         # scaling by the world size makes the update sum(CE over all kept tokens) / (their count).
         loss = loss * self.args.world_size
         trained_positions = int(kept["attention_mask"].sum()) if plan.num_kept else 0
-        self._window_add(trained_rows=plan.num_kept, trained_tokens=plan.num_kept_tokens,
-                         trained_positions=trained_positions)
+        self._window_add(
+            trained_rows=plan.num_kept, trained_tokens=plan.num_kept_tokens, trained_positions=trained_positions
+        )
         return loss
 
     def _reuse_loss(self, model, inputs):
@@ -206,7 +219,11 @@ class QTuningSFTTrainer(SFTTrainer):
         started = time.perf_counter()
         hidden = forward_final_hidden(model, inputs["input_ids"], inputs["attention_mask"])  # (B, T, H)
         scores, loss_mask, attention = scores_from_hidden(
-            model, hidden.detach(), inputs["attention_mask"], inputs["labels"], self.qt_config.entropy_positions,
+            model,
+            hidden.detach(),
+            inputs["attention_mask"],
+            inputs["labels"],
+            self.qt_config.entropy_positions,
             self.args.score_chunk_size,
         )
         part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
@@ -219,8 +236,11 @@ class QTuningSFTTrainer(SFTTrainer):
         # Normalised per micro-batch (its kept tokens over all ranks), averaged over accumulation steps.
         kept_here = all_reduce_sum(plan.num_kept_tokens, total.device).clamp(min=1)
         loss = total / kept_here * self.args.world_size / self.current_gradient_accumulation_steps
-        self._window_add(trained_rows=inputs["input_ids"].shape[0], trained_tokens=plan.num_kept_tokens,
-                         trained_positions=int(inputs["attention_mask"].sum()))
+        self._window_add(
+            trained_rows=inputs["input_ids"].shape[0],
+            trained_tokens=plan.num_kept_tokens,
+            trained_positions=int(inputs["attention_mask"].sum()),
+        )
         return loss
 
     def _eval_loss(self, model, inputs):
@@ -235,11 +255,18 @@ class QTuningSFTTrainer(SFTTrainer):
 
     def _record_plan(self, plan: SelectionPlan, batch, index: int, attention: torch.Tensor, scored: bool):
         counts = {
-            "plans": 1, "samples": plan.sample_keep.numel(), "kept": plan.num_kept,
-            "supplemented": plan.num_supplemented, "converged": int(plan.converged), "iterations": plan.iterations,
-            "alpha": plan.alpha, "beta": plan.beta, "scored_tokens": int(plan.num_trainable_tokens.sum()) if scored
-            else 0, "scored_positions": int(attention.sum()) if scored else 0,
-            "trainable_tokens": int(plan.num_trainable_tokens.sum()), "kept_tokens": plan.num_kept_tokens,
+            "plans": 1,
+            "samples": plan.sample_keep.numel(),
+            "kept": plan.num_kept,
+            "supplemented": plan.num_supplemented,
+            "converged": int(plan.converged),
+            "iterations": plan.iterations,
+            "alpha": plan.alpha,
+            "beta": plan.beta,
+            "scored_tokens": int(plan.num_trainable_tokens.sum()) if scored else 0,
+            "scored_positions": int(attention.sum()) if scored else 0,
+            "trainable_tokens": int(plan.num_trainable_tokens.sum()),
+            "kept_tokens": plan.num_kept_tokens,
             "positions": int(attention.sum()),
         }
         for q in range(1, 5):
@@ -247,11 +274,16 @@ class QTuningSFTTrainer(SFTTrainer):
         self._window_add(**counts)
         if self._plan_log is not None:  # unscored baselines too: PPL 1 and Ent 0, but who was kept
             ids = batch.get(ID_KEY)
-            self._plan_log.write(plan_records(
-                plan, step=self.state.global_step + 1, micro_batch=index, rank=self.args.process_index,
-                sample_ids=None if ids is None else ids.tolist(),
-                input_ids=batch["input_ids"] if self.args.plan_log_tokens else None,
-            ))
+            self._plan_log.write(
+                plan_records(
+                    plan,
+                    step=self.state.global_step + 1,
+                    micro_batch=index,
+                    rank=self.args.process_index,
+                    sample_ids=None if ids is None else ids.tolist(),
+                    input_ids=batch["input_ids"] if self.args.plan_log_tokens else None,
+                )
+            )
 
     def _gathered_window(self) -> dict[str, float]:
         keys = sorted(self._qt_window)
@@ -299,16 +331,21 @@ class QTuningSFTTrainer(SFTTrainer):
             return
         step = self.state.global_step
         shares = [w.get(f"q{q}", 0) / w["samples"] for q in range(1, 5)]
-        fired = failure_signatures(shares, plans=w["plans"], converged=w.get("converged", 0), kept=w.get("kept", 0),
-                                   supplemented=w.get("supplemented", 0))
+        fired = failure_signatures(
+            shares,
+            plans=w["plans"],
+            converged=w.get("converged", 0),
+            kept=w.get("kept", 0),
+            supplemented=w.get("supplemented", 0),
+        )
         messages = {
             "collapse": f"quadrant collapse: Q1-Q4 shares {[round(s, 3) for s in shares]} (two or more under "
-                        f"{COLLAPSE_SHARE:.0%}); the thresholds barely separate the samples (try a larger selection "
-                        "pool)",
+            f"{COLLAPSE_SHARE:.0%}); the thresholds barely separate the samples (try a larger selection "
+            "pool)",
             "bisection": f"the bisection missed its tolerance in {1 - w.get('converged', 0) / w['plans']:.0%} of the "
-                         "plans: the kept fraction is set by the supplement, not by the quantiles",
+            "plans: the kept fraction is set by the supplement, not by the quantiles",
             "supplement": f"the supplement chose {w.get('supplemented', 0) / max(1.0, w.get('kept', 0)):.0%} of the "
-                          "kept samples",
+            "kept samples",
         }
         for kind, message in messages.items():
             last = self._qt_last_warned.get(kind)
@@ -338,8 +375,9 @@ class QTuningSFTTrainer(SFTTrainer):
                 self._qt_history = ScoreWindow.from_state_dict(saved["history"])
         if self.args.plan_log and self.args.pruning_method != "none":
             # On resume, drop what was logged after the checkpoint: those steps are about to run again.
-            self._plan_log = PlanLog(plan_log_path(self.args.output_dir, self.args.process_index),
-                                     keep_up_to_step=self.state.global_step)
+            self._plan_log = PlanLog(
+                plan_log_path(self.args.output_dir, self.args.process_index), keep_up_to_step=self.state.global_step
+            )
         self._qt_reuse_index = 0
         self._qt_train_started = time.perf_counter()
 
@@ -354,8 +392,9 @@ class QTuningSFTTrainer(SFTTrainer):
         totals = self._qt_totals
         if self.args.world_size > 1:
             keys = sorted(totals)
-            values = self.accelerator.reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64,
-                                                          device=self.args.device), reduction="sum")
+            values = self.accelerator.reduce(
+                torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.args.device), reduction="sum"
+            )
             totals = dict(zip(keys, values.tolist()))
         scored_pos = totals.get("scored_positions", 0.0)
         trained_pos = totals.get("trained_positions", 0.0)

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import random_batch, tiny_llama  # noqa: E402
+
 from qtuning import QTuningConfig  # noqa: E402
 from qtuning.distributed import all_reduce_sum, plan_step  # noqa: E402
 from qtuning.history import ScoreWindow  # noqa: E402
@@ -42,8 +43,10 @@ def batch_of(rank: int, micro: int, empty: bool) -> dict:
 def concat(batches: list[dict]) -> dict:
     width = max(b["input_ids"].shape[1] for b in batches)
     pad = {"input_ids": 0, "attention_mask": 0, "labels": -100}
-    return {k: torch.cat([torch.nn.functional.pad(b[k], (0, width - b[k].shape[1]), value=v) for b in batches])
-            for k, v in pad.items()}
+    return {
+        k: torch.cat([torch.nn.functional.pad(b[k], (0, width - b[k].shape[1]), value=v) for b in batches])
+        for k, v in pad.items()
+    }
 
 
 def run_step(model, batches: list[dict], cfg: QTuningConfig, pool: str, world_size: int, window=None):
@@ -78,8 +81,13 @@ def main() -> int:
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
-    cfg = QTuningConfig(sample_ratio=0.25, token_ratio=0.5, token_budget=args.token_budget,
-                        thresholds="history" if args.history else "pool", history_window=6)
+    cfg = QTuningConfig(
+        sample_ratio=0.25,
+        token_ratio=0.5,
+        token_budget=args.token_budget,
+        thresholds="history" if args.history else "pool",
+        history_window=6,
+    )
     window = ScoreWindow(6) if args.history else None
 
     ddp = DistributedDataParallel(tiny_llama(seed=0))
@@ -94,6 +102,7 @@ def main() -> int:
 
     def all_masks_for(i):
         return [all_masks[r][i] for r in range(world_size)]
+
     grads = {n: p.grad.clone() for n, p in ddp.module.named_parameters()}
 
     if rank == 0:
@@ -103,12 +112,14 @@ def main() -> int:
         reference = tiny_llama(seed=0)
         ref_window = ScoreWindow(6) if args.history else None
         ref_plans, ref_loss = run_step(reference, single_batches, cfg, args.pool, 1, ref_window)
+
         def same_window(w):  # the same points in the same order (scores of a padded batch differ by float noise)
             if ref_window is None or w is None:
                 return w is None and ref_window is None
             ref = ref_window.state_dict()
             return len(w["ppl"]) == len(ref["ppl"]) and all(
-                abs(a - b) <= 1e-6 * max(1.0, abs(b)) for key in ("ppl", "ent") for a, b in zip(w[key], ref[key]))
+                abs(a - b) <= 1e-6 * max(1.0, abs(b)) for key in ("ppl", "ent") for a, b in zip(w[key], ref[key])
+            )
 
         ok_windows = all(same_window(w) for w in all_windows)
         ok_roles = all(
@@ -118,18 +129,34 @@ def main() -> int:
         max_grad_error = max((grads[n] - p.grad).abs().max().item() for n, p in reference.named_parameters())
         finite = all(torch.isfinite(g).all() for g in grads.values())
         ok_tokens = all(
-            torch.equal(ref_plans[i].token_keep, torch.cat([torch.nn.functional.pad(
-                t, (0, ref_plans[i].token_keep.shape[1] - t.shape[1])) for t in all_masks_for(i)]))
+            torch.equal(
+                ref_plans[i].token_keep,
+                torch.cat(
+                    [
+                        torch.nn.functional.pad(t, (0, ref_plans[i].token_keep.shape[1] - t.shape[1]))
+                        for t in all_masks_for(i)
+                    ]
+                ),
+            )
             for i in range(MICRO_BATCHES)
         )
         result = {
-            "pool": args.pool, "token_budget": args.token_budget, "rank1_empty": args.rank1_empty,
-            "roles_equal": ok_roles, "token_masks_equal": ok_tokens, "windows_equal": ok_windows,
-            "loss": loss, "reference_loss": ref_loss, "max_grad_error": max_grad_error, "finite": bool(finite),
+            "pool": args.pool,
+            "token_budget": args.token_budget,
+            "rank1_empty": args.rank1_empty,
+            "roles_equal": ok_roles,
+            "token_masks_equal": ok_tokens,
+            "windows_equal": ok_windows,
+            "loss": loss,
+            "reference_loss": ref_loss,
+            "max_grad_error": max_grad_error,
+            "finite": bool(finite),
             "kept_per_rank": [sum(sum(1 for x in micro if x) for micro in all_roles[r]) for r in range(world_size)],
         }
         print(json.dumps(result), flush=True)
-        passed = ok_roles and ok_tokens and ok_windows and finite and abs(loss - ref_loss) < 1e-5 and max_grad_error < 1e-5
+        passed = (
+            ok_roles and ok_tokens and ok_windows and finite and abs(loss - ref_loss) < 1e-5 and max_grad_error < 1e-5
+        )
         dist.barrier()
         return 0 if passed else 1
     dist.barrier()

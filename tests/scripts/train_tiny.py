@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from helpers import tiny_dataset, tiny_llama, tiny_tokenizer  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from helpers import tiny_dataset, tiny_llama, tiny_tokenizer  # noqa: E402
 from qtuning.sft_config import QTuningSFTConfig  # noqa: E402
 from qtuning.trainer import QTuningSFTTrainer  # noqa: E402
 
@@ -35,12 +35,26 @@ def main():
     parser.add_argument("--history", action="store_true", help="thresholds='history' (a window of 20 samples)")
     args = parser.parse_args()
     cfg = QTuningSFTConfig(
-        output_dir=args.output_dir, per_device_train_batch_size=8, max_steps=8, logging_steps=1, save_steps=2,
-        save_strategy="steps", report_to=[], learning_rate=1e-2, seed=0, disable_tqdm=True,
-        thresholds="history" if args.history else "pool", history_window=20,
+        output_dir=args.output_dir,
+        per_device_train_batch_size=8,
+        max_steps=8,
+        logging_steps=1,
+        save_steps=2,
+        save_strategy="steps",
+        report_to=[],
+        learning_rate=1e-2,
+        seed=0,
+        disable_tqdm=True,
+        thresholds="history" if args.history else "pool",
+        history_window=20,
     )
-    trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(48),
-                                processing_class=tiny_tokenizer(), callbacks=[Sleep(args.sleep)])
+    trainer = QTuningSFTTrainer(
+        model=tiny_llama(),
+        args=cfg,
+        train_dataset=tiny_dataset(48),
+        processing_class=tiny_tokenizer(),
+        callbacks=[Sleep(args.sleep)],
+    )
     trainer.train(resume_from_checkpoint=True if args.resume else None)
     print("finished", trainer.state.global_step)
 
