@@ -286,3 +286,16 @@ def test_a_seed_gives_every_arm_the_same_data_order_and_lora_init(tmp_path):
         order, init = runs[name]
         assert order == full_order  # ...the same way for every arm
         assert init.keys() == full_init.keys() and all(torch.equal(init[k], full_init[k]) for k in init)
+
+
+def test_the_addendum_has_its_cells_and_a_recheck_of_the_paper_arm():
+    import suite
+
+    cells = suite.addendum_cells(suite.TASK_ORDER)
+    assert ("arith", "qtuning_25x50_recheck", 0) == cells[0]  # the cross-commit check comes first
+    assert suite.ARMS["qtuning_25x50_recheck"] == suite.ARMS["qtuning_25x50"]
+    for task in suite.TASK_ORDER:
+        for arm in ("qtuning_hist_25x50", "qtuning_histnoise_25x50"):
+            assert {s for t, a, s in cells if (t, a) == (task, arm)} == set(range(5))
+    assert suite.ARMS["qtuning_hist_25x50"][1]["thresholds"] == "history"
+    assert not set(cells) & set(suite.planned_cells(suite.TASK_ORDER))

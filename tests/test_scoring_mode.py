@@ -46,3 +46,35 @@ def test_state_round_trip_keeps_the_decision():
     restored = ScoringModeChooser()
     restored.load_state_dict(chooser.state_dict())
     assert restored.mode_for_step(100) == "reuse"
+
+
+@pytest.mark.parametrize("times, expected", [({"probe": 1.0, "reuse": 3.0}, "probe"),
+                                             ({"probe": 3.0, "reuse": 1.0}, "reuse")])
+def test_the_trainer_runs_both_modes_then_the_cheaper_one(tmp_path, times, expected):
+    """scoring: auto inside QTuningSFTTrainer, the step times injected: which mode each step ran, the
+    choice, the summary, and a compute estimate that counts the probe only in probe steps."""
+    from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
+
+    from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.trainer import QTuningSFTTrainer
+
+    cfg = QTuningSFTConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=8,
+                           logging_steps=1, report_to=[], learning_rate=1e-2, save_strategy="no", seed=0,
+                           disable_tqdm=True, scoring="auto", probe_precision="same")
+    trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(64),
+                                processing_class=tiny_tokenizer())
+    modes = []
+    record = trainer._record_step_time
+
+    def injected(step, seconds):
+        modes.append(trainer._qt_step_mode)
+        record(step, times[trainer._qt_step_mode])
+
+    trainer._record_step_time = injected
+    trainer.train()
+    assert modes == ["probe", "probe", "reuse", "probe", "reuse", *[expected] * 3]
+    assert trainer.qtuning_summary["scoring_mode"] == expected
+    probe_steps = modes.count("probe")
+    # every step's rows are 8 samples of one micro-batch: probed positions come from probe steps only
+    assert 0 < trainer.qtuning_summary["positions_probed"]
+    assert trainer._qt_totals["probed_positions"] < trainer._qt_totals["scored_positions"] or probe_steps == 8

@@ -41,6 +41,13 @@ COMPARISONS = [  # (A, B): A - B
     ("noisy_qtuning_25x50", "noisy_random_25x50"),
     ("noisy_full", "full"),
     ("noisy_qtuning_25x50", "qtuning_25x50"),
+    # the threshold variants (PLAN.md change log, 2026-12-02 18:00)
+    ("qtuning_hist_25x50", "qtuning_25x50"),
+    ("qtuning_hist_25x50", "random_25x50"),
+    ("qtuning_histnoise_25x50", "qtuning_25x50"),
+    ("qtuning_histnoise_25x50", "random_25x50"),
+    ("noisy_qtuning_hist_25x50", "noisy_qtuning_25x50"),
+    ("noisy_qtuning_histnoise_25x50", "noisy_qtuning_25x50"),
 ]
 PRIMARY = ("qtuning_25x50", "random_25x50")
 ARM_ORDER = [
@@ -56,9 +63,14 @@ ARM_ORDER = [
     "qtuning_25x100",
     "random_25x50_3ep",
     "qtuning_25x50_3ep",
+    "qtuning_hist_25x50",
+    "qtuning_histnoise_25x50",
+    "qtuning_25x50_recheck",
     "noisy_full",
     "noisy_random_25x50",
     "noisy_qtuning_25x50",
+    "noisy_qtuning_hist_25x50",
+    "noisy_qtuning_histnoise_25x50",
 ]
 
 
@@ -404,7 +416,34 @@ def write_report() -> dict:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS_MD.write_text(text)
+    write_selection_quality_downstream(tasks)
     return result
+
+
+VARIANT_ARMS = {"paper": "qtuning_25x50", "history": "qtuning_hist_25x50", "history_noise": "qtuning_histnoise_25x50"}
+
+
+def write_selection_quality_downstream(tasks: dict) -> None:
+    """The threshold variants on the suite's tasks, into selection_quality.json (its static parts are
+    written by benchmarks/selection_quality.py): per task and variant, the mean and the paired CI
+    against the paper's selection (qtuning_25x50)."""
+    path = RESULTS / "selection_quality.json"
+    if not path.exists():
+        return
+    quality = json.loads(path.read_text())
+    downstream: dict = {}
+    for task, r in tasks.items():
+        for name, arm in VARIANT_ARMS.items():
+            if arm not in r["arms"]:
+                continue
+            entry = {"mean": r["arms"][arm]["mean"], "n": r["arms"][arm]["n"]}
+            paired = r["paired"].get(f"{arm}-qtuning_25x50")
+            if paired:
+                entry["ci95_vs_paper"] = paired["ci95"]
+                entry["difference_vs_paper"] = paired["mean"]
+            downstream.setdefault(task, {})[name] = entry
+    quality["downstream"] = downstream
+    path.write_text(json.dumps(quality, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,14 @@
     python benchmarks/evidence/suite.py --only arith:full:0,arith:zero_shot:0
     python benchmarks/evidence/suite.py --report         # rewrite the results from the finished cells only
 
-Every cell runs from one pinned commit of this repository, so that no later change to the library can
-make cells incomparable: `git worktree add ../evidence-run <commit>` and run this script there (the
-commit is recorded in every cell; the finished cells are then copied back into this checkout).
+Every cell runs from a pinned commit of this repository, so that no later change to the library can
+make cells incomparable (the commit is recorded in every cell; finished cells are copied back into
+this checkout's benchmarks/results/evidence_cells/ and committed):
+    git worktree add ../evidence-run 7f7a0f9        # the plan's own cells
+    (cd ../evidence-run && python benchmarks/evidence/suite.py)
+    git worktree add ../evidence-addendum <commit>  # the threshold variants: PLAN.md change log
+    (cd ../evidence-addendum && python benchmarks/evidence/suite.py --addendum)
+Copy benchmarks/results/evidence_cells/*.json back, then `python benchmarks/evidence/suite.py --report`.
 Each cell (task, arm, seed) trains in its own process (one at a time, two threads, fp32: PLAN.md says
 why), evaluates on the task's held-out items, and is written atomically to
 benchmarks/results/evidence_cells/<task>__<arm>__s<seed>.json with its per-item scores, so the
@@ -108,6 +113,19 @@ ARMS: dict[str, tuple[str, dict] | None] = {
 }
 NOISE_TASK = "arith"
 
+# PLAN.md change log, 2026-12-02 18:00: the threshold variants (run from a later pinned commit than the
+# plan's own cells). HISTNOISE is the one noise-aware option chosen from selection_quality.json.
+HISTORY = dict(sample_ratio=0.25, token_ratio=0.5, thresholds="history", history_window=512)
+HISTNOISE: dict = {}  # set below, before any addendum cell ran
+ADDENDUM_ARMS: dict[str, tuple[str, dict]] = {
+    "qtuning_25x50_recheck": ("train", dict(sample_ratio=0.25, token_ratio=0.5)),
+    "qtuning_hist_25x50": ("train", HISTORY),
+    "qtuning_histnoise_25x50": ("train", {**HISTORY, **HISTNOISE}),
+    "noisy_qtuning_hist_25x50": ("train_noisy", HISTORY),
+    "noisy_qtuning_histnoise_25x50": ("train_noisy", {**HISTORY, **HISTNOISE}),
+}
+ARMS.update(ADDENDUM_ARMS)
+
 
 def planned_cells(tasks: list[str]) -> list[tuple[str, str, int]]:
     """Every cell of the plan, in the plan's order (PLAN.md, 'Budget and order')."""
@@ -129,6 +147,16 @@ def planned_cells(tasks: list[str]) -> list[tuple[str, str, int]]:
             "infobatch_25x50",
             "qtuning_25x100",
         )
+    ]
+    return order
+
+
+def addendum_cells(tasks: list[str]) -> list[tuple[str, str, int]]:
+    """The threshold variants' cells (PLAN.md change log, 2026-12-02 18:00), in order."""
+    order = [("arith", "qtuning_25x50_recheck", 0)]
+    order += [(t, a, s) for s in range(5) for t in tasks for a in ("qtuning_hist_25x50", "qtuning_histnoise_25x50")]
+    order += [
+        (NOISE_TASK, a, s) for s in range(3) for a in ("noisy_qtuning_hist_25x50", "noisy_qtuning_histnoise_25x50")
     ]
     return order
 
@@ -365,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASK_ORDER), help="the suite's tasks, in order")
     parser.add_argument("--limit-s", type=float, default=None, help="start no new cell after this many seconds")
     parser.add_argument("--report", action="store_true", help="only rewrite the results from the finished cells")
+    parser.add_argument(
+        "--addendum", action="store_true", help="run the threshold variants' cells (PLAN.md change log)"
+    )
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # TASK:ARM:SEED, run in this process
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
@@ -381,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             cells = [(c.split(":")[0], c.split(":")[1], int(c.split(":")[2])) for c in args.only.split(",")]
         else:
-            cells = planned_cells([t for t in args.tasks.split(",") if t])
+            tasks = [t for t in args.tasks.split(",") if t]
+            cells = addendum_cells(tasks) if args.addendum else planned_cells(tasks)
         for task in dict.fromkeys(c[0] for c in cells):
             prepare_task(task)
         run_grid(cells, args.limit_s)

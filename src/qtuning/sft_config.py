@@ -21,7 +21,7 @@ from trl import SFTConfig
 from .config import SELECTION_POOLS, ConfigError, QTuningConfig, _check_choice
 
 PRUNING_METHODS = ("qtuning", "none")
-SCORING_MODES = ("probe", "reuse")
+SCORING_MODES = ("probe", "reuse", "auto")
 PROBE_PRECISIONS = ("auto", "same", "bf16")
 
 
@@ -89,7 +89,10 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
         metadata={
             "help": "'probe': a no-grad forward scores the batch, then forward+backward runs on the kept samples "
             "only (saves compute). 'reuse': one forward with grad over the whole batch gives the scores "
-            "and the masked loss (the authors' code: saves nothing, for faithful reproduction)."
+            "and the masked loss (the authors' code: saves nothing, for faithful reproduction). 'auto': the "
+            "first steps are timed in both modes (1 warm-up, then 2 each, alternating), then the faster one "
+            "runs for the rest of training (a probe step is slower than a full-data step where steps are "
+            "bound by kernel launches, e.g. a small model on a GPU)."
         },
     )
     selection_pool: str = field(
@@ -170,15 +173,15 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
         _check_choice("scoring", self.scoring, SCORING_MODES)
         _check_choice("probe_precision", self.probe_precision, PROBE_PRECISIONS)
         _check_choice("selection_pool", self.selection_pool, SELECTION_POOLS)
-        if self.scoring == "reuse" and self.selection_pool == "accumulation":
+        if self.scoring in ("reuse", "auto") and self.selection_pool == "accumulation":
             raise ConfigError(
-                "selection_pool='accumulation' is not allowed with scoring='reuse': reuse mode scores each micro-batch "
+                f"selection_pool='accumulation' is not allowed with scoring={self.scoring!r}: reuse mode scores each micro-batch "
                 "inside its own training forward, so the step's other micro-batches are not scored yet"
             )
-        if self.scoring == "reuse" and (self.sample_pruner, self.token_pruner) != ("qtuning", "qtuning"):
+        if self.scoring in ("reuse", "auto") and (self.sample_pruner, self.token_pruner) != ("qtuning", "qtuning"):
             raise ConfigError(
                 f"sample_pruner={self.sample_pruner!r}, token_pruner={self.token_pruner!r} are not allowed with "
-                "scoring='reuse': the baselines run in probe mode (scoring: probe)"
+                f"scoring={self.scoring!r}: the baselines run in probe mode (scoring: probe)"
             )
         if self.packing or self.padding_free:
             raise ConfigError(

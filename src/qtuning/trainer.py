@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import time
 import warnings
 from collections import defaultdict
@@ -29,6 +30,7 @@ from trl import SFTTrainer
 from .distributed import all_reduce_sum, plan_step
 from .errors import ConfigError
 from .history import ScoreWindow
+from .scoring_mode import ScoringModeChooser
 from .kept_batch import apply_plan, loss_on_kept
 from .plan_log import PlanLog, plan_log_path, plan_records
 from .policies import needs_scores
@@ -79,6 +81,10 @@ class QTuningSFTTrainer(SFTTrainer):
         # thresholds="history": the (PPL, Ent) of recent scored samples; saved in every checkpoint
         history = self.qt_config.thresholds == "history" and self.qt_config.sample_pruner == "qtuning"
         self._qt_history = ScoreWindow(self.qt_config.history_window) if history else None
+        # scoring="auto": time both modes over the first steps, then keep the faster (qtuning.scoring_mode)
+        auto = config.scoring == "auto" and config.pruning_method == "qtuning"
+        self._qt_chooser = ScoringModeChooser() if auto else None
+        self._qt_step_mode = "probe" if config.scoring == "auto" else config.scoring
         self._qt_reference = None  # token_pruner="rho1" on a model without adapters: a frozen copy
         if self.qt_config.token_pruner == "rho1" and not hasattr(self.model, "disable_adapter"):
             import copy
@@ -122,7 +128,9 @@ class QTuningSFTTrainer(SFTTrainer):
                 break
         self._qt_step_started = time.perf_counter()
         self._qt_step_scoring_s = 0.0
-        if self.args.scoring == "reuse" and self.args.pruning_method == "qtuning":
+        if self._qt_chooser is not None:
+            self._qt_step_mode = self._qt_chooser.mode_for_step(self.state.global_step + 1)
+        if self._qt_step_mode == "reuse" and self.args.pruning_method == "qtuning":
             return batches, None  # plans are made inside compute_loss, from the training forward
         scored = self.args.pruning_method != "none" and self._qt_needs_scores
         if self.args.pruning_method == "none":
@@ -265,6 +273,8 @@ class QTuningSFTTrainer(SFTTrainer):
             "beta": plan.beta,
             "scored_tokens": int(plan.num_trainable_tokens.sum()) if scored else 0,
             "scored_positions": int(attention.sum()) if scored else 0,
+            # positions that a separate no-grad forward ran over (probe mode; reuse scores for free)
+            "probed_positions": int(attention.sum()) if scored and self._qt_step_mode == "probe" else 0,
             "trainable_tokens": int(plan.num_trainable_tokens.sum()),
             "kept_tokens": plan.num_kept_tokens,
             "positions": int(attention.sum()),
@@ -363,6 +373,8 @@ class QTuningSFTTrainer(SFTTrainer):
                 state = {"totals": dict(self._qt_totals)}
                 if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
                     state["history"] = self._qt_history.state_dict()
+                if self._qt_chooser is not None:
+                    state["scoring_auto"] = self._qt_chooser.state_dict()
                 (folder / CHECKPOINT_STATE_FILE).write_text(json.dumps(state, indent=1))
         if self._plan_log is not None:
             self._plan_log.flush()
@@ -373,6 +385,8 @@ class QTuningSFTTrainer(SFTTrainer):
             self._qt_totals = defaultdict(float, saved["totals"])
             if self._qt_history is not None and "history" in saved:
                 self._qt_history = ScoreWindow.from_state_dict(saved["history"])
+            if self._qt_chooser is not None and "scoring_auto" in saved:
+                self._qt_chooser.load_state_dict(saved["scoring_auto"])
         if self.args.plan_log and self.args.pruning_method != "none":
             # On resume, drop what was logged after the checkpoint: those steps are about to run again.
             self._plan_log = PlanLog(
@@ -383,8 +397,19 @@ class QTuningSFTTrainer(SFTTrainer):
 
     def _on_step_end(self):
         if self._qt_step_started is not None:
-            self._window_add(step_s=time.perf_counter() - self._qt_step_started, scoring_s=self._qt_step_scoring_s)
+            step_s = time.perf_counter() - self._qt_step_started
+            self._window_add(step_s=step_s, scoring_s=self._qt_step_scoring_s)
+            if self._qt_chooser is not None:
+                self._record_step_time(self.state.global_step, step_s)
         self._qt_reuse_index = 0
+
+    def _record_step_time(self, step: int, seconds: float) -> None:
+        """scoring="auto": feed a finished step's time; announce the choice once it is made."""
+        chosen = self._qt_chooser.record(step, self._qt_step_mode, seconds)
+        if chosen is not None and self.is_world_process_zero():
+            c = self._qt_chooser
+            print(f"[qtuning] scoring auto: {chosen} from step {step + 1} on (median step {statistics.median(c.probe_s):.3f} "
+                  f"s probe, {statistics.median(c.reuse_s):.3f} s reuse)", flush=True)
 
     def _on_train_end(self):
         if self._plan_log is not None:
@@ -401,7 +426,7 @@ class QTuningSFTTrainer(SFTTrainer):
         # Full-data training would run forward+backward (~3 forward passes) over every position we scored
         # (every position of every sample); we ran 1 forward there plus 3 on the kept rows.
         all_pos = totals.get("positions", 0.0)
-        cost = (scored_pos if self.args.scoring == "probe" else 0.0) + 3 * trained_pos
+        cost = totals.get("probed_positions", 0.0) + 3 * trained_pos
         summary = {
             "wall_clock_s": time.perf_counter() - self._qt_train_started,
             "optimizer_steps": self.state.global_step,
@@ -412,6 +437,7 @@ class QTuningSFTTrainer(SFTTrainer):
             "positions_forwarded_with_grad": trained_pos,
             "positions_probed": scored_pos,
             "scoring_s": totals.get("scoring_s", 0.0),
+            "scoring_mode": self._qt_chooser.chosen if self._qt_chooser is not None else self.args.scoring,
             "estimated_compute_vs_full_data": cost / max(1.0, 3 * all_pos),
             "estimate_basis": "forward = 1, forward+backward = 3 per token position; full data = 3 x all positions",
             "output_dir": str(self.args.output_dir),
