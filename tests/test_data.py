@@ -117,3 +117,67 @@ def test_real_alpaca_tokenises_with_the_prompt_masked():
     assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")
     assert tokenizer.decode(ids[first:]).strip().endswith("<|im_end|>")
     assert records[0]["completion"][0]["content"][:20] in tokenizer.decode(ids[first:])
+
+
+THREE_TURNS = {"id": "chat-1", "messages": [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "What is 2 + 2?"},
+    {"role": "assistant", "content": "4"},
+    {"role": "user", "content": "And 3 + 3?"},
+    {"role": "assistant", "content": "6, of course."},
+]}
+
+
+def _labelled_spans(tokenizer, encoded):
+    """The decoded runs of consecutive labelled tokens."""
+    spans, current = [], []
+    for token, label in zip(encoded["input_ids"], encoded["labels"]):
+        if label != -100:
+            assert label == token
+            current.append(token)
+        elif current:
+            spans.append(tokenizer.decode(current))
+            current = []
+    if current:
+        spans.append(tokenizer.decode(current))
+    return spans
+
+
+def test_every_assistant_turn_of_a_conversation_carries_a_loss(tmp_path):
+    """A 3-turn conversation: the labelled tokens are exactly the three assistant replies, each with its
+    end-of-turn token (as TRL labels a completion), and no system or user token."""
+    from helpers import tiny_tokenizer
+
+    from qtuning.data import is_multi_turn, load_records, to_dataset, tokenize_record
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(THREE_TURNS) + "\n")
+    records, _ = load_records(str(path))
+    assert is_multi_turn(records[0])
+    tokenizer = tiny_tokenizer()
+    encoded = tokenize_record(tokenizer, records[0], None)
+    assert _labelled_spans(tokenizer, encoded) == ["Hello!<|im_end|>\n", "4<|im_end|>\n", "6, of course.<|im_end|>\n"]
+    # the trainer gets the same ids and labels (TRL trains pre-tokenised rows as they are)
+    row = to_dataset(records, tokenizer)[0]
+    assert row["input_ids"] == encoded["input_ids"] and row["labels"] == encoded["labels"]
+    # a single-turn record keeps TRL's completion labelling: only the last reply
+    single = {"id": "s", "prompt": [{"role": "user", "content": "Hi"}],
+              "completion": [{"role": "assistant", "content": "Hello!"}]}
+    assert _labelled_spans(tokenizer, tokenize_record(tokenizer, single, None)) == ["Hello!<|im_end|>\n"]
+
+
+def test_the_probe_scores_every_assistant_turn_as_response():
+    """The EU plane's per-sample scores of a conversation average over all three replies' tokens."""
+    from helpers import tiny_tokenizer
+
+    from qtuning.data import _normalise_fields, collate, tokenize_record
+    from qtuning.scoring import shift_labels
+
+    tokenizer = tiny_tokenizer()
+    encoded = tokenize_record(tokenizer, _normalise_fields(THREE_TURNS, 0, "test"), None)
+    batch = collate([encoded], tokenizer.pad_token_id)
+    loss_mask = shift_labels(batch["labels"]) != -100  # (1, T): the positions the probe and the loss use
+    assert int(loss_mask.sum()) == sum(len(tokenizer(t)["input_ids"]) for t in
+                                       ["Hello!<|im_end|>\n", "4<|im_end|>\n", "6, of course.<|im_end|>\n"])

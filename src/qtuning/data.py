@@ -7,7 +7,9 @@ A normalised record:
 
 Accepted row formats (detected per file, from its first row):
 - `prompt` + `completion` (strings or message lists);
-- `messages` (a conversation; the last assistant message is the completion, the rest the prompt);
+- `messages` (a conversation; the last assistant message is the completion, the rest the prompt;
+  EVERY assistant turn carries a loss, as with TRL's assistant-only loss: such records are tokenised
+  here, each assistant turn's tokens labelled, every other token at -100);
 - Alpaca `instruction` (+ optional `input`) + `output`.
 Malformed rows raise a DataError naming the file, the row and the field. Rows whose response is
 empty are counted, reported and skipped; rows longer than max_length are truncated and counted.
@@ -244,16 +246,46 @@ def split_records(
 # ---------------------------------------------------------------------------------- tokens
 
 
+def _chat_ids(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int]:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # some tokenizers return a BatchEncoding
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def is_multi_turn(record: dict) -> bool:
+    """A conversation with an assistant turn before its last one."""
+    return any(m["role"] == "assistant" for m in record["prompt"])
+
+
 def tokenize_record(tokenizer, record: dict, max_length: int | None) -> dict[str, list[int]]:
-    """input_ids and labels (IGNORE_INDEX on the prompt), as TRL tokenises a conversational prompt/completion."""
-    prompt_ids = tokenizer.apply_chat_template(record["prompt"], tokenize=True, add_generation_prompt=True)
-    full_ids = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True)
-    if hasattr(prompt_ids, "keys"):  # some tokenizers return a BatchEncoding
-        prompt_ids, full_ids = prompt_ids["input_ids"], full_ids["input_ids"]
-    start = 0
-    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
-        start += 1
-    labels = [IGNORE_INDEX] * start + list(full_ids[start:])
+    """input_ids and labels (IGNORE_INDEX on the prompt), as TRL tokenises a conversational prompt/completion.
+
+    In a multi-turn conversation every assistant turn is labelled: turn k's labels are the tokens that
+    rendering messages[:k + 1] adds to messages[:k] rendered with the generation prompt (the same rule
+    as for the last turn), located in the whole conversation's ids."""
+    messages = record["prompt"] + record["completion"]
+    full_ids = _chat_ids(tokenizer, messages, False)
+    labels = [IGNORE_INDEX] * len(full_ids)
+    turns = [k for k, m in enumerate(messages) if m["role"] == "assistant" and k >= len(record["prompt"])]
+    if is_multi_turn(record):
+        turns = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+    for k in turns:
+        before = _chat_ids(tokenizer, messages[:k], True)
+        through = full_ids if k == len(messages) - 1 else _chat_ids(tokenizer, messages[: k + 1], False)
+        if through != full_ids[: len(through)]:
+            raise DataError(
+                f"{record.get('id', 'a record')}: the chat template does not render this conversation's turns as "
+                f"prefixes of the whole conversation, so assistant turn {k} cannot be located; "
+                "use prompt/completion rows instead"
+            )
+        start = _common_prefix(before, through)
+        labels[start : len(through)] = full_ids[start : len(through)]
     if record.get("token_keep") is not None:
         labels = _apply_token_mask(labels, record)
     if max_length is not None:
@@ -293,14 +325,17 @@ def count_truncation(tokenizer, records: list[dict], max_length: int | None, rep
 def to_dataset(records: list[dict], tokenizer=None, max_length: int | None = None):
     """A datasets.Dataset in TRL's conversational prompt/completion form (ids kept as 'source_id').
 
-    Records with a static token mask (`token_keep`) need the tokenizer: then every record is
-    tokenised here (input_ids + labels, pruned tokens at -100), a form TRL trains on as it is.
+    Records with a static token mask (`token_keep`) or several assistant turns need the tokenizer: then
+    every record is tokenised here (input_ids + labels, pruned or non-assistant tokens at -100), a form
+    TRL trains on as it is.
     """
     from datasets import Dataset
 
-    if any(r.get("token_keep") is not None for r in records):
+    if any(r.get("token_keep") is not None or is_multi_turn(r) for r in records):
         if tokenizer is None:
-            raise ValueError(f"records carry {MASK_FIELD!r} masks: to_dataset needs the tokenizer to apply them")
+            raise ValueError(
+                f"records carry {MASK_FIELD!r} masks or several assistant turns: to_dataset needs the tokenizer"
+            )
         return Dataset.from_list([{**tokenize_record(tokenizer, r, max_length), "source_id": r["id"]} for r in records])
     return Dataset.from_list(
         [{"prompt": r["prompt"], "completion": r["completion"], "source_id": r["id"]} for r in records]
