@@ -119,15 +119,18 @@ def test_real_alpaca_tokenises_with_the_prompt_masked():
     assert records[0]["completion"][0]["content"][:20] in tokenizer.decode(ids[first:])
 
 
-THREE_TURNS = {"id": "chat-1", "messages": [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello!"},
-    {"role": "user", "content": "What is 2 + 2?"},
-    {"role": "assistant", "content": "4"},
-    {"role": "user", "content": "And 3 + 3?"},
-    {"role": "assistant", "content": "6, of course."},
-]}
+THREE_TURNS = {
+    "id": "chat-1",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+        {"role": "assistant", "content": "6, of course."},
+    ],
+}
 
 
 def _labelled_spans(tokenizer, encoded):
@@ -163,8 +166,11 @@ def test_every_assistant_turn_of_a_conversation_carries_a_loss(tmp_path):
     row = to_dataset(records, tokenizer)[0]
     assert row["input_ids"] == encoded["input_ids"] and row["labels"] == encoded["labels"]
     # a single-turn record keeps TRL's completion labelling: only the last reply
-    single = {"id": "s", "prompt": [{"role": "user", "content": "Hi"}],
-              "completion": [{"role": "assistant", "content": "Hello!"}]}
+    single = {
+        "id": "s",
+        "prompt": [{"role": "user", "content": "Hi"}],
+        "completion": [{"role": "assistant", "content": "Hello!"}],
+    }
     assert _labelled_spans(tokenizer, tokenize_record(tokenizer, single, None)) == ["Hello!<|im_end|>\n"]
 
 
@@ -179,5 +185,6 @@ def test_the_probe_scores_every_assistant_turn_as_response():
     encoded = tokenize_record(tokenizer, _normalise_fields(THREE_TURNS, 0, "test"), None)
     batch = collate([encoded], tokenizer.pad_token_id)
     loss_mask = shift_labels(batch["labels"]) != -100  # (1, T): the positions the probe and the loss use
-    assert int(loss_mask.sum()) == sum(len(tokenizer(t)["input_ids"]) for t in
-                                       ["Hello!<|im_end|>\n", "4<|im_end|>\n", "6, of course.<|im_end|>\n"])
+    assert int(loss_mask.sum()) == sum(
+        len(tokenizer(t)["input_ids"]) for t in ["Hello!<|im_end|>\n", "4<|im_end|>\n", "6, of course.<|im_end|>\n"]
+    )

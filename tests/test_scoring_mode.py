@@ -48,8 +48,9 @@ def test_state_round_trip_keeps_the_decision():
     assert restored.mode_for_step(100) == "reuse"
 
 
-@pytest.mark.parametrize("times, expected", [({"probe": 1.0, "reuse": 3.0}, "probe"),
-                                             ({"probe": 3.0, "reuse": 1.0}, "reuse")])
+@pytest.mark.parametrize(
+    "times, expected", [({"probe": 1.0, "reuse": 3.0}, "probe"), ({"probe": 3.0, "reuse": 1.0}, "reuse")]
+)
 def test_the_trainer_runs_both_modes_then_the_cheaper_one(tmp_path, times, expected):
     """scoring: auto inside QTuningSFTTrainer, the step times injected: which mode each step ran, the
     choice, the summary, and a compute estimate that counts the probe only in probe steps."""
@@ -58,11 +59,22 @@ def test_the_trainer_runs_both_modes_then_the_cheaper_one(tmp_path, times, expec
     from qtuning.sft_config import QTuningSFTConfig
     from qtuning.trainer import QTuningSFTTrainer
 
-    cfg = QTuningSFTConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=8,
-                           logging_steps=1, report_to=[], learning_rate=1e-2, save_strategy="no", seed=0,
-                           disable_tqdm=True, scoring="auto", probe_precision="same")
-    trainer = QTuningSFTTrainer(model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(64),
-                                processing_class=tiny_tokenizer())
+    cfg = QTuningSFTConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=8,
+        logging_steps=1,
+        report_to=[],
+        learning_rate=1e-2,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        scoring="auto",
+        probe_precision="same",
+    )
+    trainer = QTuningSFTTrainer(
+        model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(64), processing_class=tiny_tokenizer()
+    )
     modes = []
     record = trainer._record_step_time
 

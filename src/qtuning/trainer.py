@@ -30,12 +30,12 @@ from trl import SFTTrainer
 from .distributed import all_reduce_sum, plan_step
 from .errors import ConfigError
 from .history import ScoreWindow
-from .scoring_mode import ScoringModeChooser
 from .kept_batch import apply_plan, loss_on_kept
 from .plan_log import PlanLog, plan_log_path, plan_records
 from .policies import needs_scores
 from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
+from .scoring_mode import ScoringModeChooser
 from .seeds import derive_seed
 from .selection import ScoredBatch, SelectionPlan, prepare_scores
 from .sft_config import QTuningSFTConfig
@@ -408,8 +408,11 @@ class QTuningSFTTrainer(SFTTrainer):
         chosen = self._qt_chooser.record(step, self._qt_step_mode, seconds)
         if chosen is not None and self.is_world_process_zero():
             c = self._qt_chooser
-            print(f"[qtuning] scoring auto: {chosen} from step {step + 1} on (median step {statistics.median(c.probe_s):.3f} "
-                  f"s probe, {statistics.median(c.reuse_s):.3f} s reuse)", flush=True)
+            print(
+                f"[qtuning] scoring auto: {chosen} from step {step + 1} on (median step {statistics.median(c.probe_s):.3f} "
+                f"s probe, {statistics.median(c.reuse_s):.3f} s reuse)",
+                flush=True,
+            )
 
     def _on_train_end(self):
         if self._plan_log is not None:
