@@ -82,8 +82,26 @@ def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
     return out
 
 
+def _declared_annotation(f: dataclasses.Field) -> object:
+    """The field's annotation as its class declares it. `Field.type` is not used: argument parsers
+    (transformers' HfArgumentParser among them) overwrite it in place, e.g. `str | None` -> `str`."""
+    _import_qtuning()
+    from qtuning.config import QTuningConfig
+    from qtuning.sft_config import QTuningSFTConfig
+
+    classes = [QTuningSFTConfig, QTuningConfig]
+    if run_config_class() is not None:
+        classes.insert(0, run_config_class())
+    for cls in classes:
+        for klass in cls.__mro__:
+            annotations = inspect.get_annotations(klass)
+            if f.name in annotations:
+                return annotations[f.name]
+    return f.type
+
+
 def _type_name(f: dataclasses.Field) -> str:
-    kind = f.type
+    kind = _declared_annotation(f)
     if isinstance(kind, str):
         return kind
     return getattr(kind, "__name__", repr(kind)).replace("typing.", "")

@@ -116,7 +116,9 @@ NOISE_TASK = "arith"
 # PLAN.md change log, 2026-12-02 18:00: the threshold variants (run from a later pinned commit than the
 # plan's own cells). HISTNOISE is the one noise-aware option chosen from selection_quality.json.
 HISTORY = dict(sample_ratio=0.25, token_ratio=0.5, thresholds="history", history_window=512)
-HISTNOISE: dict = {}  # set below, before any addendum cell ran
+# chosen 2026-12-02 by the pre-registered rule: the lowest corrupted-token-trained share among the history
+# variants of selection_quality.json (0.207 vs 0.208 for plain history and 0.214 for the Q2 cap)
+HISTNOISE: dict = {"supplement_toward": "low_ppl"}
 ADDENDUM_ARMS: dict[str, tuple[str, dict]] = {
     "qtuning_25x50_recheck": ("train", dict(sample_ratio=0.25, token_ratio=0.5)),
     "qtuning_hist_25x50": ("train", HISTORY),
