@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-import time
 from pathlib import Path
 
 from .cli_args import add_dataclass_arguments, dataclass_from_args
@@ -28,67 +26,19 @@ from .errors import QTuningError, UsageError
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from .data import collate, load_records, tokenize_record
-    from .models import load_model_and_tokenizer
-    from .probe import score_batch
-    from .selection import plan_batch
+    from .analysis import preview_plans
 
     cfg = dataclass_from_args(QTuningConfig, args)
-    torch.manual_seed(args.seed)
-    print(f"[qtuning] model {args.model}, data {args.data}, {args.num_samples} samples, batch {args.batch_size}")
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    model.eval()
-    records, report = load_records(args.data)
-    print("\n".join(report.lines()))
-    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(args.seed)).tolist()
-    records = [records[i] for i in order[: args.num_samples]]
-    features = [tokenize_record(tokenizer, r, args.max_length) for r in records]
-
-    totals = dict(samples=0, kept=0, supplemented=0, tokens=0, kept_tokens=0, q=[0, 0, 0, 0], converged=0, batches=0)
-    started = time.perf_counter()
-    rows = []
-    for start in tqdm(range(0, len(features), args.batch_size), desc="score + select", unit="batch"):
-        chunk = features[start : start + args.batch_size]
-        batch = collate(chunk, tokenizer.pad_token_id)
-        scores, loss_mask, attention = score_batch(
-            model, batch["input_ids"], batch["attention_mask"], batch["labels"], cfg.entropy_positions
-        )
-        plan = plan_batch(scores.nll, scores.entropy, loss_mask, cfg, attention_mask=attention)
-        stats = plan.stats()
-        rows.append(stats)
-        totals["samples"] += len(chunk)
-        totals["kept"] += plan.num_kept
-        totals["supplemented"] += plan.num_supplemented
-        totals["tokens"] += int(loss_mask.sum())
-        totals["kept_tokens"] += plan.num_kept_tokens
-        totals["converged"] += int(plan.converged)
-        totals["batches"] += 1
-        for q in range(4):
-            totals["q"][q] += stats[f"quadrant_{q + 1}"]
-        tqdm.write(
-            f"batch {totals['batches']:3d}: kept {plan.num_kept}/{len(chunk)} "
-            f"(supplemented {plan.num_supplemented}), Q1-Q4 {[stats[f'quadrant_{q}'] for q in range(1, 5)]}, "
-            f"alpha {plan.alpha:.4f}, iters {plan.iterations}{'' if plan.converged else ' (tolerance missed)'}, "
-            f"tokens kept {plan.num_kept_tokens}/{int(loss_mask.sum())}"
-        )
-    elapsed = time.perf_counter() - started
-    print(
-        f"\n[qtuning] {totals['samples']} samples in {totals['batches']} batches, {elapsed:.1f} s\n"
-        f"  kept samples      {totals['kept']} ({totals['kept'] / totals['samples']:.1%}; "
-        f"target {cfg.sample_ratio:.1%}), supplemented {totals['supplemented']}\n"
-        f"  quadrants Q1-Q4   {totals['q']}\n"
-        f"  bisection within tolerance in {totals['converged']}/{totals['batches']} batches\n"
-        f"  trained tokens    {totals['kept_tokens']} of {totals['tokens']} trainable "
-        f"({totals['kept_tokens'] / max(1, totals['tokens']):.1%})"
+    preview_plans(
+        args.model,
+        args.data,
+        cfg,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+        output=args.output,
     )
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.output, "w") as handle:
-            json.dump({"config": dataclasses.asdict(cfg), "batches": rows}, handle, indent=1)
-        print(f"  per-batch plans   {args.output}")
     return 0
 
 
