@@ -223,3 +223,33 @@ def test_probe_precision_auto_follows_the_hardware(tmp_path):
     for explicit in ("same", "bf16"):
         cfg = QTuningSFTConfig(output_dir=str(tmp_path), report_to=[], probe_precision=explicit)
         assert cfg.resolved_probe_precision() == explicit
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
+    """The kept-rows path with activation checkpointing: same loss and gradients as without (1e-5); the
+    probe runs without grad, so checkpointing never touches it (checked: only the kept-rows forward goes
+    through torch.utils.checkpoint)."""
+    plain = make_trainer(tmp_path / "plain")
+    batch = first_batch(plain)
+    batch.pop("qtuning_id")
+    loss, grads = trainer_loss_and_grads(plain, batch, "probe")
+    checkpointed = make_trainer(
+        tmp_path / "ckpt", gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
+    checkpointed.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert checkpointed.model.is_gradient_checkpointing
+    checkpoint_calls = []
+    layer = checkpointed.model.model.layers[0]
+    wrapped = layer._gradient_checkpointing_func
+
+    def counted(*args, **kwargs):  # the layer's forward goes through torch.utils.checkpoint
+        checkpoint_calls.append(torch.is_grad_enabled())
+        return wrapped(*args, **kwargs)
+
+    layer._gradient_checkpointing_func = counted
+    ckpt_loss, ckpt_grads = trainer_loss_and_grads(checkpointed, batch, "probe")
+    assert checkpoint_calls == [True]  # the kept-rows forward (with grad) checkpoints; the no-grad probe does not
+    torch.testing.assert_close(ckpt_loss, loss, atol=1e-5, rtol=1e-5)
+    assert ckpt_grads.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(ckpt_grads[name], grads[name], atol=1e-5, rtol=1e-4, msg=name)
