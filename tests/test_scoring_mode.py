@@ -54,27 +54,10 @@ def test_state_round_trip_keeps_the_decision():
 def test_the_trainer_runs_both_modes_then_the_cheaper_one(tmp_path, times, expected):
     """scoring: auto inside QTuningSFTTrainer, the step times injected: which mode each step ran, the
     choice, the summary, and a compute estimate that counts the probe only in probe steps."""
-    from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
+    from helpers import tiny_dataset
+    from test_trainer import make_trainer
 
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import QTuningSFTTrainer
-
-    cfg = QTuningSFTConfig(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        max_steps=8,
-        logging_steps=1,
-        report_to=[],
-        learning_rate=1e-2,
-        save_strategy="no",
-        seed=0,
-        disable_tqdm=True,
-        scoring="auto",
-        probe_precision="same",
-    )
-    trainer = QTuningSFTTrainer(
-        model=tiny_llama(), args=cfg, train_dataset=tiny_dataset(64), processing_class=tiny_tokenizer()
-    )
+    trainer = make_trainer(tmp_path, dataset=tiny_dataset(64), max_steps=8, scoring="auto")
     modes = []
     record = trainer._record_step_time
 

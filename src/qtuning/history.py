@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .policies import target_count
-from .thresholds import Thresholds, bisect_thresholds, corner_flags, corner_membership
+from .thresholds import Thresholds, bisect_thresholds, corner_closeness, corner_membership
 
 
 @dataclass
@@ -125,10 +125,9 @@ def select_with_history(
     in_corner = in_high | in_low
 
     # Depth toward each kept corner on the window-normalised plane (the paper's supplement distance).
-    high_low_ent, low_high_ent = corner_flags(kept_quadrants)
-    p_hat, e_hat = _normalised(ppl, window.ppl), _normalised(ent, window.ent)
-    toward_high = p_hat - e_hat if high_low_ent else p_hat + e_hat - 1
-    toward_low = e_hat - p_hat if low_high_ent else 1 - p_hat - e_hat
+    toward_high, toward_low = corner_closeness(
+        _normalised(ppl, window.ppl), _normalised(ent, window.ent), kept_quadrants
+    )
     depth = torch.maximum(toward_high, toward_low)  # (B,)
     if fill_toward == "low_ppl":  # outside samples: only the depth toward the low-PPL corner counts
         depth = torch.where(in_corner, depth, toward_low)

@@ -23,7 +23,7 @@ from .history import ScoreWindow, select_with_history
 from .policies import baseline_keep, target_count, token_priority
 from .scoring import SampleScores, sample_scores
 from .seeds import derive_seed
-from .thresholds import Thresholds, bisect_thresholds, corner_flags, corner_membership, quantile_sorted  # noqa: F401
+from .thresholds import Thresholds, bisect_thresholds, corner_closeness, corner_membership, quantile_sorted  # noqa: F401
 
 
 class Role(IntEnum):
@@ -447,11 +447,7 @@ def _selection_from(kept_role, supplemented, quadrant, t: Thresholds, n: int, ta
 def _closeness(ppl, ent, valid, kept_quadrants: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(toward the high-PPL kept corner, toward the low-PPL one), (B,) each, on the plane min-max
     normalised over the valid samples; for Q2/Q4 these are p - e and e - p."""
-    high_low_ent, low_high_ent = corner_flags(kept_quadrants)
-    p_hat, e_hat = _min_max(ppl, valid), _min_max(ent, valid)
-    toward_high = p_hat - e_hat if high_low_ent else p_hat + e_hat - 1
-    toward_low = e_hat - p_hat if low_high_ent else 1 - p_hat - e_hat
-    return toward_high, toward_low
+    return corner_closeness(_min_max(ppl, valid), _min_max(ent, valid), kept_quadrants)
 
 
 def _select_in_pool(ppl, ent, valid, cfg: QTuningConfig) -> tuple[SampleSelection, torch.Tensor, torch.Tensor]:

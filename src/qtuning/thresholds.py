@@ -57,6 +57,18 @@ def corner_flags(kept_quadrants: str) -> tuple[bool, bool]:
     return kept_quadrants in ("q2_q4", "q2_q3"), kept_quadrants in ("q2_q4", "q1_q4")
 
 
+def corner_closeness(
+    p_hat: torch.Tensor, e_hat: torch.Tensor, kept_quadrants: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(toward the high-PPL kept corner, toward the low-PPL one), (B,) each, for points already
+    min-max normalised to [0, 1] (over the pool, or over the score window); for Q2/Q4 these are
+    p - e and e - p. The supplement and the history trimming rank samples by them."""
+    high_low_ent, low_high_ent = corner_flags(kept_quadrants)
+    toward_high = p_hat - e_hat if high_low_ent else p_hat + e_hat - 1
+    toward_low = e_hat - p_hat if low_high_ent else 1 - p_hat - e_hat
+    return toward_high, toward_low
+
+
 def corner_membership(
     ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, t: Thresholds, kept_quadrants: str
 ) -> tuple[torch.Tensor, torch.Tensor]:

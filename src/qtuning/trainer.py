@@ -424,7 +424,6 @@ class QTuningSFTTrainer(SFTTrainer):
                 torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.args.device), reduction="sum"
             )
             totals = dict(zip(keys, values.tolist()))
-        scored_pos = totals.get("scored_positions", 0.0)
         trained_pos = totals.get("trained_positions", 0.0)
         # Full-data training would run forward+backward (~3 forward passes) over every position we scored
         # (every position of every sample); we ran 1 forward there plus 3 on the kept rows.
@@ -438,7 +437,7 @@ class QTuningSFTTrainer(SFTTrainer):
             "trainable_tokens_scored": totals.get("scored_tokens", 0.0),
             "tokens_trained": totals.get("trained_tokens", 0.0),
             "positions_forwarded_with_grad": trained_pos,
-            "positions_probed": scored_pos,
+            "positions_probed": totals.get("probed_positions", 0.0),  # by a separate no-grad forward
             "scoring_s": totals.get("scoring_s", 0.0),
             "scoring_mode": self._qt_chooser.chosen if self._qt_chooser is not None else self.args.scoring,
             "estimated_compute_vs_full_data": cost / max(1.0, 3 * all_pos),
