@@ -13,6 +13,13 @@ in a rotating order (so that machine noise hits every method alike):
   qtuning_fp32    the same with probe_precision=same (an fp32 probe, like the fp32 training)
   reuse           reuse mode at 25% x 50% (the authors' design: one forward with grad, loss masked)
   random          the Random x Random baseline at 25% x 50% (no probe: the floor of any pruner)
+  auto            scoring=auto at 25% x 50%: times probe and reuse steps, then keeps the faster
+                  (not in the default list: its first steps are the two modes alternating)
+  stale           scoring=stale at 25% x 50% (default stale_reprobe_fraction): before the timed
+                  steps it trains one untimed epoch over the same batches (probe mode, filling its
+                  score cache), so the timed steps are a second epoch; before each, a fresh probe of
+                  the same batch (untimed) gives the kept set that fresh scores would select, and
+                  stale_vs_fresh_jaccard is the mean Jaccard of the two kept sets
 --random-init uses SmolLM2-135M's architecture with random weights (timing does not depend on the
 weights; for a machine that holds only the config, e.g. a GPU box without the model package);
 --precision bf16 trains in bf16 mixed precision. On CUDA the extra peak memory is
@@ -37,7 +44,17 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ["full_trl", "full", "qtuning", "qtuning_fp32", "reuse", "random"]
+METHODS = ["full_trl", "full", "qtuning", "qtuning_fp32", "reuse", "random", "stale"]
+# --random-init shapes: the published configs of SmolLM2-135M / -360M / -1.7B (same tokenizer)
+SHAPES = {
+    "135m": {},
+    "360m": dict(
+        hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5
+    ),
+    "1.7b": dict(
+        hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32
+    ),
+}
 
 
 def build(method: str, args) -> tuple:
@@ -62,17 +79,10 @@ def build(method: str, args) -> tuple:
 
         folder = resolve_model(args.model)
         config = AutoConfig.from_pretrained(folder)
-        if args.architecture == "1.7b":  # SmolLM2-1.7B's shape (its published config), same tokenizer
-            config.update(
-                dict(
-                    hidden_size=2048,
-                    intermediate_size=8192,
-                    num_hidden_layers=24,
-                    num_attention_heads=32,
-                    num_key_value_heads=32,
-                )
-            )
-        model = AutoModelForCausalLM.from_config(config)
+        config.update(SHAPES[args.architecture])
+        # on the GPU: initialise there (a 1.7B model's random init on the CPU takes minutes)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = AutoModelForCausalLM.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     else:
         model, tokenizer = load_model_and_tokenizer(args.model)
@@ -107,7 +117,7 @@ def build(method: str, args) -> tuple:
                 pruning_method="qtuning",
                 sample_ratio=args.sample_ratio,
                 token_ratio=args.token_ratio,
-                scoring="reuse" if method == "reuse" else "probe",
+                scoring=method if method in ("reuse", "stale", "auto") else "probe",
                 probe_precision="same" if method == "qtuning_fp32" else "auto",
             )
         )
@@ -128,7 +138,12 @@ def build(method: str, args) -> tuple:
         rows.sort(key=lambda r: len(r["input_ids"]))
     collate = trainer.data_collator
     batches = [
-        collate([{k: v for k, v in r.items() if k in ("input_ids", "labels")} for r in rows[i : i + args.batch]])
+        collate(
+            [
+                {k: v for k, v in r.items() if k in ("input_ids", "labels", "qtuning_id")}
+                for r in rows[i : i + args.batch]
+            ]
+        )
         for i in range(0, len(rows) - args.batch + 1, args.batch)
     ]
     return trainer, batches
@@ -137,8 +152,9 @@ def build(method: str, args) -> tuple:
 CUDA_PEAK: dict[int, float] = {}  # id(trainer) -> the largest extra peak of its steps, MiB
 
 
-def optimizer_step(trainer, batch) -> float:
-    """One optimizer step as the Trainer runs it (fetch + plan, forward/backward, update); seconds."""
+def optimizer_step(trainer, batch, plans: list | None = None) -> float:
+    """One optimizer step as the Trainer runs it (fetch + plan, forward/backward, update); seconds.
+    plans: if given, the step's selection plans are appended to it."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -149,6 +165,10 @@ def optimizer_step(trainer, batch) -> float:
     start = time.perf_counter()
     batches, num_items = trainer.get_batch_samples(iter([dict(batch)]), 1, trainer.args.device)
     trainer.current_gradient_accumulation_steps = len(batches)
+    if plans is not None:
+        from qtuning.trainer import PLAN_KEY
+
+        plans.extend(b[PLAN_KEY] for b in batches if PLAN_KEY in b)  # (none in a reuse step)
     for inputs in batches:
         trainer.training_step(trainer.model, inputs, num_items)
     trainer.optimizer.step()
@@ -157,7 +177,26 @@ def optimizer_step(trainer, batch) -> float:
         torch.cuda.synchronize()
         extra = (torch.cuda.max_memory_allocated() - before) / 2**20
         CUDA_PEAK[id(trainer)] = max(CUDA_PEAK.get(id(trainer), 0.0), extra)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if hasattr(trainer, "_on_step_end"):  # ours: the step counter and step timing (scoring=auto reads them)
+        trainer.state.global_step += 1
+        trainer._on_step_end()
+    return seconds
+
+
+def fresh_plan(trainer, batch):
+    """The plan that a fresh probe of `batch` gives with the trainer's current weights (stale's reference)."""
+    from qtuning.distributed import plan_step
+    from qtuning.seeds import derive_seed
+
+    part = trainer._score_micro_batch(dict(batch))
+    seed = derive_seed(trainer.args.seed, trainer.state.global_step, "step")
+    return plan_step([part], trainer.qt_config, trainer.args.selection_pool, seed=seed, progress=0.0)[0]
+
+
+def jaccard(a, b) -> float:
+    a, b = set(a.sample_keep.nonzero().flatten().tolist()), set(b.sample_keep.nonzero().flatten().tolist())
+    return len(a & b) / max(1, len(a | b))
 
 
 def _rss_bytes() -> int:
@@ -225,9 +264,9 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="training precision")
     parser.add_argument(
         "--architecture",
-        choices=["135m", "1.7b"],
+        choices=sorted(SHAPES),
         default="135m",
-        help="with --random-init: SmolLM2-135M's shape or SmolLM2-1.7B's",
+        help="with --random-init: the shape of SmolLM2-135M, -360M or -1.7B",
     )
     parser.add_argument("--results-name", default=None, help="file name under benchmarks/results/")
     parser.add_argument(
@@ -261,11 +300,19 @@ def main() -> None:
         f"{len(batches)} {args.batches} batches of {args.batch} real rows, max_length {args.max_length}, "
         f"{torch.get_num_threads()} threads; methods rotate every step"
     )
+    if "stale" in built:  # its first epoch, untimed: every row gets cached scores
+        for batch in batches:
+            optimizer_step(built["stale"][0], batch)
     times = {m: [] for m in args.methods}
+    agreement = []  # stale: Jaccard of its kept set with a fresh probe's, per timed step
     for step, batch in enumerate(batches):
         order = args.methods[step % len(args.methods) :] + args.methods[: step % len(args.methods)]
         for m in order:
-            seconds = optimizer_step(built[m][0], batch)
+            plans = []
+            reference = fresh_plan(built[m][0], batch) if m == "stale" else None
+            seconds = optimizer_step(built[m][0], batch, plans)
+            if reference is not None:
+                agreement.append(jaccard(plans[0], reference))
             if step >= args.warmup:
                 times[m].append(seconds)
         print(f"step {step}: " + ", ".join(f"{m} {times[m][-1]:.2f}s" for m in args.methods if times[m]), flush=True)
@@ -308,8 +355,17 @@ def main() -> None:
         "ratio_qtuning_fp32_probe_to_full": median["qtuning_fp32"] / base if "qtuning_fp32" in median else None,
         "ratio_reuse_to_full": median["reuse"] / base if "reuse" in median else None,
         "ratio_full_to_full_trl": base / median["full_trl"] if "full_trl" in median else None,
+        "ratio_stale_to_full": median["stale"] / base if "stale" in median else None,
+        "stale_vs_fresh_jaccard": statistics.mean(agreement) if agreement else None,
+        "stale_vs_fresh_jaccard_per_step": agreement,
     }
-    print(f"\nratio_qtuning_to_full (b/a) = {result['ratio_qtuning_to_full']:.3f}   goal <= 0.50")
+    if result["ratio_qtuning_to_full"] is not None:
+        print(f"\nratio_qtuning_to_full (b/a) = {result['ratio_qtuning_to_full']:.3f}   goal <= 0.35")
+    if agreement:
+        print(
+            f"ratio_stale_to_full = {result['ratio_stale_to_full']:.3f}   goal <= 0.30; stale_vs_fresh_jaccard = "
+            f"{result['stale_vs_fresh_jaccard']:.3f}   goal >= 0.8"
+        )
     RESULTS.mkdir(exist_ok=True)
     name = args.results_name or ("step_speed.json" if args.batches == "random" else f"step_speed_{args.batches}.json")
     (RESULTS / name).write_text(json.dumps(result, indent=1) + "\n")

@@ -31,10 +31,13 @@ def _plans(out):
     return read_plan_log(out / "qtuning_plans.jsonl")
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["pool-thresholds", "history-thresholds"])
-def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, history):
-    """history: the score window is restored from the checkpoint, so the selections still match."""
-    extra = ["--history"] if history else []
+@pytest.mark.parametrize("mode", ["pool", "history", "stale"], ids=["pool-thresholds", "history-thresholds", "stale"])
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, mode):
+    """history: the score window is restored from the checkpoint, so the selections still match.
+    stale: the score cache (32 rows after 4 steps) is restored, and epoch 2 (steps 7-8) selects
+    with scores cached before and after the kill."""
+    history = mode == "history"
+    extra = {"pool": [], "history": ["--history"], "stale": ["--stale"]}[mode]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run(straight, *extra)
 
@@ -60,6 +63,13 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, hist
     if history:  # the window (20 samples, 8 per step) was full and in the checkpoint
         state = json.loads((killed / "checkpoint-4" / "qtuning_state.json").read_text())
         assert len(state["history"]["ppl"]) == 20
+    if mode == "stale":
+        import torch
+
+        cache = torch.load(killed / "checkpoint-4" / "qtuning_score_cache_rank0.pt", weights_only=True)
+        assert len(cache["ids"]) == 32
+        summary = json.loads((killed / "qtuning_summary.json").read_text())
+        assert summary["samples_selected_with_stale_scores"] > 0
     assert "finished 8" in resumed.stdout
 
     assert _losses(killed) == _losses(straight)  # bit-for-bit: CPU, same seed, same data order

@@ -53,9 +53,13 @@ def kept_token_count(batch: dict) -> int:
     return int((shift_labels(batch["labels"]) != IGNORE_INDEX).sum())
 
 
-def loss_on_kept(model, kept: dict, num_items: int | torch.Tensor | None = None, chunk_size: int = 4096):
-    """Sum of CE over the kept batch's loss positions / num_items (default: their count here)."""
+def loss_on_kept(
+    model, kept: dict, num_items: int | torch.Tensor | None = None, chunk_size: int = 4096, return_hidden=False
+):
+    """Sum of CE over the kept batch's loss positions / num_items (default: their count here).
+    return_hidden: also return the final hidden states (B', T', H), detached (scoring="stale" reads them)."""
     hidden = forward_final_hidden(model, kept["input_ids"], kept["attention_mask"])  # (B', T', H)
     total = nll_sum(model, hidden, shift_labels(kept["labels"]), chunk_size, kept.get(LOSS_WEIGHT_KEY))
     denominator = kept_token_count(kept) if num_items is None else num_items
-    return total / torch.as_tensor(denominator, device=total.device).clamp(min=1)
+    loss = total / torch.as_tensor(denominator, device=total.device).clamp(min=1)
+    return (loss, hidden.detach()) if return_hidden else loss

@@ -12,6 +12,8 @@ data sets draw each row from its own stream. Each level mixes a seed with an ind
     "pool"    (1, 7_919)        distributed: a selection pool of the step  step seed, pool number (1-based)
     "stream"  (1_000_003, 1)    selection: stage 1 (0), stage 2 (1, 2+i);  pool seed, stream
                                 procedural_data: one stream per row        set seed, row index
+    "reprobe" (1, 6_007)        trainer, scoring="stale": which cached     step seed, micro-batch (1-based)
+                                rows of a micro-batch are probed afresh
 
 The scales are primes, so nearby seeds and indices do not collide in practice. They are the ones
 qtuning has always used, and must stay: changing them changes every random baseline's draws, and
@@ -20,11 +22,11 @@ with them the recorded results.
 
 from __future__ import annotations
 
-SCALES = {"step": (100_003, 1), "pool": (1, 7_919), "stream": (1_000_003, 1)}
+SCALES = {"step": (100_003, 1), "pool": (1, 7_919), "stream": (1_000_003, 1), "reprobe": (1, 6_007)}
 
 
 def derive_seed(seed: int, index: int, level: str) -> int:
-    """The seed of `index` under `seed` at `level` ("step", "pool" or "stream"): an int, never negative
+    """The seed of `index` under `seed` at `level` ("step", "pool", "stream" or "reprobe"): an int, never negative
     for non-negative inputs."""
     seed_scale, index_scale = SCALES[level]
     return seed * seed_scale + index * index_scale

@@ -21,7 +21,7 @@ from trl import SFTConfig
 from .config import SELECTION_POOLS, ConfigError, QTuningConfig, _check_choice
 
 PRUNING_METHODS = ("qtuning", "none")
-SCORING_MODES = ("probe", "reuse", "auto")
+SCORING_MODES = ("probe", "reuse", "auto", "stale")
 PROBE_PRECISIONS = ("auto", "same", "bf16")
 
 
@@ -92,7 +92,18 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
             "and the masked loss (the authors' code: saves nothing, for faithful reproduction). 'auto': the "
             "first steps are timed in both modes (1 warm-up, then 2 each, alternating), then the faster one "
             "runs for the rest of training (a probe step is slower than a full-data step where steps are "
-            "bound by kernel launches, e.g. a small model on a GPU)."
+            "bound by kernel launches, e.g. a small model on a GPU). 'stale': probe mode, but a row scored "
+            "before (by the probe, or by its own training forward when it was kept) is selected with those "
+            "scores, up to an epoch old; only unscored rows and a stale_reprobe_fraction of the others are "
+            "probed (from the second epoch on, most of the probe is saved)."
+        },
+    )
+    stale_reprobe_fraction: float = field(
+        default=0.25,
+        metadata={
+            "help": "scoring='stale': the share of a batch's already-scored rows that are probed afresh anyway "
+            "(drawn at random each step), so that no row's scores stay stale for long. 0: probe only "
+            "rows never scored; 1: probe mode."
         },
     )
     selection_pool: str = field(
@@ -182,6 +193,15 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
             raise ConfigError(
                 f"sample_pruner={self.sample_pruner!r}, token_pruner={self.token_pruner!r} are not allowed with "
                 f"scoring={self.scoring!r}: the baselines run in probe mode (scoring: probe)"
+            )
+        if not 0.0 <= self.stale_reprobe_fraction <= 1.0:
+            raise ConfigError(
+                f"stale_reprobe_fraction={self.stale_reprobe_fraction!r} is not allowed: expected a number in [0, 1]"
+            )
+        if self.scoring == "stale" and self.token_pruner == "rho1":
+            raise ConfigError(
+                "scoring='stale' is not allowed with token_pruner='rho1': the reference model's scores are not "
+                "cached; use scoring: probe"
             )
         if self.packing or self.padding_free:
             raise ConfigError(

@@ -10,6 +10,9 @@ Per optimizer step (probe mode, the default):
      gradient accumulation gives exactly the gradient of one big batch of the same kept tokens.
 Reuse mode (the authors' code) plans inside `compute_loss` from the training forward itself;
 there the loss is normalised per micro-batch and averaged over the accumulation steps.
+Stale mode is probe mode in which rows scored before keep their cached scores (qtuning.stale):
+only unscored rows and a random share of the others are probed, and the kept rows' scores are
+refreshed from their training forward.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ from .seeds import derive_seed
 from .selection import ScoredBatch, SelectionPlan, prepare_scores
 from .sft_config import QTuningSFTConfig
 from .signatures import COLLAPSE_SHARE, failure_signatures
+from .stale import ScoreCache, rows_to_probe
 
 PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
 ID_KEY = "qtuning_id"  # dataset row index, carried through the collator for the plan log
 SUMMARY_FILE = "qtuning_summary.json"  # in output_dir at the end of training (run.py adds the held-out losses)
 CHECKPOINT_STATE_FILE = "qtuning_state.json"  # in each checkpoint-*/: the running totals, for resuming
+SCORE_CACHE_FILE = "qtuning_score_cache_rank{rank}.pt"  # in each checkpoint-*/ with scoring="stale"
 
 
 class _CollatorWithIds:
@@ -85,6 +90,9 @@ class QTuningSFTTrainer(SFTTrainer):
         auto = config.scoring == "auto" and config.pruning_method == "qtuning"
         self._qt_chooser = ScoringModeChooser() if auto else None
         self._qt_step_mode = "probe" if config.scoring == "auto" else config.scoring
+        # scoring="stale": each row's last scores, by dataset row id (qtuning.stale); saved in every checkpoint
+        stale = config.scoring == "stale" and config.pruning_method == "qtuning" and self._qt_needs_scores
+        self._qt_cache = ScoreCache() if stale else None
         self._qt_reference = None  # token_pruner="rho1" on a model without adapters: a frozen copy
         if self.qt_config.token_pruner == "rho1" and not hasattr(self.model, "disable_adapter"):
             import copy
@@ -137,8 +145,12 @@ class QTuningSFTTrainer(SFTTrainer):
             plans = [SelectionPlan.keep_all((shift_labels(b["labels"]) != IGNORE_INDEX).cpu()) for b in batches]
         else:
             started = time.perf_counter()
-            score = self._score_micro_batch if scored else self._unscored_micro_batch
-            parts = [score(batch) for batch in batches]
+            if not scored:
+                parts = [self._unscored_micro_batch(batch) for batch in batches]
+            elif self._qt_cache is not None:
+                parts = [self._score_with_cache(batch, index) for index, batch in enumerate(batches)]
+            else:
+                parts = [self._score_micro_batch(batch) for batch in batches]
             # A new random stream per step, the same on every rank (the baselines' random draws).
             seed = derive_seed(self.args.seed, self.state.global_step, "step")
             progress = self.state.global_step / max(1, self.state.max_steps)
@@ -152,15 +164,15 @@ class QTuningSFTTrainer(SFTTrainer):
         # The loss divides by the kept tokens of the whole step on every rank (see compute_loss).
         return batches, all_reduce_sum(sum(p.num_kept_tokens for p in plans), device)
 
-    def _score_micro_batch(self, batch) -> ScoredBatch:
-        """The probe on one micro-batch: its scores, checked, on the CPU."""
+    def _probe(self, batch):
+        """The no-grad probe forward on a micro-batch: (TokenScores, loss mask, attention), shifted grid."""
         precision = (
             torch.autocast(self.args.device.type, dtype=torch.bfloat16)
             if self._qt_probe_precision == "bf16"
             else contextlib.nullcontext()
         )
         with precision:
-            scores, loss_mask, attention = score_batch(
+            return score_batch(
                 self.model_wrapped,
                 batch["input_ids"].to(self.args.device),
                 batch["attention_mask"].to(self.args.device),
@@ -169,10 +181,45 @@ class QTuningSFTTrainer(SFTTrainer):
                 self.args.score_chunk_size,
                 self.args.resolved_probe_batch_size(),
             )
+
+    def _score_micro_batch(self, batch) -> ScoredBatch:
+        """The probe on one micro-batch: its scores, checked, on the CPU."""
+        scores, loss_mask, attention = self._probe(batch)
+        self._window_add(probed_positions=int(attention.sum()))
         part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
         if self.qt_config.token_pruner == "rho1":
             part.reference_nll = torch.where(part.loss_mask, self._reference_nll(batch).cpu().double(), 0.0)
         return part
+
+    def _score_with_cache(self, batch, index: int) -> ScoredBatch:
+        """scoring="stale": cached scores where the row has them, the probe for the other rows and for
+        a random stale_reprobe_fraction of the cached ones; the probed rows' scores are cached."""
+        ids = batch[ID_KEY].tolist()
+        loss_mask = (shift_labels(batch["labels"]) != IGNORE_INDEX).cpu()  # (B, T)
+        attention = shift_mask(batch["attention_mask"]).cpu()  # (B, T)
+        positions = attention | loss_mask
+        nll, entropy, have = self._qt_cache.lookup(ids, positions)  # (B, T), (B, T), (B,)
+        step_seed = derive_seed(self.args.seed, self.state.global_step, "step")
+        generator = torch.Generator().manual_seed(derive_seed(step_seed, index + 1, "reprobe"))
+        probe = rows_to_probe(have, self.args.stale_reprobe_fraction, generator)  # (B,)
+        if probe.all():  # the first epoch: exactly probe mode's forward
+            scores, loss_mask, attention = self._probe(batch)
+            self._window_add(probed_positions=int(attention.sum()))
+            self._qt_cache.put(ids, scores.nll, scores.entropy, positions, self.state.global_step + 1)
+            return prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
+        if probe.any():
+            rows = probe.nonzero().flatten()
+            width = int(positions[rows].any(dim=0).nonzero().max()) + 2  # unshifted columns in use
+            sub = {k: batch[k][rows, :width] for k in ("input_ids", "attention_mask", "labels")}
+            scores, _, sub_attention = self._probe(sub)
+            self._window_add(probed_positions=int(sub_attention.sum()))
+            nll[rows, :width] = scores.nll.cpu().double()
+            entropy[rows, :width] = scores.entropy.cpu().double()
+            self._qt_cache.put(
+                [ids[r] for r in rows.tolist()], nll[rows], entropy[rows], positions[rows], self.state.global_step + 1
+            )
+        self._window_add(stale_rows=int((~probe).sum()))
+        return prepare_scores(nll, entropy, loss_mask, self.qt_config, attention)
 
     def _unscored_micro_batch(self, batch) -> ScoredBatch:
         """A pruner that reads no scores (random, longest): the masks alone, no forward pass."""
@@ -202,7 +249,7 @@ class QTuningSFTTrainer(SFTTrainer):
     # ------------------------------------------------------------------ the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         plan = inputs.pop(PLAN_KEY, None)
-        inputs.pop(ID_KEY, None)
+        ids = inputs.pop(ID_KEY, None)
         if return_outputs:  # evaluation asking for logits: TRL's own path
             return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if not model.training or not torch.is_grad_enabled():
@@ -212,7 +259,11 @@ class QTuningSFTTrainer(SFTTrainer):
 
         # Probe mode: forward+backward on the kept rows only, trailing pad columns trimmed.
         kept = apply_plan(inputs, plan)
-        loss = loss_on_kept(model, kept, num_items_in_batch, self.args.loss_chunk_size)
+        if self._qt_cache is not None and plan.num_kept and ids is not None:
+            loss, hidden = loss_on_kept(model, kept, num_items_in_batch, self.args.loss_chunk_size, return_hidden=True)
+            self._refresh_cache(model, inputs, plan, ids, hidden)
+        else:
+            loss = loss_on_kept(model, kept, num_items_in_batch, self.args.loss_chunk_size)
         # num_items counts the kept tokens of every rank and DDP averages the gradients over ranks:
         # scaling by the world size makes the update sum(CE over all kept tokens) / (their count).
         loss = loss * self.args.world_size
@@ -221,6 +272,22 @@ class QTuningSFTTrainer(SFTTrainer):
             trained_rows=plan.num_kept, trained_tokens=plan.num_kept_tokens, trained_positions=trained_positions
         )
         return loss
+
+    def _refresh_cache(self, model, inputs, plan: SelectionPlan, ids: torch.Tensor, hidden: torch.Tensor) -> None:
+        """scoring="stale": the kept rows' scores from their own training forward (hidden (B', T', H),
+        detached): the LM head over their response positions, no second pass through the model."""
+        started = time.perf_counter()
+        rows = plan.sample_keep.nonzero().flatten()  # (B',)
+        width = hidden.shape[1]
+        labels = inputs["labels"][rows.to(inputs["labels"].device), :width]  # unpruned: every response token
+        attention_mask = inputs["attention_mask"][rows.to(labels.device), :width]
+        scores, loss_mask, attention = scores_from_hidden(
+            model, hidden, attention_mask, labels, self.qt_config.entropy_positions, self.args.score_chunk_size
+        )
+        self._qt_cache.put(
+            ids[rows].tolist(), scores.nll, scores.entropy, (attention | loss_mask).cpu(), self.state.global_step + 1
+        )
+        self._qt_step_scoring_s += time.perf_counter() - started
 
     def _reuse_loss(self, model, inputs):
         """One forward with grad over the whole batch: scores from it, loss masked by the plan."""
@@ -273,8 +340,6 @@ class QTuningSFTTrainer(SFTTrainer):
             "beta": plan.beta,
             "scored_tokens": int(plan.num_trainable_tokens.sum()) if scored else 0,
             "scored_positions": int(attention.sum()) if scored else 0,
-            # positions that a separate no-grad forward ran over (probe mode; reuse scores for free)
-            "probed_positions": int(attention.sum()) if scored and self._qt_step_mode == "probe" else 0,
             "trainable_tokens": int(plan.num_trainable_tokens.sum()),
             "kept_tokens": plan.num_kept_tokens,
             "positions": int(attention.sum()),
@@ -329,6 +394,8 @@ class QTuningSFTTrainer(SFTTrainer):
             "qtuning/tokens_trained_total": self._qt_totals.get("trained_tokens", 0),
             "qtuning/scoring_time_share": w.get("scoring_s", 0) / max(1e-9, w.get("step_s", 0)),
         }
+        if self._qt_cache is not None:  # the share of samples selected with cached (not fresh) scores
+            out["qtuning/stale_sample_share"] = w.get("stale_rows", 0) / samples
         for q in range(1, 5):
             out[f"qtuning/quadrant_q{q}"] = w.get(f"q{q}", 0) / samples
         self._warn_failure_signatures(w)
@@ -367,15 +434,17 @@ class QTuningSFTTrainer(SFTTrainer):
     # ------------------------------------------------------------------ checkpoints and the summary
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.is_world_process_zero():
-            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
-            if folder.is_dir():
-                state = {"totals": dict(self._qt_totals)}
-                if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
-                    state["history"] = self._qt_history.state_dict()
-                if self._qt_chooser is not None:
-                    state["scoring_auto"] = self._qt_chooser.state_dict()
-                (folder / CHECKPOINT_STATE_FILE).write_text(json.dumps(state, indent=1))
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if self._qt_cache is not None and folder.is_dir():  # every rank its own: the rows it has seen
+            torch.save(self._qt_cache.state_dict(), folder / SCORE_CACHE_FILE.format(rank=self.args.process_index))
+        if self.is_world_process_zero() and folder.is_dir():
+            state = {"totals": dict(self._qt_totals)}
+            if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
+                state["history"] = self._qt_history.state_dict()
+            if self._qt_chooser is not None:
+                state["scoring_auto"] = self._qt_chooser.state_dict()
+            # written last: its presence marks a complete checkpoint
+            (folder / CHECKPOINT_STATE_FILE).write_text(json.dumps(state, indent=1))
         if self._plan_log is not None:
             self._plan_log.flush()
 
@@ -387,6 +456,10 @@ class QTuningSFTTrainer(SFTTrainer):
                 self._qt_history = ScoreWindow.from_state_dict(saved["history"])
             if self._qt_chooser is not None and "scoring_auto" in saved:
                 self._qt_chooser.load_state_dict(saved["scoring_auto"])
+        if resume_from and self._qt_cache is not None:
+            path = Path(resume_from) / SCORE_CACHE_FILE.format(rank=self.args.process_index)
+            if path.is_file():
+                self._qt_cache = ScoreCache.from_state_dict(torch.load(path, weights_only=True))
         if self.args.plan_log and self.args.pruning_method != "none":
             # On resume, drop what was logged after the checkpoint: those steps are about to run again.
             self._plan_log = PlanLog(
@@ -397,6 +470,8 @@ class QTuningSFTTrainer(SFTTrainer):
 
     def _on_step_end(self):
         if self._qt_step_started is not None:
+            if self._qt_chooser is not None and self._qt_chooser.chosen is None and torch.cuda.is_available():
+                torch.cuda.synchronize()  # scoring="auto" is timing this step: count its queued kernels
             step_s = time.perf_counter() - self._qt_step_started
             self._window_add(step_s=step_s, scoring_s=self._qt_step_scoring_s)
             if self._qt_chooser is not None:
@@ -438,6 +513,7 @@ class QTuningSFTTrainer(SFTTrainer):
             "tokens_trained": totals.get("trained_tokens", 0.0),
             "positions_forwarded_with_grad": trained_pos,
             "positions_probed": totals.get("probed_positions", 0.0),  # by a separate no-grad forward
+            "samples_selected_with_stale_scores": totals.get("stale_rows", 0.0),  # scoring="stale"
             "scoring_s": totals.get("scoring_s", 0.0),
             "scoring_mode": self._qt_chooser.chosen if self._qt_chooser is not None else self.args.scoring,
             "estimated_compute_vs_full_data": cost / max(1.0, 3 * all_pos),

@@ -33,6 +33,7 @@ def main():
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--history", action="store_true", help="thresholds='history' (a window of 20 samples)")
+    parser.add_argument("--stale", action="store_true", help="scoring='stale' (epoch 2 starts at step 7)")
     args = parser.parse_args()
     cfg = QTuningSFTConfig(
         output_dir=args.output_dir,
@@ -47,6 +48,7 @@ def main():
         disable_tqdm=True,
         thresholds="history" if args.history else "pool",
         history_window=20,
+        scoring="stale" if args.stale else "probe",
     )
     trainer = QTuningSFTTrainer(
         model=tiny_llama(),
