@@ -205,13 +205,14 @@ def test_lora_trains_only_the_adapter(tmp_path):
     assert any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: it moved
 
 
-def test_packing_is_refused_at_start_up(tmp_path):
+def test_packing_and_padding_free_with_reuse_are_refused_at_start_up(tmp_path):
     from qtuning.config import ConfigError
 
     with pytest.raises(ConfigError, match="packing=True"):
         QTuningSFTConfig(output_dir=str(tmp_path), packing=True)
-    with pytest.raises(ConfigError, match="padding_free=True"):
-        QTuningSFTConfig(output_dir=str(tmp_path), padding_free=True)
+    with pytest.raises(ConfigError, match="padding_free=True is not allowed with scoring='reuse'"):
+        QTuningSFTConfig(output_dir=str(tmp_path), padding_free=True, scoring="reuse")
+    assert QTuningSFTConfig(output_dir=str(tmp_path), padding_free=True).padding_free  # probe mode: supported
 
 
 def test_probe_precision_auto_follows_the_hardware(tmp_path):

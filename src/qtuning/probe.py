@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .errors import ModelSpecError
+from .errors import ConfigError, ModelSpecError
 from .scoring import IGNORE_INDEX, TokenScores, shift_labels, shift_mask, token_scores_from_hidden
 
 
@@ -60,11 +60,15 @@ def capture_final_hidden(model):
         handle.remove()
 
 
-def forward_final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """One forward of the model; returns the final hidden states (B, T, H), with grad if enabled."""
+def forward_final_hidden(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One forward of the model; returns the final hidden states (B, T, H), with grad if enabled.
+    A padding-free row: attention_mask None and position_ids (1, L) restarting at 0 per sample."""
+    extra = {} if position_ids is None else {"position_ids": position_ids}
     with capture_final_hidden(model) as captured:
         # logits_to_keep=1: the head runs on one position per row, the rest is done where needed
-        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False, **extra)
     if "hidden" not in captured:
         raise RuntimeError("the backbone's forward hook did not fire: cannot take the final hidden states")
     return captured["hidden"]
@@ -165,7 +169,7 @@ def nll_sum(
     """Sum of cross-entropy over the positions whose target is set, with grad.
 
     hidden (B, T, H); targets (B, T) on the shifted grid (IGNORE_INDEX where no loss); row_weight
-    (B,) optional per-row loss weights (InfoBatch's rescaling). Only those
+    (B,) optional per-row loss weights (InfoBatch's rescaling), or (B, T) per position (a packed row). Only those
     positions go through the head. Above `chunk_size` positions the head and the loss run in
     checkpointed chunks, so at most (chunk, V) logits are alive at a time.
     """
@@ -175,7 +179,8 @@ def nll_sum(
     rows, row_targets = hidden[mask], targets[mask]  # (N, H), (N,)
     weights = None
     if row_weight is not None:
-        weights = row_weight.to(hidden.device, torch.float32).unsqueeze(1).expand(mask.shape)[mask]  # (N,)
+        weights = row_weight.to(hidden.device, torch.float32)
+        weights = (weights if weights.dim() == 2 else weights.unsqueeze(1).expand(mask.shape))[mask]  # (N,)
     if rows.shape[0] == 0:
         # Nothing to learn here, but every parameter (an untied head too) must still get a gradient,
         # zero, so that DDP's reducer and FSDP's collectives run as on every other rank.
@@ -218,4 +223,32 @@ def check_head_path(model, vocab_size: int | None = None, atol: float = 1e-3) ->
         raise ModelSpecError(
             f"{type(inner).__name__}: logits differ from head(final hidden states) by {error:.3g}; this model "
             "transforms its logits in a way qtuning does not reproduce (e.g. a logit scale)."
+        )
+
+
+@torch.no_grad()
+def check_packed_attention(model, atol: float = 1e-4) -> None:
+    """Refuse padding-free training where the attention does not keep packed samples apart: two
+    samples end to end, position_ids restarting at 0, must give each the hidden states it gets alone."""
+    inner = unwrap_model(model)
+    device = next(inner.parameters()).device
+    vocab = inner.get_output_embeddings().weight.shape[0]
+    first = torch.arange(3, 8, device=device).remainder(vocab).unsqueeze(0)  # (1, 5)
+    second = torch.arange(11, 15, device=device).remainder(vocab).unsqueeze(0)  # (1, 4)
+    was_training = model.training
+    model.eval()
+    try:
+        alone = [forward_final_hidden(model, ids, torch.ones_like(ids)).float() for ids in (first, second)]
+        positions = torch.cat([torch.arange(5), torch.arange(4)]).unsqueeze(0).to(device)
+        together = forward_final_hidden(model, torch.cat([first, second], dim=1), None, positions).float()
+    finally:
+        model.train(was_training)
+    error = (together - torch.cat(alone, dim=1)).abs().max().item()
+    if not error <= atol * max(1.0, torch.cat(alone, dim=1).abs().max().item()):
+        implementation = getattr(inner.config, "_attn_implementation", None)
+        raise ConfigError(
+            f"padding_free=True: {type(inner).__name__} with attn_implementation={implementation!r} does not keep "
+            f"packed samples apart (hidden states differ by {error:.3g} from each sample run alone). Use an "
+            "attention implementation that reads position_ids (sdpa, eager or flash_attention_2 in recent "
+            "transformers), or set padding_free: false."
         )

@@ -203,10 +203,16 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                 "scoring='stale' is not allowed with token_pruner='rho1': the reference model's scores are not "
                 "cached; use scoring: probe"
             )
-        if self.packing or self.padding_free:
+        if self.packing:
             raise ConfigError(
-                f"packing={self.packing!r}, padding_free={self.padding_free!r} are not supported: Q-Tuning scores and "
-                "selects whole samples, and a packed row mixes several. Set packing: false and padding_free: false."
+                f"packing={self.packing!r} is not supported: a packed dataset row holds several samples under one row "
+                "id, and Q-Tuning selects samples. Use padding_free: true instead (samples end to end in each "
+                "micro-batch, no padding, each scored and selected on its own), or packing: false."
+            )
+        if self.padding_free and self.scoring in ("reuse", "auto"):
+            raise ConfigError(
+                f"padding_free=True is not allowed with scoring={self.scoring!r}: padding-free batches are scored by "
+                "the probe (scoring: probe or stale)"
             )
         if (self.sample_pruner, self.token_pruner) == ("none", "none"):
             raise ConfigError(

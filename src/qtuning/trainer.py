@@ -34,9 +34,17 @@ from .distributed import all_reduce_sum, plan_step
 from .errors import ConfigError
 from .history import ScoreWindow
 from .kept_batch import apply_plan, loss_on_kept
+from .padding_free import pack, scatter_rows, unpack
 from .plan_log import PlanLog, plan_log_path, plan_records
 from .policies import needs_scores
-from .probe import check_head_path, forward_final_hidden, nll_sum, score_batch, scores_from_hidden
+from .probe import (
+    check_head_path,
+    check_packed_attention,
+    forward_final_hidden,
+    nll_sum,
+    score_batch,
+    scores_from_hidden,
+)
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
 from .scoring_mode import ScoringModeChooser
 from .seeds import derive_seed
@@ -47,6 +55,7 @@ from .stale import ScoreCache, rows_to_probe
 
 PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
 ID_KEY = "qtuning_id"  # dataset row index, carried through the collator for the plan log
+PACKED_KEY = "qtuning_packed"  # a micro-batch unpacked from a padding-free row: train it packed again
 SUMMARY_FILE = "qtuning_summary.json"  # in output_dir at the end of training (run.py adds the held-out losses)
 CHECKPOINT_STATE_FILE = "qtuning_state.json"  # in each checkpoint-*/: the running totals, for resuming
 SCORE_CACHE_FILE = "qtuning_score_cache_rank{rank}.pt"  # in each checkpoint-*/ with scoring="stale"
@@ -82,6 +91,11 @@ class QTuningSFTTrainer(SFTTrainer):
         # compute_loss normalises by the kept tokens of the whole step (probe) or scales itself (reuse)
         self.loss_is_scaled_for_ga = True
         check_head_path(self.model)
+        # padding_free: micro-batches arrive as one row of concatenated samples; they are unpacked for
+        # scoring and selection, and the kept samples are packed again for the forward with grad
+        self._qt_padding_free = bool(getattr(self, "padding_free", False))
+        if self._qt_padding_free:
+            check_packed_attention(self.model)
         self._qt_needs_scores = needs_scores(self.qt_config.sample_pruner, self.qt_config.token_pruner)
         # thresholds="history": the (PPL, Ent) of recent scored samples; saved in every checkpoint
         history = self.qt_config.thresholds == "history" and self.qt_config.sample_pruner == "qtuning"
@@ -136,6 +150,8 @@ class QTuningSFTTrainer(SFTTrainer):
                 break
         self._qt_step_started = time.perf_counter()
         self._qt_step_scoring_s = 0.0
+        if self._qt_padding_free:
+            batches = [self._unpacked(batch) for batch in batches]
         if self._qt_chooser is not None:
             self._qt_step_mode = self._qt_chooser.mode_for_step(self.state.global_step + 1)
         if self._qt_step_mode == "reuse" and self.args.pruning_method == "qtuning":
@@ -163,6 +179,16 @@ class QTuningSFTTrainer(SFTTrainer):
             self._record_plan(plan, batch, index, shift_mask(batch["attention_mask"]).cpu(), scored=scored)
         # The loss divides by the kept tokens of the whole step on every rank (see compute_loss).
         return batches, all_reduce_sum(sum(p.num_kept_tokens for p in plans), device)
+
+    def _unpacked(self, batch) -> dict:
+        """A padding-free micro-batch (1, L) as a right-padded one (B, T), one row per sample."""
+        ids = batch.get(ID_KEY)
+        pad_id = getattr(self.data_collator.inner, "pad_token_id", None) or 0  # pad positions are masked anyway
+        padded = unpack(batch, pad_id, num_samples=None if ids is None else len(ids))
+        if ids is not None:
+            padded[ID_KEY] = ids
+        padded[PACKED_KEY] = True
+        return padded
 
     def _probe(self, batch):
         """The no-grad probe forward on a micro-batch: (TokenScores, loss mask, attention), shifted grid."""
@@ -250,6 +276,7 @@ class QTuningSFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         plan = inputs.pop(PLAN_KEY, None)
         ids = inputs.pop(ID_KEY, None)
+        packed = inputs.pop(PACKED_KEY, False)
         if return_outputs:  # evaluation asking for logits: TRL's own path
             return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if not model.training or not torch.is_grad_enabled():
@@ -259,15 +286,17 @@ class QTuningSFTTrainer(SFTTrainer):
 
         # Probe mode: forward+backward on the kept rows only, trailing pad columns trimmed.
         kept = apply_plan(inputs, plan)
+        trained_positions = int(kept["attention_mask"].sum()) if plan.num_kept else 0
+        batch = pack(kept) if packed else kept  # padding_free: the kept samples end to end, (1, L')
         if self._qt_cache is not None and plan.num_kept and ids is not None:
-            loss, hidden = loss_on_kept(model, kept, num_items_in_batch, self.args.loss_chunk_size, return_hidden=True)
+            loss, hidden = loss_on_kept(model, batch, num_items_in_batch, self.args.loss_chunk_size, return_hidden=True)
+            hidden = scatter_rows(hidden, kept["attention_mask"]) if packed else hidden  # (B', T', H)
             self._refresh_cache(model, inputs, plan, ids, hidden)
         else:
-            loss = loss_on_kept(model, kept, num_items_in_batch, self.args.loss_chunk_size)
+            loss = loss_on_kept(model, batch, num_items_in_batch, self.args.loss_chunk_size)
         # num_items counts the kept tokens of every rank and DDP averages the gradients over ranks:
         # scaling by the world size makes the update sum(CE over all kept tokens) / (their count).
         loss = loss * self.args.world_size
-        trained_positions = int(kept["attention_mask"].sum()) if plan.num_kept else 0
         self._window_add(
             trained_rows=plan.num_kept, trained_tokens=plan.num_kept_tokens, trained_positions=trained_positions
         )
