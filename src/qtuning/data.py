@@ -322,16 +322,17 @@ def count_truncation(tokenizer, records: list[dict], max_length: int | None, rep
                 report.no_response_after_truncation += 1
 
 
-def to_dataset(records: list[dict], tokenizer=None, max_length: int | None = None):
+def to_dataset(records: list[dict], tokenizer=None, max_length: int | None = None, tokenize: bool = False):
     """A datasets.Dataset in TRL's conversational prompt/completion form (ids kept as 'source_id').
 
     Records with a static token mask (`token_keep`) or several assistant turns need the tokenizer: then
     every record is tokenised here (input_ids + labels, pruned or non-assistant tokens at -100), a form
-    TRL trains on as it is.
+    TRL trains on as it is. tokenize=True does that for every data set (padding-free training: TRL
+    does not truncate such rows itself, so they are truncated to max_length here).
     """
     from datasets import Dataset
 
-    if any(r.get("token_keep") is not None or is_multi_turn(r) for r in records):
+    if tokenize or any(r.get("token_keep") is not None or is_multi_turn(r) for r in records):
         if tokenizer is None:
             raise ValueError(
                 f"records carry {MASK_FIELD!r} masks or several assistant turns: to_dataset needs the tokenizer"

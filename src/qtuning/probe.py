@@ -60,6 +60,21 @@ def capture_final_hidden(model):
         handle.remove()
 
 
+@contextmanager
+def gathered(*params):
+    """Whole parameters inside the block. DeepSpeed ZeRO-3 leaves each rank only its shard of a weight
+    (an empty tensor) outside the module's own forward; the probe reads the LM head's weight
+    directly, so it gathers it first. A no-op for ordinary parameters."""
+    sharded = [p for p in params if p is not None and hasattr(p, "ds_id")]
+    if not sharded:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(sharded, modifier_rank=None):
+        yield
+
+
 def forward_final_hidden(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -143,15 +158,16 @@ def scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions=
     loss_mask = shift_labels(labels) != IGNORE_INDEX  # (B, T)
     shifted_attention = shift_mask(attention_mask)  # (B, T)
     positions = (shifted_attention | loss_mask) if entropy_positions == "all" else loss_mask
-    scores = token_scores_from_hidden(
-        hidden,
-        head.weight,
-        labels,
-        positions=positions,
-        lm_head_bias=getattr(head, "bias", None),
-        logit_softcap=logit_softcap(model),
-        chunk_size=chunk_size,
-    )
+    with gathered(head.weight, getattr(head, "bias", None)):
+        scores = token_scores_from_hidden(
+            hidden,
+            head.weight,
+            labels,
+            positions=positions,
+            lm_head_bias=getattr(head, "bias", None),
+            logit_softcap=logit_softcap(model),
+            chunk_size=chunk_size,
+        )
     return scores, loss_mask, shifted_attention
 
 
@@ -201,12 +217,17 @@ def nll_sum(
     return total
 
 
+def _vocab_size(inner) -> int:
+    weight = inner.get_output_embeddings().weight
+    return int(getattr(weight, "ds_shape", weight.shape)[0])  # ZeRO-3: the full shape of a sharded weight
+
+
 @torch.no_grad()
 def check_head_path(model, vocab_size: int | None = None, atol: float = 1e-3) -> None:
     """Refuse a model whose logits are not head(final hidden) (+ softcap): our fast path would be wrong."""
     inner = unwrap_model(model)
     device = next(inner.parameters()).device
-    vocab = vocab_size or inner.get_output_embeddings().weight.shape[0]
+    vocab = vocab_size or _vocab_size(inner)
     ids = torch.arange(1, 9, device=device).remainder(vocab).unsqueeze(0)  # (1, 8)
     attention = torch.ones_like(ids)
     was_training = model.training
@@ -232,7 +253,7 @@ def check_packed_attention(model, atol: float = 1e-4) -> None:
     samples end to end, position_ids restarting at 0, must give each the hidden states it gets alone."""
     inner = unwrap_model(model)
     device = next(inner.parameters()).device
-    vocab = inner.get_output_embeddings().weight.shape[0]
+    vocab = _vocab_size(inner)
     first = torch.arange(3, 8, device=device).remainder(vocab).unsqueeze(0)  # (1, 5)
     second = torch.arange(11, 15, device=device).remainder(vocab).unsqueeze(0)  # (1, 4)
     was_training = model.training

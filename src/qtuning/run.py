@@ -61,6 +61,10 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     from .trainer import QTuningSFTTrainer
 
     set_seed(args.seed)
+    if args.deepspeed:
+        # ZeRO-3 partitions the weights while they load (deepspeed.zero.Init), which needs the process
+        # group: TrainingArguments sets it up when its device is first asked for
+        _ = args.device
     if model is None:
         model, tokenizer = load_model_and_tokenizer(run.model)
     records, report = load_records(run.data)
@@ -96,11 +100,18 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
             task_type="CAUSAL_LM",
             target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
         )
+    # padding_free: TRL refuses a max_length it would not enforce, so the rows are tokenised and
+    # truncated here and TRL is told there is nothing left to truncate
+    pretokenize = bool(args.padding_free and args.max_length)
+    train_dataset = to_dataset(train_records, tokenizer, args.max_length, tokenize=pretokenize)
+    eval_dataset = to_dataset(eval_records, tokenizer, args.max_length, tokenize=pretokenize) if eval_records else None
+    if pretokenize:
+        args.max_length = None
     trainer = QTuningSFTTrainer(
         model=model,
         args=args,
-        train_dataset=to_dataset(train_records, tokenizer, args.max_length),
-        eval_dataset=to_dataset(eval_records, tokenizer, args.max_length) if eval_records else None,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,

@@ -176,7 +176,8 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
         # Launched with torchrun on a machine without an accelerator: distributed CPU training (gloo),
         # which TrainingArguments only sets up when told use_cpu.
         accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-        if not accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # (DeepSpeed sets up its own process group, on its CPU accelerator with gloo.)
+        if not accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.deepspeed:
             self.use_cpu = True
         SFTConfig.__post_init__(self)
         QTuningConfig.__post_init__(self)

@@ -90,12 +90,14 @@ class QTuningSFTTrainer(SFTTrainer):
         self.data_collator = _CollatorWithIds(self.data_collator)
         # compute_loss normalises by the kept tokens of the whole step (probe) or scales itself (reuse)
         self.loss_is_scaled_for_ga = True
-        check_head_path(self.model)
         # padding_free: micro-batches arrive as one row of concatenated samples; they are unpacked for
         # scoring and selection, and the kept samples are packed again for the forward with grad
         self._qt_padding_free = bool(getattr(self, "padding_free", False))
-        if self._qt_padding_free:
-            check_packed_attention(self.model)
+        # Under DeepSpeed ZeRO-3 the weights are sharded and only the DeepSpeed engine (built when
+        # training starts) can run the model: the start-up checks wait for it.
+        self._qt_checks_pending = any(hasattr(p, "ds_id") for p in self.model.parameters())
+        if not self._qt_checks_pending:
+            self._start_up_checks(self.model)
         self._qt_needs_scores = needs_scores(self.qt_config.sample_pruner, self.qt_config.token_pruner)
         # thresholds="history": the (PPL, Ent) of recent scored samples; saved in every checkpoint
         history = self.qt_config.thresholds == "history" and self.qt_config.sample_pruner == "qtuning"
@@ -123,6 +125,13 @@ class QTuningSFTTrainer(SFTTrainer):
         self._qt_reuse_index = 0  # micro-batch index within the step, for the plan log in reuse mode
         self._qt_train_started = time.perf_counter()
         self.add_callback(_QTuningCallback(self))
+
+    def _start_up_checks(self, model) -> None:
+        """Refuse, with a clear error, a model whose logits or packed attention our fast paths would get wrong."""
+        check_head_path(model)
+        if self._qt_padding_free:
+            check_packed_attention(model)
+        self._qt_checks_pending = False
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if resume_from_checkpoint is True:
@@ -478,6 +487,8 @@ class QTuningSFTTrainer(SFTTrainer):
             self._plan_log.flush()
 
     def _on_train_begin(self, resume_from: str | None):
+        if self._qt_checks_pending:
+            self._start_up_checks(self.model_wrapped)
         if resume_from and (Path(resume_from) / CHECKPOINT_STATE_FILE).is_file():
             saved = json.loads((Path(resume_from) / CHECKPOINT_STATE_FILE).read_text())
             self._qt_totals = defaultdict(float, saved["totals"])
