@@ -36,4 +36,5 @@ def test_derived_seeds_keep_their_historic_values(seed, index):
     assert derive_seed(seed, index, "step") == seed * 100_003 + index  # the trainer's step seed
     assert derive_seed(seed, index, "pool") == seed + 7919 * index  # a pool of the step (distributed)
     assert derive_seed(seed, index, "stream") == seed * 1_000_003 + index  # a generator stream (selection)
-    assert set(SCALES) == {"step", "pool", "stream"}
+    assert derive_seed(seed, index, "reprobe") == seed + 6007 * index  # scoring="stale": rows probed afresh
+    assert set(SCALES) == {"step", "pool", "stream", "reprobe"}
