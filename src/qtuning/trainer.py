@@ -236,12 +236,7 @@ class QTuningSFTTrainer(SFTTrainer):
         step_seed = derive_seed(self.args.seed, self.state.global_step, "step")
         generator = torch.Generator().manual_seed(derive_seed(step_seed, index + 1, "reprobe"))
         probe = rows_to_probe(have, self.args.stale_reprobe_fraction, generator)  # (B,)
-        if probe.all():  # the first epoch: exactly probe mode's forward
-            scores, loss_mask, attention = self._probe(batch)
-            self._window_add(probed_positions=int(attention.sum()))
-            self._qt_cache.put(ids, scores.nll, scores.entropy, positions, self.state.global_step + 1)
-            return prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
-        if probe.any():
+        if probe.any():  # one sub-batch, trimmed to its longest row (the whole batch in the first epoch)
             rows = probe.nonzero().flatten()
             width = int(positions[rows].any(dim=0).nonzero().max()) + 2  # unshifted columns in use
             sub = {k: batch[k][rows, :width] for k in ("input_ids", "attention_mask", "labels")}
