@@ -119,3 +119,67 @@ def test_padding_free_training_runs_and_logs_segments(tmp_path):
         set(i for line in lines for i in line["samples"]["id"])
     )
     assert trainer.qtuning_summary["samples_trained"] == 4  # 25% of 16
+
+
+def test_segment_ids_by_hand():
+    from qtuning.trainer import _segment_ids
+
+    assert _segment_ids([7, 7, 7, 3, 3, 9], [3, 2, 1]) == [7, 3, 9]
+    assert _segment_ids([4, 4], None) == [4]  # an unpacked row is one segment
+
+
+def _packed_trainer(tmp_path, **overrides):
+    settings = dict(dataset=tiny_dataset(32), model=tiny_llama(seed=0), packing=True, max_length=64)
+    settings.update(overrides)
+    return make_trainer(tmp_path, per_device_train_batch_size=2, **settings)
+
+
+def test_packed_rows_equal_the_padded_batch_of_their_samples(tmp_path):
+    """packing: true: each segment of a packed row keeps its row id, and the step (plan, loss,
+    gradients) equals the padded step of the same samples."""
+    packed = _packed_trainer(tmp_path / "packed")
+    packed.model.train()
+    batch = first_batch(packed)
+    assert batch["input_ids"].shape[0] == 1 and "position_ids" in batch
+    batches, num_items = packed.get_batch_samples(iter([batch]), 1, packed.args.device)
+    ids = batches[0][ID_KEY].tolist()
+    assert len(ids) == len(set(ids)) > 2  # several whole samples, each once
+    source = tiny_dataset(32)
+    for row, sample in enumerate(ids):  # segment k is dataset row ids[k], whole
+        length = int(batches[0]["attention_mask"][row].sum())
+        assert batches[0]["input_ids"][row, :length].tolist() == source[sample]["input_ids"]
+
+    padded = make_trainer(tmp_path / "padded", dataset=tiny_dataset(32), model=tiny_llama(seed=0), max_length=64)
+    padded.model.train()
+    rows = {r[ID_KEY]: r for r in padded.train_dataset}
+    padded_batch = padded.data_collator([dict(rows[i]) for i in ids])
+    padded_batches, padded_items = padded.get_batch_samples(iter([padded_batch]), 1, padded.args.device)
+    assert padded_batches[0][ID_KEY].tolist() == ids
+    results = []
+    for trainer, step, items in ((packed, batches, num_items), (padded, padded_batches, padded_items)):
+        plan = step[0][PLAN_KEY]
+        loss = trainer.compute_loss(trainer.model, dict(step[0]), num_items_in_batch=items)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        results.append((plan, loss.detach(), grads))
+    (plan_a, loss_a, grads_a), (plan_b, loss_b, grads_b) = results
+    assert torch.equal(plan_a.sample_keep, plan_b.sample_keep)
+    assert torch.equal(plan_a.token_keep, plan_b.token_keep)
+    assert 0 < plan_a.num_kept < len(ids)
+    assert torch.allclose(loss_a, loss_b, atol=1e-5)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+
+
+def test_packed_training_sees_every_sample_once_per_epoch(tmp_path):
+    from qtuning.plan_log import read_plan_log
+
+    trainer = _packed_trainer(tmp_path, max_steps=-1, num_train_epochs=1)
+    trainer.train()
+    lines = read_plan_log(tmp_path / "out" / "qtuning_plans.jsonl")
+    seen = [i for line in lines for i in line["samples"]["id"]]
+    assert sorted(seen) == list(range(32))  # every sample scored once, under its own id
+    kept = sum(role != 0 for line in lines for role in line["samples"]["role"])
+    assert trainer.qtuning_summary["samples_trained"] == kept
+    assert 0 < kept < 32

@@ -205,11 +205,15 @@ def test_lora_trains_only_the_adapter(tmp_path):
     assert any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: it moved
 
 
-def test_packing_and_padding_free_with_reuse_are_refused_at_start_up(tmp_path):
+def test_packing_that_cuts_samples_and_packed_reuse_are_refused_at_start_up(tmp_path):
     from qtuning.config import ConfigError
 
-    with pytest.raises(ConfigError, match="packing=True"):
-        QTuningSFTConfig(output_dir=str(tmp_path), packing=True)
+    for strategy in ("bfd_split", "wrapped"):
+        with pytest.raises(ConfigError, match=f"packing_strategy='{strategy}' is not supported"):
+            QTuningSFTConfig(output_dir=str(tmp_path), packing=True, packing_strategy=strategy)
+    with pytest.raises(ConfigError, match="packing=True is not allowed with scoring='auto'"):
+        QTuningSFTConfig(output_dir=str(tmp_path), packing=True, scoring="auto")
+    assert QTuningSFTConfig(output_dir=str(tmp_path), packing=True).packing_strategy == "bfd"  # supported
     with pytest.raises(ConfigError, match="padding_free=True is not allowed with scoring='reuse'"):
         QTuningSFTConfig(output_dir=str(tmp_path), padding_free=True, scoring="reuse")
     assert QTuningSFTConfig(output_dir=str(tmp_path), padding_free=True).padding_free  # probe mode: supported

@@ -204,16 +204,17 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
                 "scoring='stale' is not allowed with token_pruner='rho1': the reference model's scores are not "
                 "cached; use scoring: probe"
             )
-        if self.packing:
+        if self.packing and self.packing_strategy != "bfd":
             raise ConfigError(
-                f"packing={self.packing!r} is not supported: a packed dataset row holds several samples under one row "
-                "id, and Q-Tuning selects samples. Use padding_free: true instead (samples end to end in each "
-                "micro-batch, no padding, each scored and selected on its own), or packing: false."
+                f"packing_strategy={self.packing_strategy!r} is not supported: Q-Tuning scores, keeps or drops whole "
+                "samples, and this strategy cuts samples into pieces (bfd_split) or across their boundaries "
+                "(wrapped). Use packing_strategy: bfd (whole samples, best-fit packed) or padding_free: true."
             )
-        if self.padding_free and self.scoring in ("reuse", "auto"):
+        if (self.padding_free or self.packing) and self.scoring in ("reuse", "auto"):
+            name = "packing" if self.packing else "padding_free"
             raise ConfigError(
-                f"padding_free=True is not allowed with scoring={self.scoring!r}: padding-free batches are scored by "
-                "the probe (scoring: probe or stale)"
+                f"{name}=True is not allowed with scoring={self.scoring!r}: packed and padding-free batches are scored "
+                "by the probe (scoring: probe or stale)"
             )
         if (self.sample_pruner, self.token_pruner) == ("none", "none"):
             raise ConfigError(

@@ -55,6 +55,9 @@ from .stale import ScoreCache, rows_to_probe
 PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
 ID_KEY = "qtuning_id"  # dataset row index, carried through the collator for the plan log
 PACKED_KEY = "qtuning_packed"  # a micro-batch unpacked from a padding-free row: train it packed again
+# packing: the row id repeated on every token, so that it survives TRL's packing (which keeps list
+# columns only); the collator turns it back into one id per packed segment
+TOKEN_ID_KEY = "qtuning_token_row_id"
 SUMMARY_FILE = "qtuning_summary.json"  # in output_dir at the end of training (run.py adds the held-out losses)
 CHECKPOINT_STATE_FILE = "qtuning_state.json"  # in each checkpoint-*/: the running totals, for resuming
 SCORE_CACHE_FILE = "qtuning_score_cache_rank{rank}.pt"  # in each checkpoint-*/ with scoring="stale"
@@ -68,6 +71,8 @@ class _CollatorWithIds:
 
     def __call__(self, examples):
         ids = [ex.pop(ID_KEY) for ex in examples] if examples and ID_KEY in examples[0] else None
+        if examples and TOKEN_ID_KEY in examples[0]:  # packed rows: one id per segment, in order
+            ids = [i for ex in examples for i in _segment_ids(ex.pop(TOKEN_ID_KEY), ex.get("seq_lengths"))]
         batch = self.inner(examples)
         if ids is not None:
             batch[ID_KEY] = torch.tensor(ids, dtype=torch.long)
@@ -145,8 +150,28 @@ class QTuningSFTTrainer(SFTTrainer):
     # ------------------------------------------------------------------ data plumbing
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if ID_KEY not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, ID_KEY]
+        for key in (ID_KEY, TOKEN_ID_KEY):
+            if key not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, key]
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        """packing=True: TRL's preparation without packing (tokenise, labels, truncate), then the row id
+        spread over every token and the rows packed as TRL packs them, so each segment keeps its id."""
+        columns = getattr(dataset, "column_names", None) or []
+        if not packing or ID_KEY not in columns:
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        from trl.data_utils import pack_dataset
+
+        dataset = super()._prepare_dataset(dataset, processing_class, args, False, formatting_func, dataset_name)
+        dataset = dataset.map(
+            lambda row: {TOKEN_ID_KEY: [row[ID_KEY]] * len(row["input_ids"])}, desc=f"Row ids for {dataset_name}"
+        )
+        dataset = dataset.select_columns(
+            [c for c in ("input_ids", "labels", TOKEN_ID_KEY) if c in dataset.column_names]
+        )
+        # the packing strategy is "bfd" (QTuningSFTConfig refuses the others): whole samples, never split
+        dataset = pack_dataset(dataset, args.max_length, args.packing_strategy, {"desc": f"Packing {dataset_name}"})
+        return dataset.shuffle(seed=args.seed) if args.shuffle_dataset else dataset
 
     # ------------------------------------------------------------------ stage 1+2, ahead of the step
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -573,6 +598,15 @@ class _QTuningCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.trainer._on_train_end()
+
+
+def _segment_ids(token_ids: list[int], seq_lengths: list[int] | None) -> list[int]:
+    """The row id of each segment of a packed row: the id on the segment's first token."""
+    starts, start = [], 0
+    for length in seq_lengths or [len(token_ids)]:
+        starts.append(start)
+        start += length
+    return [token_ids[s] for s in starts]
 
 
 def _with_row_ids(dataset):
