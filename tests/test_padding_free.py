@@ -71,6 +71,27 @@ def test_attention_that_mixes_packed_samples_is_refused():
         hook.remove()
 
 
+def _train_step(trainer, batches, num_items):
+    """compute_loss + backward on a planned micro-batch: (plan, loss, gradients)."""
+    plan = batches[0][PLAN_KEY]
+    loss = trainer.compute_loss(trainer.model, dict(batches[0]), num_items_in_batch=num_items)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return plan, loss.detach(), grads
+
+
+def _assert_same_step(a, b, num_samples: int) -> None:
+    """The same kept samples and tokens, loss and gradients within 1e-5."""
+    (plan_a, loss_a, grads_a), (plan_b, loss_b, grads_b) = a, b
+    assert torch.equal(plan_a.sample_keep, plan_b.sample_keep)
+    assert torch.equal(plan_a.token_keep, plan_b.token_keep)
+    assert 0 < plan_a.num_kept < num_samples
+    assert torch.allclose(loss_a, loss_b, atol=1e-5)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+
+
 @pytest.mark.parametrize("scoring", ["probe", "stale"])
 def test_padding_free_equals_padded_plans_loss_and_gradients(tmp_path, scoring):
     results = {}
@@ -88,21 +109,11 @@ def test_padding_free_equals_padded_plans_loss_and_gradients(tmp_path, scoring):
         if padding_free:
             assert batch["input_ids"].shape[0] == 1 and "position_ids" in batch
         batches, num_items = trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)
-        plan = batches[0][PLAN_KEY]
-        ids = batches[0][ID_KEY].tolist()
-        loss = trainer.compute_loss(trainer.model, dict(batches[0]), num_items_in_batch=num_items)
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-        results[padding_free] = (ids, plan, loss.detach(), grads, trainer)
-    (ids_a, plan_a, loss_a, grads_a, _), (ids_b, plan_b, loss_b, grads_b, packed) = results[False], results[True]
+        results[padding_free] = (batches[0][ID_KEY].tolist(), _train_step(trainer, batches, num_items), trainer)
+    (ids_a, step_a, _), (ids_b, step_b, packed) = results[False], results[True]
     assert ids_a == ids_b
-    assert torch.equal(plan_a.sample_keep, plan_b.sample_keep)
-    assert torch.equal(plan_a.token_keep, plan_b.token_keep)
-    assert 0 < plan_a.num_kept < len(ids_a)
-    assert torch.allclose(loss_a, loss_b, atol=1e-5)
-    assert grads_a.keys() == grads_b.keys() and grads_a
-    for name in grads_a:
-        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+    _assert_same_step(step_a, step_b, len(ids_a))
+    plan_a = step_a[0]
     if scoring == "stale":  # the kept rows' scores, refreshed from the packed forward, land under their ids
         kept_ids = sorted(ids_a[i] for i in plan_a.sample_keep.nonzero().flatten().tolist())
         assert all(i in packed._qt_cache for i in kept_ids)
@@ -155,21 +166,9 @@ def test_packed_rows_equal_the_padded_batch_of_their_samples(tmp_path):
     padded_batch = padded.data_collator([dict(rows[i]) for i in ids])
     padded_batches, padded_items = padded.get_batch_samples(iter([padded_batch]), 1, padded.args.device)
     assert padded_batches[0][ID_KEY].tolist() == ids
-    results = []
-    for trainer, step, items in ((packed, batches, num_items), (padded, padded_batches, padded_items)):
-        plan = step[0][PLAN_KEY]
-        loss = trainer.compute_loss(trainer.model, dict(step[0]), num_items_in_batch=items)
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-        results.append((plan, loss.detach(), grads))
-    (plan_a, loss_a, grads_a), (plan_b, loss_b, grads_b) = results
-    assert torch.equal(plan_a.sample_keep, plan_b.sample_keep)
-    assert torch.equal(plan_a.token_keep, plan_b.token_keep)
-    assert 0 < plan_a.num_kept < len(ids)
-    assert torch.allclose(loss_a, loss_b, atol=1e-5)
-    assert grads_a.keys() == grads_b.keys() and grads_a
-    for name in grads_a:
-        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+    _assert_same_step(
+        _train_step(packed, batches, num_items), _train_step(padded, padded_batches, padded_items), len(ids)
+    )
 
 
 def test_packed_training_sees_every_sample_once_per_epoch(tmp_path):
