@@ -35,6 +35,21 @@ def first_k(loss_mask: torch.Tensor, k: int) -> torch.Tensor:
     return loss_mask & (loss_mask.long().cumsum(dim=1) <= k)
 
 
+def cut_after(batch: dict, mask: torch.Tensor) -> tuple[dict, int]:
+    """The batch with each row ending at its last position in `mask` (B, T, shifted grid: position t
+    predicts token t + 1), and the width the longest such row needs. Rows without a response keep
+    their length. The probe's length-sorted sub-batches then trim to prompt + k, not the response."""
+    from qtuning.scoring import IGNORE_INDEX, shift_labels
+
+    columns = torch.arange(mask.shape[1])
+    last = torch.where(mask, columns, -1).max(dim=1).values  # (B,)
+    row_end = torch.where(last >= 0, last + 2, batch["attention_mask"].sum(dim=1))  # (B,)
+    attention_mask = batch["attention_mask"] * (columns[None, :] < row_end[:, None])  # (B, T)
+    labels = torch.where(attention_mask.bool(), batch["labels"], IGNORE_INDEX)
+    assert (shift_labels(labels) != IGNORE_INDEX).sum() == mask.sum()
+    return {**batch, "attention_mask": attention_mask, "labels": labels}, int(row_end.max())
+
+
 def timed_probe(model, batch: dict, width: int, repeats: int = 2) -> float:
     """Best-of-`repeats` seconds of the no-grad probe on the batch's first `width` columns."""
     from qtuning.probe import score_batch
@@ -60,7 +75,6 @@ def measure(
 
     from qtuning.data import collate, load_records, tokenize_record
     from qtuning.probe import score_batch
-    from qtuning.scoring import IGNORE_INDEX, shift_labels
 
     records, _ = load_records(data)
     features = [tokenize_record(tokenizer, r, max_length) for r in records[:rows]]
@@ -86,17 +100,8 @@ def measure(
             short = plan_batch(scores.nll, scores.entropy, mask, cfg, attention_mask=attention).sample_keep
             both[k] += int((full & short).sum())
             either[k] += int((full | short).sum())
-            # each row runs up to its k-th response token (position t predicts token t + 1), so the
-            # probe's length-sorted sub-batches trim to prompt + k, not to the whole response
-            columns = torch.arange(width)
-            last = torch.where(mask, columns, -1).max(dim=1).values  # (B,)
-            row_end = torch.where(last >= 0, last + 2, batch["attention_mask"].sum(dim=1))  # (B,)
-            attention_mask = batch["attention_mask"] * (columns[None, :] < row_end[:, None])
-            labels = torch.where(attention_mask.bool(), batch["labels"], IGNORE_INDEX)
-            assert (shift_labels(labels) != IGNORE_INDEX).sum() == mask.sum()
-            short_batch = {**batch, "attention_mask": attention_mask, "labels": labels}
             if timed:
-                seconds[k] += timed_probe(model, short_batch, int(row_end.max()))
+                seconds[k] += timed_probe(model, *cut_after(batch, mask))
     lengths = torch.tensor(response_lengths, dtype=torch.float)
     return {
         "rows": len(response_lengths),

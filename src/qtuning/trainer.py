@@ -23,6 +23,7 @@ import os
 import time
 import warnings
 from collections import defaultdict
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -602,11 +603,8 @@ class _QTuningCallback(TrainerCallback):
 
 def _segment_ids(token_ids: list[int], seq_lengths: list[int] | None) -> list[int]:
     """The row id of each segment of a packed row: the id on the segment's first token."""
-    starts, start = [], 0
-    for length in seq_lengths or [len(token_ids)]:
-        starts.append(start)
-        start += length
-    return [token_ids[s] for s in starts]
+    lengths = seq_lengths or [len(token_ids)]
+    return [token_ids[start] for start in accumulate(lengths[:-1], initial=0)]
 
 
 def _with_row_ids(dataset):
