@@ -317,6 +317,10 @@ def main() -> None:
                 times[m].append(seconds)
         print(f"step {step}: " + ", ".join(f"{m} {times[m][-1]:.2f}s" for m in args.methods if times[m]), flush=True)
     cuda_peak = {m: CUDA_PEAK.get(id(built[m][0])) for m in args.methods} if torch.cuda.is_available() else {}
+    chooser = built["auto"][0]._qt_chooser if "auto" in built else None  # what scoring=auto decided, from what
+    auto = (
+        None if chooser is None else {"chosen": chooser.chosen, "probe_s": chooser.probe_s, "reuse_s": chooser.reuse_s}
+    )
     del built
     median = {m: statistics.median(v) for m, v in times.items()}
     # (in a fresh process per method: the models of this process would share the machine's memory)
@@ -356,11 +360,18 @@ def main() -> None:
         "ratio_reuse_to_full": median["reuse"] / base if "reuse" in median else None,
         "ratio_full_to_full_trl": base / median["full_trl"] if "full_trl" in median else None,
         "ratio_stale_to_full": median["stale"] / base if "stale" in median else None,
+        "ratio_auto_to_full": median["auto"] / base if "auto" in median else None,
+        "auto_choice": auto,
         "stale_vs_fresh_jaccard": statistics.mean(agreement) if agreement else None,
         "stale_vs_fresh_jaccard_per_step": agreement,
     }
     if result["ratio_qtuning_to_full"] is not None:
         print(f"\nratio_qtuning_to_full (b/a) = {result['ratio_qtuning_to_full']:.3f}   goal <= 0.35")
+    if auto is not None:
+        print(
+            f"scoring=auto chose {auto['chosen']} (fastest probe step {min(auto['probe_s'], default=0):.2f}s, "
+            f"reuse {min(auto['reuse_s'], default=0):.2f}s); ratio_auto_to_full = {result['ratio_auto_to_full']:.3f}"
+        )
     if agreement:
         print(
             f"ratio_stale_to_full = {result['ratio_stale_to_full']:.3f}   goal <= 0.30; stale_vs_fresh_jaccard = "

@@ -1,18 +1,24 @@
 """scoring="stale": the score cache follows rows by id, across padding widths and epochs."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import tiny_dataset
 from test_trainer import first_batch, make_trainer
 
+from qtuning import QTuningConfig
 from qtuning.errors import ConfigError
 from qtuning.plan_log import read_plan_log
 from qtuning.scoring import IGNORE_INDEX, shift_labels, shift_mask
 from qtuning.sft_config import QTuningSFTConfig
 from qtuning.stale import ScoreCache, rows_to_probe
 from qtuning.trainer import ID_KEY, PLAN_KEY
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import stale_agreement  # noqa: E402
 
 
 def test_cache_places_a_rows_scores_in_any_padding_width():
@@ -130,3 +136,54 @@ def test_kept_rows_are_rescored_from_their_training_forward(tmp_path):
     # the same weights (the optimizer has not stepped), fp32 both: the probe's values
     assert torch.allclose(again_nll[rows], fresh_nll[rows], atol=1e-5)
     assert torch.allclose(again_entropy[rows], fresh_entropy[rows], atol=1e-5)
+
+
+# ------------------------------------------------------------- benchmarks/stale_agreement.py replay
+
+
+def _two_epoch_plans(change_scores: bool) -> list[dict]:
+    """Plan records of a 2-epoch run, 4 pools of 16 rows per epoch (ids 0-63, reshuffled), the fresh
+    kept set logged as Q-Tuning selects it from the logged scores."""
+
+    g = torch.Generator().manual_seed(0)
+    scores = {e: (torch.rand(64, generator=g) * 50 + 1, torch.rand(64, generator=g) + 1) for e in (1, 2)}
+    if not change_scores:
+        scores[2] = scores[1]
+    plans, step = [], 0
+    for epoch in (1, 2):
+        order = torch.randperm(64, generator=g).tolist()
+        for start in range(0, 64, 16):
+            ids = order[start : start + 16]
+            ppl, entropy = scores[epoch][0][ids].double(), scores[epoch][1][ids].double()
+            kept = stale_agreement.kept_ids(ids, ppl, entropy, torch.ones(16, dtype=torch.bool), QTuningConfig())
+            step += 1
+            plans.append(
+                {
+                    "step": step,
+                    "samples": {
+                        "id": ids,
+                        "ppl": ppl.tolist(),
+                        "entropy": entropy.tolist(),
+                        "trainable_tokens": [5] * 16,
+                        "role": [2 if i in kept else 0 for i in ids],
+                    },
+                }
+            )
+    return plans
+
+
+def test_replay_agrees_fully_when_scores_do_not_move_or_every_row_is_reprobed():
+
+    cfg = QTuningConfig()
+    same = stale_agreement.replay(_two_epoch_plans(change_scores=False), cfg, fraction=0.0)
+    assert same["fresh_recomputed_matches_log"] == 1.0
+    assert same["pools_with_cached_rows"] == 4 and same["stale_row_share"] == 1.0
+    assert same["jaccard"] == 1.0 and same["jaccard_by_epoch"] == {"2": 1.0}
+    moved = _two_epoch_plans(change_scores=True)
+    stale = stale_agreement.replay(moved, cfg, fraction=0.0)
+    assert stale["jaccard"] < 0.9  # independent scores in epoch 2: the stale selection is another one
+    assert stale_agreement.replay(moved, cfg, fraction=1.0)["jaccard"] == 1.0  # every row probed afresh
+    half = stale_agreement.replay(moved, cfg, fraction=0.5)
+    assert half["stale_row_share"] == 0.5
+    one_epoch = stale_agreement.replay(moved[:4], cfg, fraction=0.0)
+    assert one_epoch["jaccard"] is None and one_epoch["pools_with_cached_rows"] == 0
