@@ -1,6 +1,7 @@
 """scoring="stale": the score cache follows rows by id, across padding widths and epochs."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -141,10 +142,10 @@ def test_kept_rows_are_rescored_from_their_training_forward(tmp_path):
 # ------------------------------------------------------------- benchmarks/stale_agreement.py replay
 
 
-def _two_epoch_plans(change_scores: bool) -> list[dict]:
+def _two_epoch_plans(change_scores: bool, drift_per_pool: float = 0.0) -> list[dict]:
     """Plan records of a 2-epoch run, 4 pools of 16 rows per epoch (ids 0-63, reshuffled), the fresh
-    kept set logged as Q-Tuning selects it from the logged scores."""
-
+    kept set logged as Q-Tuning selects it from the logged scores. drift_per_pool: every score falls
+    by this much per pool (log PPL and entropy alike), as a model that learns evenly would move them."""
     g = torch.Generator().manual_seed(0)
     scores = {e: (torch.rand(64, generator=g) * 50 + 1, torch.rand(64, generator=g) + 1) for e in (1, 2)}
     if not change_scores:
@@ -154,7 +155,9 @@ def _two_epoch_plans(change_scores: bool) -> list[dict]:
         order = torch.randperm(64, generator=g).tolist()
         for start in range(0, 64, 16):
             ids = order[start : start + 16]
-            ppl, entropy = scores[epoch][0][ids].double(), scores[epoch][1][ids].double()
+            fall = drift_per_pool * step
+            ppl = scores[epoch][0][ids].double() * math.exp(-fall)
+            entropy = scores[epoch][1][ids].double() - fall
             kept = stale_agreement.kept_ids(ids, ppl, entropy, torch.ones(16, dtype=torch.bool), QTuningConfig())
             step += 1
             plans.append(
@@ -187,3 +190,14 @@ def test_replay_agrees_fully_when_scores_do_not_move_or_every_row_is_reprobed():
     assert half["stale_row_share"] == 0.5
     one_epoch = stale_agreement.replay(moved[:4], cfg, fraction=0.0)
     assert one_epoch["jaccard"] is None and one_epoch["pools_with_cached_rows"] == 0
+
+
+def test_drift_correction_is_exact_when_scores_fall_evenly_and_movement_is_measured():
+    cfg = QTuningConfig()
+    plans = _two_epoch_plans(change_scores=False, drift_per_pool=0.1)
+    assert stale_agreement.replay(plans, cfg, fraction=0.5, drift=True)["jaccard"] == 1.0
+    assert stale_agreement.replay(plans, cfg, fraction=0.5, drift=False)["jaccard"] < 1.0  # old and new mixed
+    still = stale_agreement.score_movement(_two_epoch_plans(change_scores=False))
+    assert still["repeated_draws"] == 64
+    assert still["spearman_log_ppl"] == pytest.approx(1.0) and still["median_log_ppl_change"] == pytest.approx(0.0)
+    assert stale_agreement.score_movement(plans)["median_log_ppl_change"] < 0
