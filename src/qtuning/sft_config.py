@@ -95,7 +95,8 @@ class QTuningSFTConfig(SFTConfig, QTuningConfig):
             "bound by kernel launches, e.g. a small model on a GPU). 'stale': probe mode, but a row scored "
             "before (by the probe, or by its own training forward when it was kept) is selected with those "
             "scores, up to an epoch old; only unscored rows and a stale_reprobe_fraction of the others are "
-            "probed (from the second epoch on, most of the probe is saved)."
+            "probed (from the second epoch on, most of the probe is saved, but the kept samples differ from "
+            "what fresh scores keep: Jaccard 0.18-0.66 over real 3-epoch runs, docs/algorithm.md section 6)."
         },
     )
     stale_reprobe_fraction: float = field(
