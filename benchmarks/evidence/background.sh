@@ -1,0 +1,42 @@
+#!/bin/bash
+# Resume the whole evidence grid in the background, one cell at a time, across working sessions:
+# the plan's cells from their pinned commit (stages 1-2 in the per-seed order of PLAN.md's
+# 2026-12-02 23:15 entry, then stages 3-5 in the plan's order), then the addendum's cells from
+# theirs. Cells already finished (in this checkout or in a worktree) are skipped; a cell killed
+# half-way reruns from its start. Finished cells are copied into this checkout's
+# benchmarks/results/evidence_cells/ every minute: commit them, then
+# `python benchmarks/evidence/suite.py --report`.
+#
+#   nohup bash benchmarks/evidence/background.sh > .evidence-background.log 2>&1 &
+set -euo pipefail
+ROOT=$(git rev-parse --show-toplevel)
+PYTHON=$ROOT/.venv/bin/python
+CELLS=benchmarks/results/evidence_cells
+PLAN_COMMIT=7f7a0f9      # PLAN.md: the plan's own cells
+ADDENDUM_COMMIT=4266496  # PLAN.md change log, 2026-12-02 18:25
+
+copy_back() { cp -n "$1/$CELLS"/*.json "$ROOT/$CELLS/" 2>/dev/null || true; }
+
+# run_in DIR COMMIT ARGS...: suite.py ARGS in a worktree of COMMIT at DIR, copying cells back meanwhile
+run_in() {
+    local dir=$1 commit=$2
+    shift 2
+    [ -d "$dir" ] || git -C "$ROOT" worktree add --detach "$dir" "$commit"
+    [ "$(git -C "$dir" rev-parse --short=7 HEAD)" = "$commit" ] || { echo "$dir is not at $commit" >&2; exit 1; }
+    mkdir -p "$dir/$CELLS"
+    cp -n "$ROOT/$CELLS"/*.json "$dir/$CELLS/" 2>/dev/null || true
+    (cd "$dir" && "$PYTHON" benchmarks/evidence/suite.py "$@") &
+    local pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 60
+        copy_back "$dir"
+    done
+    wait "$pid"
+    copy_back "$dir"
+}
+
+stages_1_2=$(grep -v '^#' "$ROOT/benchmarks/evidence/order_stages_1_2.txt" | paste -sd, -)
+run_in "$ROOT/../evidence-run" "$PLAN_COMMIT" --only "$stages_1_2"
+run_in "$ROOT/../evidence-run" "$PLAN_COMMIT"
+run_in "$ROOT/../evidence-addendum" "$ADDENDUM_COMMIT" --addendum
+echo "every cell of the plan and its addendum has finished"
