@@ -13,6 +13,7 @@ this checkout's benchmarks/results/evidence_cells/ and committed):
     git worktree add ../evidence-addendum <commit>  # the threshold variants: PLAN.md change log
     (cd ../evidence-addendum && python benchmarks/evidence/suite.py --addendum)
 Copy benchmarks/results/evidence_cells/*.json back, then `python benchmarks/evidence/suite.py --report`.
+`bash benchmarks/evidence/background.sh` does all of this in order (both worktrees, copying back).
 Each cell (task, arm, seed) trains in its own process (one at a time, two threads, fp32: PLAN.md says
 why), evaluates on the task's held-out items, and is written atomically to
 benchmarks/results/evidence_cells/<task>__<arm>__s<seed>.json with its per-item scores, so the
