@@ -56,9 +56,8 @@ def replay(plans: list[dict], cfg: QTuningConfig, fraction: float, seed: int = 0
     log PPL + rate x age, entropy + rate x age (an idea measured here, not built)."""
     generator = torch.Generator().manual_seed(seed)
     cache: dict[int, tuple[float, float, int]] = {}  # row id -> (log ppl, entropy, pool index) when last scored
-    seen_epoch: dict[int, int] = {}  # row id -> how many times it has been drawn
+    draws: dict[int, int] = {}  # row id -> how many times it has been drawn
     moves: list[tuple[float, float, int]] = []  # re-probed rows: (d log ppl, d entropy, age in pools)
-    both = either = 0
     per_epoch: dict[int, list[int]] = {}  # epoch -> [|both|, |either|]
     pools_with_cache = logged_match = stale_rows = cached_rows = 0
     for index, plan in enumerate(plans):
@@ -91,16 +90,15 @@ def replay(plans: list[dict], cfg: QTuningConfig, fraction: float, seed: int = 0
             pools_with_cache += 1
             cached_rows += int(have.sum())
             stale_rows += int((~probe).sum())
-            both += len(stale & fresh)
-            either += len(stale | fresh)
-            epoch = 1 + max(seen_epoch.get(i, 0) for i in ids)
+            epoch = 1 + max(draws.get(i, 0) for i in ids)
             counts = per_epoch.setdefault(epoch, [0, 0])
             counts[0] += len(stale & fresh)
             counts[1] += len(stale | fresh)
         for b, row_id in enumerate(ids):  # what the cache holds after this step
             if probe[b] or row_id in stale:
                 cache[row_id] = (math.log(ppl[b]), float(entropy[b]), index)
-            seen_epoch[row_id] = seen_epoch.get(row_id, 0) + 1
+            draws[row_id] = draws.get(row_id, 0) + 1
+    both, either = (sum(c[k] for c in per_epoch.values()) for k in (0, 1))
     return {
         "pools": len(plans),
         "pools_with_cached_rows": pools_with_cache,
