@@ -225,3 +225,21 @@ def test_noise_options_hold_the_budget_and_the_cap(pools, r_s, thresholds, towar
         q2 = sum(r == 2 for r in role)
         if n - kept >= kept:  # enough candidates for every swap
             assert q2 <= math.floor(cap * kept)
+
+
+def test_fixed_budget_ceiling_by_hand():
+    """benchmarks/selection_quality.py's ceiling: each pool keeps min(reference rows in it, K)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from selection_quality import fixed_budget_ceiling
+
+    order = [0, 1, 2, 3, 4, 5, 6, 7]
+    # pools {0,1,2,3} (2 reference rows, K = 1 -> 1) and {4,5,6,7} (1 -> 1): overlap 2 of kept 2,
+    # reference 3: Jaccard 2 / (2 + 3 - 2)
+    assert fixed_budget_ceiling(order, 4, 1, {0, 1, 4}) == pytest.approx(2 / 3)
+    # K = 2: overlap 2 + 1 = 3 of kept 4: 3 / (4 + 3 - 3)
+    assert fixed_budget_ceiling(order, 4, 2, {0, 1, 4}) == pytest.approx(3 / 4)
+    # reference rows spread one per pool with K = 1 reach 1.0
+    assert fixed_budget_ceiling(order, 4, 1, {2, 6}) == 1.0
