@@ -175,9 +175,7 @@ def main() -> None:
             order = list(range(len(rows)))
             random.Random(shuffle).shuffle(order)
             orders.append(order)
-        ceiling[str(pool)] = round(
-            sum(fixed_budget_ceiling(o, pool, keep, reference) for o in orders) / len(orders), 4
-        )
+        ceiling[str(pool)] = round(sum(fixed_budget_ceiling(o, pool, keep, reference) for o in orders) / len(orders), 4)
         for name in ("history", "history_supplement_low_ppl"):
             cfg = QTuningConfig(**base, **VARIANTS[name])
             values = []
