@@ -299,3 +299,29 @@ def test_the_addendum_has_its_cells_and_a_recheck_of_the_paper_arm():
             assert {s for t, a, s in cells if (t, a) == (task, arm)} == set(range(5))
     assert suite.ARMS["qtuning_hist_25x50"][1]["thresholds"] == "history"
     assert not set(cells) & set(suite.planned_cells(suite.TASK_ORDER))
+
+
+def test_frontier_keeps_the_arms_no_cheaper_arm_beats():
+    from report import cost_points, frontier
+
+    points = {
+        "zero_shot": (0.0, 2.0),
+        "random_12.5x50": (0.12, 1.5),  # cheaper than random_25x50 but worse than zero-shot: off
+        "random_25x50": (0.25, 4.0),
+        "qtuning_25x50": (0.45, 4.0),  # no better than a cheaper arm: off
+        "qtuning_50x50": (0.45, 6.0),
+        "full": (1.0, 5.0),  # dearer and worse than qtuning_50x50: off
+    }
+    assert frontier(points) == ["zero_shot", "random_25x50", "qtuning_50x50"]
+    arms = {
+        "zero_shot": {"mean": 2.0},
+        "full": {"mean": 5.0, "positions_with_grad_ratio_to_full": 1.0},
+        "random_25x50": {"mean": 4.0, "positions_with_grad_ratio_to_full": 0.25},
+        "noisy_full": {"mean": 9.0, "positions_with_grad_ratio_to_full": 1.0},  # the noise study: left out
+        "qtuning_25x50": {"mean": 3.0},  # no cost measured on this axis: left out
+    }
+    assert cost_points(arms, "positions_with_grad_ratio_to_full") == {
+        "zero_shot": (0.0, 2.0),
+        "full": (1.0, 5.0),
+        "random_25x50": (0.25, 4.0),
+    }

@@ -234,6 +234,7 @@ def task_report(task: str, cells: list[dict]) -> dict:
                 "nll_ci95": [round(nll.low, 5), round(nll.high, 5)],
             }
     out["paired"] = paired
+    out["frontier"] = {axis: frontier(cost_points(arms, axis)) for axis in COST_AXES}
     key = f"{PRIMARY[0]}-{PRIMARY[1]}"
     if key in paired:
         p = paired[key]
@@ -243,6 +244,35 @@ def task_report(task: str, cells: list[dict]) -> dict:
         )
         out["decision"] = {"comparison": key, "verdict": word, "complete": complete, "seeds": p["n"]}
     return out
+
+
+COST_AXES = {  # arm summary key -> what it measures (the plots' two x axes)
+    "train_s_fastest_ratio_to_full": "fastest training time",
+    "positions_with_grad_ratio_to_full": "positions forwarded with grad",
+}
+
+
+def frontier(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The arms no other arm beats on both axes: {arm: (cost, mean score)} -> arms in rising cost,
+    each with a higher mean than every arm that costs the same or less (means only; see the CIs)."""
+    frontier_arms, best = [], float("-inf")
+    for arm, (_, mean) in sorted(points.items(), key=lambda kv: (kv[1][0], -kv[1][1], kv[0])):
+        if mean > best:
+            frontier_arms.append(arm)
+            best = mean
+    return frontier_arms
+
+
+def cost_points(arms: dict, key: str) -> dict[str, tuple[float, float]]:
+    """{arm: (cost ratio to full data, mean)} on one cost axis; the noise study's arms are left out."""
+    points = {}
+    for arm, v in arms.items():
+        if arm.startswith("noisy_"):
+            continue
+        cost = 1.0 if arm == "full" else 0.0 if arm == "zero_shot" else v.get(key)
+        if cost is not None:
+            points[arm] = (cost, v["mean"])
+    return points
 
 
 def overall_verdict(tasks: dict) -> str:
@@ -291,6 +321,10 @@ def plot_task(task: str, report: dict) -> str | None:
         (axes[0], "train_s_fastest_ratio_to_full", "training wall-clock / full data (fastest cell of each)"),
         (axes[1], "positions_with_grad_ratio_to_full", "positions forwarded with grad / full data"),
     ]:
+        points = cost_points(arms, key)
+        on_frontier = [points[a] for a in report["frontier"][key]]
+        if on_frontier:
+            ax.step(*zip(*on_frontier), where="post", color="grey", linestyle="--", linewidth=0.8)
         for arm, v in arms.items():
             if key not in v:
                 continue
@@ -359,6 +393,13 @@ def render_markdown(result: dict) -> str:
                 f"{'-' if fastest is None else f'{fastest:.3f}'} | "
                 f"{'-' if grads is None else f'{grads:.3f}'} | {'-' if frac is None else f'{frac:.3f}'} |"
             )
+        if r.get("frontier"):
+            lines += [
+                "",
+                "On the frontier (no other arm is both cheaper and better on the mean score; CIs above): "
+                + "; ".join(f"by {COST_AXES[axis]}, {', '.join(arms)}" for axis, arms in r["frontier"].items())
+                + ".",
+            ]
         if r["paired"]:
             lines += [
                 "",
