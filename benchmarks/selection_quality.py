@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -99,6 +100,21 @@ def run_pools(rows: list, order: list[int], pool: int, cfg, seed: int, window=No
     return plans
 
 
+def shuffled_orders(n: int, shuffles: int) -> list[list[int]]:
+    """Row orders 0..n-1, one per shuffle, each seeded by its index."""
+    orders = []
+    for shuffle in range(shuffles):
+        order = list(range(n))
+        random.Random(shuffle).shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def kept_rows(order: list[int], plans: list) -> set[int]:
+    """The rows of `order` whose plan keeps them (plans as run_pools returns them)."""
+    return {order[j] for j, p in enumerate(plans) if bool(p.sample_keep.any())}
+
+
 def jaccard(a: set, b: set) -> float:
     return len(a & b) / max(1, len(a | b))
 
@@ -124,8 +140,6 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "benchmarks" / "evidence"))
-    import random
-
     from qtuning import QTuningConfig
     from qtuning.data import load_records, split_records
     from qtuning.selection import plan_pool
@@ -151,12 +165,9 @@ def main() -> None:
         cfg = QTuningConfig(**base, **overrides)
         for pool in args.pools:
             values = []
-            for shuffle in range(args.shuffles):
-                order = list(range(len(rows)))
-                random.Random(shuffle).shuffle(order)
+            for shuffle, order in enumerate(shuffled_orders(len(rows), args.shuffles)):
                 plans = run_pools(rows, order, pool, cfg, shuffle)
-                kept = {order[j] for j, p in enumerate(plans) if bool(p.sample_keep.any())}
-                values.append(jaccard(kept, reference))
+                values.append(jaccard(kept_rows(order, plans), reference))
             jac.setdefault(name, {})[str(pool)] = round(sum(values) / len(values), 4)
             print(f"stability  {name:28s} pool {pool:3d}: Jaccard vs whole {jac[name][str(pool)]:.3f}", flush=True)
     out["jaccard_vs_whole"] = jac
@@ -170,11 +181,7 @@ def main() -> None:
     warm: dict = {}
     for pool in args.pools:
         keep = round(base["sample_ratio"] * pool)
-        orders = []
-        for shuffle in range(args.shuffles):
-            order = list(range(len(rows)))
-            random.Random(shuffle).shuffle(order)
-            orders.append(order)
+        orders = shuffled_orders(len(rows), args.shuffles)
         ceiling[str(pool)] = round(sum(fixed_budget_ceiling(o, pool, keep, reference) for o in orders) / len(orders), 4)
         for name in ("history", "history_supplement_low_ppl"):
             cfg = QTuningConfig(**base, **VARIANTS[name])
@@ -184,8 +191,7 @@ def main() -> None:
                 earlier = list(reversed(order))  # the earlier pass: the same rows in another order
                 run_pools(rows, earlier, pool, cfg, shuffle + 1000, window)
                 plans = run_pools(rows, order, pool, cfg, shuffle, window)
-                kept = {order[j] for j, p in enumerate(plans) if bool(p.sample_keep.any())}
-                values.append(jaccard(kept, reference))
+                values.append(jaccard(kept_rows(order, plans), reference))
             warm.setdefault(name, {})[str(pool)] = round(sum(values) / len(values), 4)
         print(
             f"stability  pool {pool:3d}: fixed-budget ceiling {ceiling[str(pool)]:.3f}; warm window: "
@@ -206,9 +212,7 @@ def main() -> None:
     for name, overrides in {**VARIANTS, "random": {"sample_pruner": "random", "token_pruner": "random"}}.items():
         cfg = QTuningConfig(**base, **overrides)
         kept_bad = kept_all = tok_bad = tok_bad_all = tok_clean = tok_clean_all = 0
-        for shuffle in range(args.shuffles):
-            order = list(range(len(noisy_rows)))
-            random.Random(shuffle).shuffle(order)
+        for shuffle, order in enumerate(shuffled_orders(len(noisy_rows), args.shuffles)):
             for j, plan in enumerate(run_pools(noisy_rows, order, 16, cfg, shuffle)):
                 bad = corrupted[order[j]]
                 kept = int(plan.sample_keep.sum())

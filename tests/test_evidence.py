@@ -314,7 +314,7 @@ def test_frontier_keeps_the_arms_no_cheaper_arm_beats():
     }
     assert frontier(points) == ["zero_shot", "random_25x50", "qtuning_50x50"]
     arms = {
-        "zero_shot": {"mean": 2.0},
+        "zero_shot": {"mean": 2.0, "positions_with_grad_ratio_to_full": 0.0},
         "full": {"mean": 5.0, "positions_with_grad_ratio_to_full": 1.0},
         "random_25x50": {"mean": 4.0, "positions_with_grad_ratio_to_full": 0.25},
         "noisy_full": {"mean": 9.0, "positions_with_grad_ratio_to_full": 1.0},  # the noise study: left out

@@ -264,15 +264,9 @@ def frontier(points: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def cost_points(arms: dict, key: str) -> dict[str, tuple[float, float]]:
-    """{arm: (cost ratio to full data, mean)} on one cost axis; the noise study's arms are left out."""
-    points = {}
-    for arm, v in arms.items():
-        if arm.startswith("noisy_"):
-            continue
-        cost = 1.0 if arm == "full" else 0.0 if arm == "zero_shot" else v.get(key)
-        if cost is not None:
-            points[arm] = (cost, v["mean"])
-    return points
+    """{arm: (cost ratio to full data, mean)} on one cost axis (arm_summary gives full 1 and zero-shot
+    0); arms without that cost, and the noise study's, are left out."""
+    return {arm: (v[key], v["mean"]) for arm, v in arms.items() if key in v and not arm.startswith("noisy_")}
 
 
 def overall_verdict(tasks: dict) -> str:
@@ -325,10 +319,8 @@ def plot_task(task: str, report: dict) -> str | None:
         on_frontier = [points[a] for a in report["frontier"][key]]
         if on_frontier:
             ax.step(*zip(*on_frontier), where="post", color="grey", linestyle="--", linewidth=0.8)
-        for arm, v in arms.items():
-            if key not in v:
-                continue
-            x = v[key] if arm != "full" else 1.0
+        for arm, (x, _) in points.items():
+            v = arms[arm]
             colour = colours.get(arm.split("_")[0], "tab:purple")
             marker = "s" if arm.endswith("_3ep") else "x" if arm.endswith("x100") else "o"
             ax.errorbar(
