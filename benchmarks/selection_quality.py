@@ -248,7 +248,7 @@ def main() -> None:
     }
     path = RESULTS / "selection_quality.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    for key in ("downstream", "default", "default_reason"):  # written by the evidence report, kept here
+    for key in ("downstream", "default", "default_reason", "adoption"):  # written by the evidence report, kept here
         if key in previous:
             out[key] = previous[key]
     path.write_text(json.dumps(out, indent=1) + "\n")

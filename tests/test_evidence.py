@@ -325,3 +325,84 @@ def test_frontier_keeps_the_arms_no_cheaper_arm_beats():
         "full": (1.0, 5.0),
         "random_25x50": (0.25, 4.0),
     }
+
+
+def test_noise_summary_counts_kept_rows_and_trained_tokens_by_corruption():
+    from report import noise_summary
+
+    # per_row: id -> [times seen, times kept, response tokens seen, response tokens trained]
+    cell = {
+        "arm": "noisy_qtuning_25x50",
+        "seed": 0,
+        "score": 0.25,
+        "nll": 0.5,
+        "plans": {"per_row": {"a": [1, 1, 10, 5], "b": [1, 0, 10, 0], "c": [1, 1, 20, 20], "d": [1, 1, 30, 15]}},
+    }
+    out = noise_summary([cell, {"arm": "full", "seed": 0}], corrupted={"a", "b"})
+    m = out["per_arm"]["noisy_qtuning_25x50"][0]
+    assert m["corrupted_rows_kept_share"] == round(1 / 3, 4)  # a of the kept a, c, d
+    assert m["corrupted_rows_kept_rate"] == 0.5  # a of a, b
+    assert m["clean_rows_kept_rate"] == 1.0
+    assert m["corrupted_tokens_trained_share"] == 0.25  # 5 of 20
+    assert m["clean_tokens_trained_share"] == 0.7  # 35 of 50
+    assert m["score"] == 25.0
+    assert out["mean"]["noisy_qtuning_25x50"]["corrupted_rows_kept_rate"] == 0.5
+    assert noise_summary([cell], corrupted=set()) == {}  # no corrupted ids known: nothing to report
+
+
+def test_the_recheck_passes_only_on_identical_per_item_scores():
+    from report import recheck_summary
+
+    original = {"task": "arith", "arm": "qtuning_25x50", "seed": 0, "per_item": [1.0, 0.0], "nll_sum": [2.0, 3.0]}
+    same = dict(original, arm="qtuning_25x50_recheck")
+    changed = dict(original, arm="qtuning_25x50_recheck", per_item=[1.0, 1.0], nll_sum=[2.0, 3.5])
+    assert recheck_summary([original]) == {}
+    assert recheck_summary([original, same])["passes"]
+    bad = recheck_summary([original, changed])
+    assert not bad["passes"] and bad["items_differing"] == 1 and bad["nll_sum_max_abs_difference"] == 0.5
+
+
+def _quality(cis_history, cis_noise, jaccard_history=0.55, corrupted_history=0.19, n=5):
+    tasks = ("arith", "letters", "arc")
+    return {
+        "jaccard_vs_whole": {
+            "paper": {"16": 0.34},
+            "history": {"16": jaccard_history},
+            "history_supplement_low_ppl": {"16": 0.55},
+        },
+        "noise": {
+            "paper": {"corrupted_rows_kept_share": 0.15},
+            "history": {"corrupted_rows_kept_share": corrupted_history},
+            "history_supplement_low_ppl": {"corrupted_rows_kept_share": 0.19},
+        },
+        "downstream": {
+            t: {
+                "history": {"mean": 1.0, "n": n, "ci95_vs_paper": list(ch)},
+                "history_noise": {"mean": 1.0, "n": n, "ci95_vs_paper": list(cn)},
+            }
+            for t, ch, cn in zip(tasks, cis_history, cis_noise, strict=True)
+        },
+    }
+
+
+TIES = [(-1, 1)] * 3
+
+
+@pytest.mark.parametrize(
+    ("quality", "default", "status"),
+    [
+        (_quality(TIES, TIES, n=4), "paper", "pending"),  # seeds missing
+        (_quality(TIES, TIES), "paper", "decided"),  # a tie, Jaccard 0.55 < 0.6
+        (_quality([(0.5, 2), (0.1, 3), (-1, 1)], TIES), "history", "decided"),  # rule (a)
+        (_quality([(0.5, 2), (0.1, 3), (-2, -0.1)], TIES), "paper", "decided"),  # wins 2 but loses 1
+        (_quality(TIES, TIES, jaccard_history=0.65, corrupted_history=0.12), "history", "decided"),  # rule (b)
+        (_quality(TIES, TIES, jaccard_history=0.65, corrupted_history=0.16), "paper", "decided"),  # noisier
+        (_quality([(0.5, 2), (-1, 1), (-1, 1)], [(0.5, 2), (0.1, 3), (-1, 1)]), "history_noise", "decided"),
+    ],
+)
+def test_the_adoption_rule(quality, default, status):
+    from report import adoption_decision
+
+    decision = adoption_decision(quality)
+    assert (decision["default"], decision["status"]) == (default, status)
+    assert "PLAN.md" in decision["reason"]

@@ -166,28 +166,38 @@ def pairing_check(cells: list[dict]) -> dict:
     return {"pairs_compared": compared, "mismatches": mismatches}
 
 
-def noise_summary(cells: list[dict]) -> dict:
+def corrupted_ids() -> set[str]:
+    """The noise study's corrupted training rows (written by suite.py when it builds the noisy copy)."""
     meta_path = ROOT / ".evidence" / "arith" / "meta.json"
+    return set(json.loads(meta_path.read_text())["corrupted_ids"]) if meta_path.exists() else set()
+
+
+def noise_summary(cells: list[dict], corrupted: set[str]) -> dict:
+    """Per noisy arm and seed, from the plan logs: which share of the kept rows is corrupted, how often a
+    corrupted (and a clean) row is kept when it is seen, and which share of corrupted (and clean)
+    response tokens carried a loss; with the downstream score and NLL on the clean evaluation items."""
     noisy = [c for c in cells if c["arm"].startswith("noisy_") and "plans" in c]
-    if not noisy or not meta_path.exists():
+    if not noisy or not corrupted:
         return {}
-    corrupted = set(json.loads(meta_path.read_text())["corrupted_ids"])
     out: dict = {"corrupted_rows": len(corrupted), "per_arm": {}}
     for c in sorted(noisy, key=lambda c: (c["arm"], c["seed"])):
-        kept = [0, 0]  # corrupted kept, all kept
-        tokens = {True: [0, 0], False: [0, 0]}  # corrupted? -> [trained, seen]
-        for row_id, (_seen, n_kept, tok_seen, tok_trained) in c["plans"]["per_row"].items():
-            bad = row_id in corrupted
-            kept[0] += n_kept if bad else 0
-            kept[1] += n_kept
-            tokens[bad][0] += tok_trained
-            tokens[bad][1] += tok_seen
+        # corrupted? -> [times kept, times seen, response tokens trained, response tokens seen]
+        counts = {True: [0, 0, 0, 0], False: [0, 0, 0, 0]}
+        for row_id, (n_seen, n_kept, tok_seen, tok_trained) in c["plans"]["per_row"].items():
+            acc = counts[row_id in corrupted]
+            acc[0] += n_kept
+            acc[1] += n_seen
+            acc[2] += tok_trained
+            acc[3] += tok_seen
+        bad, clean = counts[True], counts[False]
         out["per_arm"].setdefault(c["arm"], []).append(
             {
                 "seed": c["seed"],
-                "corrupted_rows_kept_share": round(kept[0] / max(1, kept[1]), 4),
-                "corrupted_tokens_trained_share": round(tokens[True][0] / max(1, tokens[True][1]), 4),
-                "clean_tokens_trained_share": round(tokens[False][0] / max(1, tokens[False][1]), 4),
+                "corrupted_rows_kept_share": round(bad[0] / max(1, bad[0] + clean[0]), 4),
+                "corrupted_rows_kept_rate": round(bad[0] / max(1, bad[1]), 4),
+                "clean_rows_kept_rate": round(clean[0] / max(1, clean[1]), 4),
+                "corrupted_tokens_trained_share": round(bad[2] / max(1, bad[3]), 4),
+                "clean_tokens_trained_share": round(clean[2] / max(1, clean[3]), 4),
                 "score": round(100 * c["score"], 3),
                 "nll": round(c["nll"], 5),
             }
@@ -197,6 +207,25 @@ def noise_summary(cells: list[dict]) -> dict:
             k: round(statistics.fmean(e[k] for e in entries), 4) for k in entries[0] if k != "seed"
         }
     return out
+
+
+def recheck_summary(cells: list[dict]) -> dict:
+    """PLAN.md change log 2026-12-02 18:00: arith qtuning_25x50 seed 0 rerun from the addendum's commit must
+    give the original cell's per-item scores; if not, the addendum's arms are compared against paper arms
+    rerun from that commit instead."""
+    found = {c["arm"]: c for c in cells if c["task"] == "arith" and c["seed"] == 0}
+    original, rerun = found.get("qtuning_25x50"), found.get("qtuning_25x50_recheck")
+    if not original or not rerun:
+        return {}
+    differing = sum(a != b for a, b in zip(original["per_item"], rerun["per_item"], strict=True))
+    nll_gap = max(abs(a - b) for a, b in zip(original["nll_sum"], rerun["nll_sum"], strict=True))
+    return {
+        "commits": [original.get("code_commit"), rerun.get("code_commit")],
+        "items_differing": differing,
+        "same_plans": original.get("plans") == rerun.get("plans"),
+        "nll_sum_max_abs_difference": nll_gap,
+        "passes": differing == 0,
+    }
 
 
 def task_report(task: str, cells: list[dict]) -> dict:
@@ -413,17 +442,31 @@ def render_markdown(result: dict) -> str:
             "",
             f"{noise['corrupted_rows']} training rows carry another row's worked solution.",
             "",
-            "| arm | corrupted share of kept rows | corrupted tokens trained | clean tokens trained | "
-            "exact match | NLL |",
-            "|---|---:|---:|---:|---:|---:|",
+            "Rates are means over seeds: a row's \"kept rate\" is the times it was kept over the times it was "
+            "seen; a token share is the response tokens that carried a loss over those seen.",
+            "",
+            "| arm | corrupted share of kept rows | corrupted rows kept rate | clean rows kept rate | "
+            "corrupted tokens trained | clean tokens trained | exact match | NLL |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for arm, m in noise["mean"].items():
             lines.append(
                 f"| {arm} (n={len(noise['per_arm'][arm])}) | {m['corrupted_rows_kept_share']:.3f} | "
+                f"{m['corrupted_rows_kept_rate']:.3f} | {m['clean_rows_kept_rate']:.3f} | "
                 f"{m['corrupted_tokens_trained_share']:.3f} | {m['clean_tokens_trained_share']:.3f} | "
                 f"{m['score']:.2f} | {m['nll']:.4f} |"
             )
         lines.append("")
+    rc = result.get("recheck") or {}
+    if rc:
+        lines += [
+            "Cross-commit recheck (arith qtuning_25x50 seed 0 rerun from the addendum's commit): "
+            f"{rc['items_differing']} evaluation items differ, plans "
+            f"{'identical' if rc['same_plans'] else 'DIFFER'}, largest NLL-sum difference "
+            f"{rc['nll_sum_max_abs_difference']:.2e}: "
+            + ("passes." if rc["passes"] else "FAILS, so the addendum compares against paper arms rerun from its commit."),
+            "",
+        ]
     pc = result["pairing"]
     lines += [
         f"Pairing check (same sample ids in the same steps for every arm of a task and seed): "
@@ -447,8 +490,9 @@ def write_report() -> dict:
         "plan": PLAN,
         "cells": len(cells),
         "tasks": tasks,
-        "noise": noise_summary(cells),
+        "noise": noise_summary(cells, corrupted_ids()),
         "pairing": pairing_check(cells),
+        "recheck": recheck_summary(cells),
         "verdict": overall_verdict(tasks),
     }
     RESULTS_JSON = RESULTS / "evidence.json"
@@ -465,12 +509,89 @@ def write_report() -> dict:
 
 
 VARIANT_ARMS = {"paper": "qtuning_25x50", "history": "qtuning_hist_25x50", "history_noise": "qtuning_histnoise_25x50"}
+# each variant's name among selection_quality.py's static measurements (Jaccard, noise)
+VARIANT_STATIC = {"paper": "paper", "history": "history", "history_noise": "history_supplement_low_ppl"}
+SUITE_TASKS = ("arith", "letters", "arc")
+
+
+def adoption_decision(quality: dict, tasks: tuple[str, ...] = SUITE_TASKS, seeds: int = MAIN_SEEDS) -> dict:
+    """PLAN.md's adoption rule (change log 2026-12-02 18:00, read as its 2026-12-03 14:15 entry says): a threshold
+    variant replaces the paper's selection as the default only if (a) its CI against the paper lies above 0
+    on at least 2 tasks and below 0 on none, or (b) every CI contains 0 AND its Jaccard with the whole-data
+    selection at pool 16 is >= 0.6 and above the paper's AND its corrupted share of the kept rows is below
+    the paper's. Jaccard and noise are selection_quality.json's own figures. Pending until every variant
+    has `seeds` paired seeds on every task."""
+    downstream = quality.get("downstream", {})
+    jaccard = {name: quality["jaccard_vs_whole"][VARIANT_STATIC[name]]["16"] for name in VARIANT_STATIC}
+    corrupted = {name: quality["noise"][VARIANT_STATIC[name]]["corrupted_rows_kept_share"] for name in VARIANT_STATIC}
+    checks, qualified = {}, []
+    for name in ("history", "history_noise"):
+        entries = [downstream.get(t, {}).get(name) for t in tasks]
+        if not all(e and e["n"] >= seeds and "ci95_vs_paper" in e for e in entries):
+            done = sum(e["n"] if e else 0 for e in entries)
+            checks[name] = {"complete": False, "seeds_done": done, "seeds_needed": seeds * len(tasks)}
+            continue
+        above = sum(e["ci95_vs_paper"][0] > 0 for e in entries)
+        below = sum(e["ci95_vs_paper"][1] < 0 for e in entries)
+        rule_a = above >= 2 and below == 0
+        rule_b = (
+            above == 0
+            and below == 0
+            and jaccard[name] >= 0.6
+            and jaccard[name] > jaccard["paper"]
+            and corrupted[name] < corrupted["paper"]
+        )
+        checks[name] = {
+            "complete": True,
+            "tasks_ci_above_0": above,
+            "tasks_ci_below_0": below,
+            "jaccard_pool16": jaccard[name],
+            "corrupted_share_of_kept": corrupted[name],
+            "adopt_by": "a" if rule_a else "b" if rule_b else None,
+        }
+        if rule_a or rule_b:
+            qualified.append(name)
+    measured = (
+        f"Jaccard with the whole-data selection at pool 16: paper {jaccard['paper']:.3f}, history "
+        f"{jaccard['history']:.3f}, history + low-PPL supplement {jaccard['history_noise']:.3f}; corrupted share "
+        f"of the kept rows on noisy arith: paper {corrupted['paper']:.3f}, history {corrupted['history']:.3f}, "
+        f"history + low-PPL supplement {corrupted['history_noise']:.3f}"
+    )
+    warm = quality.get("jaccard_vs_whole_warm_window", {}).get("history", {}).get("16")
+    ceiling = quality.get("jaccard_ceiling_fixed_budget", {}).get("16")
+    if warm is not None and ceiling is not None:
+        measured += (
+            f" (history's Jaccard is {warm:.3f} once its window is full, as in a later epoch; any selection held to "
+            f"round(r_s N) rows per pool reaches at most {ceiling:.3f})"
+        )
+    if not all(c["complete"] for c in checks.values()):
+        waiting = ", ".join(f"{n} {c['seeds_done']}/{c['seeds_needed']}" for n, c in checks.items() if not c["complete"])
+        reason = (
+            f"thresholds: pool (the paper) stays the default for now: the addendum's downstream cells are not all "
+            f"finished (paired seeds done: {waiting}). {measured}. The adoption rule is in {PLAN}."
+        )
+        return {"default": "paper", "status": "pending", "checks": checks, "reason": reason}
+    # (a) beats (b); among equals, more tasks won, then the plain history variant (one option fewer)
+    qualified.sort(key=lambda n: (checks[n]["adopt_by"] != "a", -checks[n]["tasks_ci_above_0"], n != "history"))
+    if qualified:
+        name = qualified[0]
+        reason = f"{name} becomes the default by rule ({checks[name]['adopt_by']}) of {PLAN}'s adoption rule. {measured}."
+        return {"default": name, "status": "decided", "checks": checks, "reason": reason}
+    summary = "; ".join(
+        f"{n}: CI above 0 on {c['tasks_ci_above_0']}, below 0 on {c['tasks_ci_below_0']} of {len(tasks)} tasks"
+        for n, c in checks.items()
+    )
+    reason = (
+        f"thresholds: pool (the paper) stays the default: no variant meets {PLAN}'s adoption rule ({summary}). "
+        f"{measured}. The variants stay options."
+    )
+    return {"default": "paper", "status": "decided", "checks": checks, "reason": reason}
 
 
 def write_selection_quality_downstream(tasks: dict) -> None:
     """The threshold variants on the suite's tasks, into selection_quality.json (its static parts are
     written by benchmarks/selection_quality.py): per task and variant, the mean and the paired CI
-    against the paper's selection (qtuning_25x50)."""
+    against the paper's selection (qtuning_25x50); then the adoption rule's decision."""
     path = RESULTS / "selection_quality.json"
     if not path.exists():
         return
@@ -487,6 +608,10 @@ def write_selection_quality_downstream(tasks: dict) -> None:
                 entry["difference_vs_paper"] = paired["mean"]
             downstream.setdefault(task, {})[name] = entry
     quality["downstream"] = downstream
+    decision = adoption_decision(quality)
+    quality["default"] = decision["default"]
+    quality["default_reason"] = decision["reason"]
+    quality["adoption"] = {"status": decision["status"], "checks": decision["checks"]}
     path.write_text(json.dumps(quality, indent=1) + "\n")
 
 
