@@ -515,7 +515,7 @@ SUITE_TASKS = ("arith", "letters", "arc")
 
 
 def adoption_decision(quality: dict, tasks: tuple[str, ...] = SUITE_TASKS, seeds: int = MAIN_SEEDS) -> dict:
-    """PLAN.md's adoption rule (change log 2026-12-02 18:00, read as its 2026-12-03 14:15 entry says): a threshold
+    """PLAN.md's adoption rule (change log 2026-12-02 18:00, read as its 2026-12-03 13:55 entry says): a threshold
     variant replaces the paper's selection as the default only if (a) its CI against the paper lies above 0
     on at least 2 tasks and below 0 on none, or (b) every CI contains 0 AND its Jaccard with the whole-data
     selection at pool 16 is >= 0.6 and above the paper's AND its corrupted share of the kept rows is below
