@@ -406,3 +406,18 @@ def test_the_adoption_rule(quality, default, status):
     decision = adoption_decision(quality)
     assert (decision["default"], decision["status"]) == (default, status)
     assert "PLAN.md" in decision["reason"]
+
+
+def test_selection_consistency_against_chance():
+    from report import selection_consistency
+
+    def cell(kept_ids):  # 8 rows, each seen once; kept ones trained
+        return {"plans": {"per_row": {r: [1, int(r in kept_ids), 4, 2 * (r in kept_ids)] for r in "abcdefgh"}}}
+
+    out = selection_consistency([cell("ab"), cell("ab"), cell("cd")])
+    # pairs: (ab, ab) 1.0, (ab, cd) 0.0, (ab, cd) 0.0
+    assert out["mean_pairwise_jaccard"] == round(1 / 3, 4)
+    assert out["chance"] == round(2 / (16 - 2), 4)
+    assert out["rows"] == 8 and out["rows_kept_mean"] == 2.0 and out["seeds"] == 3
+    assert selection_consistency([cell("ab")]) is None  # one seed: nothing to compare
+    assert selection_consistency([cell("abcdefgh"), cell("abcdefgh")]) is None  # keeps everything

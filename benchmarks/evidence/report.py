@@ -228,6 +228,28 @@ def recheck_summary(cells: list[dict]) -> dict:
     }
 
 
+def selection_consistency(cells: list[dict]) -> dict | None:
+    """Does an arm keep the same rows whatever the seed? The mean Jaccard, over pairs of seeds, of the sets
+    of training rows kept at least once, against what two independent uniform draws of the same size
+    would give (k / (2N - k) for k of N rows). A selection that reads something real in the rows sits
+    above chance; that says nothing yet about whether what it reads is worth training on."""
+    kept = [{row for row, entry in c["plans"]["per_row"].items() if entry[1] > 0} for c in cells if "plans" in c]
+    if len(kept) < 2:
+        return None
+    rows = len(cells[0]["plans"]["per_row"])
+    size = statistics.fmean(len(k) for k in kept)
+    if size >= rows:  # keeps everything (full data): nothing to compare
+        return None
+    pairs = [len(a & b) / len(a | b) for i, a in enumerate(kept) for b in kept[i + 1 :]]
+    return {
+        "seeds": len(kept),
+        "rows": rows,
+        "rows_kept_mean": round(size, 1),
+        "mean_pairwise_jaccard": round(statistics.fmean(pairs), 4),
+        "chance": round(size / (2 * rows - size), 4),
+    }
+
+
 def task_report(task: str, cells: list[dict]) -> dict:
     by_arm: dict[str, list[dict]] = {}
     for c in cells:
@@ -264,6 +286,8 @@ def task_report(task: str, cells: list[dict]) -> dict:
             }
     out["paired"] = paired
     out["frontier"] = {axis: frontier(cost_points(arms, axis)) for axis in COST_AXES}
+    consistency = {arm: selection_consistency(by_arm[arm]) for arm in arms}
+    out["selection_consistency"] = {arm: v for arm, v in consistency.items() if v}
     key = f"{PRIMARY[0]}-{PRIMARY[1]}"
     if key in paired:
         p = paired[key]
@@ -431,6 +455,20 @@ def render_markdown(result: dict) -> str:
                 lines.append(
                     f"| {name} | {p['mean']:+.2f} | [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['n']} | "
                     f"{p['verdict']} | {p['nll_mean']:+.4f} | [{p['nll_ci95'][0]:+.4f}, {p['nll_ci95'][1]:+.4f}] |"
+                )
+        if r.get("selection_consistency"):
+            lines += [
+                "",
+                "Selection consistency: the mean Jaccard, over pairs of seeds, of the training rows each arm kept "
+                "(each seed has its own data order and pools), against two independent uniform draws of that size.",
+                "",
+                "| arm | seeds | rows kept (of rows) | Jaccard across seeds | chance |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for arm, v in r["selection_consistency"].items():
+                lines.append(
+                    f"| {arm} | {v['seeds']} | {v['rows_kept_mean']:.0f} ({v['rows']}) | "
+                    f"{v['mean_pairwise_jaccard']:.3f} | {v['chance']:.3f} |"
                 )
         if r.get("plot"):
             lines += ["", f"![{task}: accuracy against compute]({Path(r['plot']).relative_to('benchmarks')})"]
