@@ -419,5 +419,7 @@ def test_selection_consistency_against_chance():
     assert out["mean_pairwise_jaccard"] == round(1 / 3, 4)
     assert out["chance"] == round(2 / (16 - 2), 4)
     assert out["rows"] == 8 and out["rows_kept_mean"] == 2.0 and out["seeds"] == 3
+    # all rows are 4 tokens long, so the quarters go by id: (a, b) kept 2 of 3, (c, d) 1 of 3, the rest never
+    assert out["kept_rate_by_length_quarter"] == [round(2 / 3, 3), round(1 / 3, 3), 0.0, 0.0]
     assert selection_consistency([cell("ab")]) is None  # one seed: nothing to compare
     assert selection_consistency([cell("abcdefgh"), cell("abcdefgh")]) is None  # keeps everything

@@ -241,12 +241,22 @@ def selection_consistency(cells: list[dict]) -> dict | None:
     if size >= rows:  # keeps everything (full data): nothing to compare
         return None
     pairs = [len(a & b) / len(a | b) for i, a in enumerate(kept) for b in kept[i + 1 :]]
+    # which rows: the kept rate (times kept / times seen) per quarter of response length, shortest first
+    length = {row: e[2] / e[0] for row, e in cells[0]["plans"]["per_row"].items()}
+    by_length = sorted(length, key=lambda row: (length[row], row))
+    quarter = {row: 4 * i // len(by_length) for i, row in enumerate(by_length)}
+    kept_seen = [[0, 0] for _ in range(4)]
+    for c in cells:
+        for row, (n_seen, n_kept, _tok_seen, _tok_trained) in c["plans"]["per_row"].items():
+            kept_seen[quarter[row]][0] += n_kept
+            kept_seen[quarter[row]][1] += n_seen
     return {
         "seeds": len(kept),
         "rows": rows,
         "rows_kept_mean": round(size, 1),
         "mean_pairwise_jaccard": round(statistics.fmean(pairs), 4),
         "chance": round(size / (2 * rows - size), 4),
+        "kept_rate_by_length_quarter": [round(k / max(1, n), 3) for k, n in kept_seen],
     }
 
 
@@ -460,15 +470,19 @@ def render_markdown(result: dict) -> str:
             lines += [
                 "",
                 "Selection consistency: the mean Jaccard, over pairs of seeds, of the training rows each arm kept "
-                "(each seed has its own data order and pools), against two independent uniform draws of that size.",
+                "(each seed has its own data order and pools), against two independent uniform draws of that size; "
+                "and how often a row is kept when seen, per quarter of the rows by response length.",
                 "",
-                "| arm | seeds | rows kept (of rows) | Jaccard across seeds | chance |",
-                "|---|---:|---:|---:|---:|",
+                "| arm | seeds | rows kept (of rows) | Jaccard across seeds | chance | kept rate by length quarter "
+                "(shortest ... longest) |",
+                "|---|---:|---:|---:|---:|---|",
             ]
             for arm, v in r["selection_consistency"].items():
                 lines.append(
                     f"| {arm} | {v['seeds']} | {v['rows_kept_mean']:.0f} ({v['rows']}) | "
-                    f"{v['mean_pairwise_jaccard']:.3f} | {v['chance']:.3f} |"
+                    f"{v['mean_pairwise_jaccard']:.3f} | {v['chance']:.3f} | "
+                    + " / ".join(f"{x:.2f}" for x in v["kept_rate_by_length_quarter"])
+                    + " |"
                 )
         if r.get("plot"):
             lines += ["", f"![{task}: accuracy against compute]({Path(r['plot']).relative_to('benchmarks')})"]
