@@ -12,7 +12,14 @@ from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning.cli import main
 from qtuning.plan_log import read_plan_log
-from qtuning.report import ReportConfig, ReportError, per_step_from_plans, read_run, write_run_report
+from qtuning.report import (
+    ReportConfig,
+    ReportError,
+    kept_by_length_quarter,
+    per_step_from_plans,
+    read_run,
+    write_run_report,
+)
 
 OUTPUT = Path(__file__).parent / "output"  # git-ignored: the screenshot is kept here for a person to look at
 
@@ -67,8 +74,12 @@ def test_report_of_a_real_run(run_dir, tmp_path):
     ):
         assert title in page
     assert "not logged" not in page and "<script" not in page
+    assert "Which samples it kept, by response length" in page
     # The token view: every logged Q2 sample, its tokens decoded, pruned ones marked, s_i on hover
     plans = read_plan_log(run_dir / "qtuning_plans.jsonl")
+    quarters = kept_by_length_quarter(plans)
+    assert sum(q["samples_scored"] for q in quarters) == sum(len(p["samples"]["role"]) for p in plans)
+    assert str(quarters[0]["kept_share"]) in page
     logged = [t for p in plans for t in p["tokens"]]
     assert logged, "the run kept no Q2 sample: the token view would be empty"
     spans = _visible_tokens(page)
@@ -112,6 +123,21 @@ def test_per_step_statistics_by_hand():
     assert steps[1]["alpha"] == pytest.approx(0.3)
     assert [steps[1][f"quadrant_q{q}"] for q in range(1, 5)] == [0.25, 0.25, 0.25, 0.25]
     assert steps[2]["kept_sample_fraction"] == 0.25 and steps[2]["quadrant_q1"] == 0.5
+
+
+def test_kept_share_by_response_length_quarter_by_hand():
+    plans = [
+        {"step": 1, "samples": {"trainable_tokens": [10, 2, 7, 3], "role": [0, 2, 4, 0]}},
+        {"step": 2, "samples": {"trainable_tokens": [1, 9, 5, 8], "role": [4, 0, 2, 0]}},
+    ]
+    # sorted by length: 1(Q4) 2(Q2) | 3(-) 5(Q2) | 7(Q4) 8(-) | 9(-) 10(-)
+    quarters = kept_by_length_quarter(plans)
+    assert [q["response_tokens"] for q in quarters] == ["1-2", "3-5", "7-8", "9-10"]
+    assert [q["kept_share"] for q in quarters] == [1.0, 0.5, 0.5, 0.0]
+    assert [q["q2_share"] for q in quarters] == [0.5, 0.5, 0.0, 0.0]
+    assert [q["q4_share"] for q in quarters] == [0.5, 0.0, 0.5, 0.0]
+    assert all(q["samples_scored"] == 2 for q in quarters)
+    assert kept_by_length_quarter(plans[:0]) == []
 
 
 def test_a_run_without_plan_log_is_reported_from_its_log_history(tmp_path):

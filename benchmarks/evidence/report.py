@@ -494,7 +494,7 @@ def render_markdown(result: dict) -> str:
             "",
             f"{noise['corrupted_rows']} training rows carry another row's worked solution.",
             "",
-            "Rates are means over seeds: a row's \"kept rate\" is the times it was kept over the times it was "
+            'Rates are means over seeds: a row\'s "kept rate" is the times it was kept over the times it was '
             "seen; a token share is the response tokens that carried a loss over those seen.",
             "",
             "| arm | corrupted share of kept rows | corrupted rows kept rate | clean rows kept rate | "
@@ -516,7 +516,11 @@ def render_markdown(result: dict) -> str:
             f"{rc['items_differing']} evaluation items differ, plans "
             f"{'identical' if rc['same_plans'] else 'DIFFER'}, largest NLL-sum difference "
             f"{rc['nll_sum_max_abs_difference']:.2e}: "
-            + ("passes." if rc["passes"] else "FAILS, so the addendum compares against paper arms rerun from its commit."),
+            + (
+                "passes."
+                if rc["passes"]
+                else "FAILS, so the addendum compares against paper arms rerun from its commit."
+            ),
             "",
         ]
     pc = result["pairing"]
@@ -617,7 +621,9 @@ def adoption_decision(quality: dict, tasks: tuple[str, ...] = SUITE_TASKS, seeds
             f"round(r_s N) rows per pool reaches at most {ceiling:.3f})"
         )
     if not all(c["complete"] for c in checks.values()):
-        waiting = ", ".join(f"{n} {c['seeds_done']}/{c['seeds_needed']}" for n, c in checks.items() if not c["complete"])
+        waiting = ", ".join(
+            f"{n} {c['seeds_done']}/{c['seeds_needed']}" for n, c in checks.items() if not c["complete"]
+        )
         reason = (
             f"thresholds: pool (the paper) stays the default for now: the addendum's downstream cells are not all "
             f"finished (paired seeds done: {waiting}). {measured}. The adoption rule is in {PLAN}."
@@ -627,7 +633,9 @@ def adoption_decision(quality: dict, tasks: tuple[str, ...] = SUITE_TASKS, seeds
     qualified.sort(key=lambda n: (checks[n]["adopt_by"] != "a", -checks[n]["tasks_ci_above_0"], n != "history"))
     if qualified:
         name = qualified[0]
-        reason = f"{name} becomes the default by rule ({checks[name]['adopt_by']}) of {PLAN}'s adoption rule. {measured}."
+        reason = (
+            f"{name} becomes the default by rule ({checks[name]['adopt_by']}) of {PLAN}'s adoption rule. {measured}."
+        )
         return {"default": name, "status": "decided", "checks": checks, "reason": reason}
     summary = "; ".join(
         f"{n}: CI above 0 on {c['tasks_ci_above_0']}, below 0 on {c['tasks_ci_below_0']} of {len(tasks)} tasks"

@@ -267,6 +267,37 @@ def per_step_from_plans(plans: list[dict]) -> dict[int, dict]:
     return out
 
 
+def kept_by_length_quarter(plans: list[dict]) -> list[dict]:
+    """Which samples a run kept, by length: every scored sample of the plan log (one entry per time it
+    was scored), sorted by its trainable response tokens and cut into four equal-count quarters
+    (shortest first; ties keep log order). Per quarter: its token range, the samples scored, and the
+    shares kept, kept as Q2 (token-pruned) and kept as Q4 (whole). A selection that favours short or
+    long responses shows here; a uniform one keeps the same share of every quarter."""
+    scored = [
+        (tokens, role)
+        for plan in plans
+        for tokens, role in zip(plan["samples"].get("trainable_tokens", []), plan["samples"].get("role", []))
+    ]
+    if len(scored) < 4:
+        return []
+    scored.sort(key=lambda entry: entry[0])  # stable: equal lengths keep their log order
+    out = []
+    for q in range(4):
+        part = scored[q * len(scored) // 4 : (q + 1) * len(scored) // 4]
+        n = len(part)
+        out.append(
+            {
+                "quarter": q + 1,
+                "response_tokens": f"{part[0][0]}-{part[-1][0]}",
+                "samples_scored": n,
+                "kept_share": round(sum(1 for _, r in part if r) / n, 3),
+                "q2_share": round(sum(1 for _, r in part if r == 2) / n, 3),
+                "q4_share": round(sum(1 for _, r in part if r == 4) / n, 3),
+            }
+        )
+    return out
+
+
 def per_step_from_history(history: list[dict]) -> dict[int, dict]:
     """The training log entries (those with a loss), keyed by step, 'qtuning/' prefixes dropped."""
     out = {}
@@ -410,6 +441,22 @@ def build_run_report(run: Run, cfg: ReportConfig) -> Doc:
     loss_steps = sorted(history)
     plot({"training loss": "loss"}, "Training loss", "loss", table=history, at=loss_steps)
     plot({"scored": "tokens_scored", "trained": "tokens_trained"}, "Response tokens scored vs trained", "tokens")
+    quarters = kept_by_length_quarter(run.plans)
+    if quarters:
+        doc.heading("Which samples it kept, by response length")
+        doc.para(
+            "Every scored sample of the plan log, cut into four equal quarters by its trainable response tokens "
+            "(shortest first). A selection with no length preference keeps the same share of each quarter; "
+            "on a procedural arithmetic task, Q-Tuning at 25% kept the shortest quarter about twice as often "
+            "as the longest (benchmarks/RESULTS.md, evidence suite)."
+        )
+        doc.table(
+            ["quarter", "response tokens", "samples scored", "kept", "kept as Q2", "kept as Q4"],
+            [
+                [q["quarter"], q["response_tokens"], q["samples_scored"], q["kept_share"], q["q2_share"], q["q4_share"]]
+                for q in quarters
+            ],
+        )
     entries = q2_token_entries(run.plans, cfg.token_samples)
     doc.heading("Token view of Q2 samples")
     if entries:
