@@ -319,6 +319,7 @@ def test_frontier_keeps_the_arms_no_cheaper_arm_beats():
         "random_25x50": {"mean": 4.0, "positions_with_grad_ratio_to_full": 0.25},
         "noisy_full": {"mean": 9.0, "positions_with_grad_ratio_to_full": 1.0},  # the noise study: left out
         "qtuning_25x50": {"mean": 3.0},  # no cost measured on this axis: left out
+        "qtuning_25x50_recheck": {"mean": 3.0, "positions_with_grad_ratio_to_full": 0.25},  # a copy: left out
     }
     assert cost_points(arms, "positions_with_grad_ratio_to_full") == {
         "zero_shot": (0.0, 2.0),

@@ -328,8 +328,12 @@ def frontier(points: dict[str, tuple[float, float]]) -> list[str]:
 
 def cost_points(arms: dict, key: str) -> dict[str, tuple[float, float]]:
     """{arm: (cost ratio to full data, mean)} on one cost axis (arm_summary gives full 1 and zero-shot
-    0); arms without that cost, and the noise study's, are left out."""
-    return {arm: (v[key], v["mean"]) for arm, v in arms.items() if key in v and not arm.startswith("noisy_")}
+    0); arms without that cost, the noise study's, and the cross-commit recheck (a copy) are left out."""
+    return {
+        arm: (v[key], v["mean"])
+        for arm, v in arms.items()
+        if key in v and not arm.startswith("noisy_") and not arm.endswith("_recheck")
+    }
 
 
 def overall_verdict(tasks: dict) -> str:
@@ -384,7 +388,7 @@ def plot_task(task: str, report: dict) -> str | None:
             ax.step(*zip(*on_frontier), where="post", color="grey", linestyle="--", linewidth=0.8)
         for arm, (x, _) in points.items():
             v = arms[arm]
-            colour = colours.get(arm.split("_")[0], "tab:purple")
+            colour = "tab:purple" if "_hist" in arm else colours.get(arm.split("_")[0], "tab:red")
             marker = "s" if arm.endswith("_3ep") else "x" if arm.endswith("x100") else "o"
             ax.errorbar(
                 [x],
