@@ -339,7 +339,8 @@ def test_noise_summary_counts_kept_rows_and_trained_tokens_by_corruption():
         "nll": 0.5,
         "plans": {"per_row": {"a": [1, 1, 10, 5], "b": [1, 0, 10, 0], "c": [1, 1, 20, 20], "d": [1, 1, 30, 15]}},
     }
-    out = noise_summary([cell, {"arm": "full", "seed": 0}], corrupted={"a", "b"})
+    full = {"arm": "noisy_full", "seed": 0, "score": 0.5, "nll": 0.25}  # logs no plans: trains everything
+    out = noise_summary([cell, full, {"arm": "full", "seed": 0}], corrupted={"a", "b"}, rows=4)
     m = out["per_arm"]["noisy_qtuning_25x50"][0]
     assert m["corrupted_rows_kept_share"] == round(1 / 3, 4)  # a of the kept a, c, d
     assert m["corrupted_rows_kept_rate"] == 0.5  # a of a, b
@@ -348,7 +349,10 @@ def test_noise_summary_counts_kept_rows_and_trained_tokens_by_corruption():
     assert m["clean_tokens_trained_share"] == 0.7  # 35 of 50
     assert m["score"] == 25.0
     assert out["mean"]["noisy_qtuning_25x50"]["corrupted_rows_kept_rate"] == 0.5
-    assert noise_summary([cell], corrupted=set()) == {}  # no corrupted ids known: nothing to report
+    assert out["mean"]["noisy_full"]["corrupted_rows_kept_share"] == 0.5  # 2 of 4 rows
+    assert out["mean"]["noisy_full"]["corrupted_tokens_trained_share"] == 1.0
+    assert set(out["per_arm"]) == {"noisy_qtuning_25x50", "noisy_full"}  # the clean full arm is not in it
+    assert noise_summary([cell], corrupted=set(), rows=0) == {}  # no corrupted ids known: nothing to report
 
 
 def test_the_recheck_passes_only_on_identical_per_item_scores():

@@ -166,42 +166,54 @@ def pairing_check(cells: list[dict]) -> dict:
     return {"pairs_compared": compared, "mismatches": mismatches}
 
 
-def corrupted_ids() -> set[str]:
-    """The noise study's corrupted training rows (written by suite.py when it builds the noisy copy)."""
+def noise_meta() -> tuple[set[str], int]:
+    """The noise study's corrupted training rows and its number of training rows (written by suite.py
+    when it builds the noisy copy); nothing when it has not been built here."""
     meta_path = ROOT / ".evidence" / "arith" / "meta.json"
-    return set(json.loads(meta_path.read_text())["corrupted_ids"]) if meta_path.exists() else set()
+    if not meta_path.exists():
+        return set(), 0
+    meta = json.loads(meta_path.read_text())
+    return set(meta["corrupted_ids"]), int(meta["train"])
 
 
-def noise_summary(cells: list[dict], corrupted: set[str]) -> dict:
+def noise_summary(cells: list[dict], corrupted: set[str], rows: int) -> dict:
     """Per noisy arm and seed, from the plan logs: which share of the kept rows is corrupted, how often a
     corrupted (and a clean) row is kept when it is seen, and which share of corrupted (and clean)
-    response tokens carried a loss; with the downstream score and NLL on the clean evaluation items."""
-    noisy = [c for c in cells if c["arm"].startswith("noisy_") and "plans" in c]
+    response tokens carried a loss; with the downstream score and NLL on the clean evaluation items.
+    Full data logs no plans: it trains every row and token once, so its shares follow from the counts."""
+    noisy = [c for c in cells if c["arm"].startswith("noisy_") and ("plans" in c or c["arm"] == "noisy_full")]
     if not noisy or not corrupted:
         return {}
     out: dict = {"corrupted_rows": len(corrupted), "per_arm": {}}
     for c in sorted(noisy, key=lambda c: (c["arm"], c["seed"])):
-        # corrupted? -> [times kept, times seen, response tokens trained, response tokens seen]
-        counts = {True: [0, 0, 0, 0], False: [0, 0, 0, 0]}
-        for row_id, (n_seen, n_kept, tok_seen, tok_trained) in c["plans"]["per_row"].items():
-            acc = counts[row_id in corrupted]
-            acc[0] += n_kept
-            acc[1] += n_seen
-            acc[2] += tok_trained
-            acc[3] += tok_seen
-        bad, clean = counts[True], counts[False]
-        out["per_arm"].setdefault(c["arm"], []).append(
-            {
-                "seed": c["seed"],
-                "corrupted_rows_kept_share": round(bad[0] / max(1, bad[0] + clean[0]), 4),
-                "corrupted_rows_kept_rate": round(bad[0] / max(1, bad[1]), 4),
-                "clean_rows_kept_rate": round(clean[0] / max(1, clean[1]), 4),
-                "corrupted_tokens_trained_share": round(bad[2] / max(1, bad[3]), 4),
-                "clean_tokens_trained_share": round(clean[2] / max(1, clean[3]), 4),
-                "score": round(100 * c["score"], 3),
-                "nll": round(c["nll"], 5),
-            }
-        )
+        entry = {"seed": c["seed"]}
+        if "plans" not in c:  # full data
+            entry.update(
+                corrupted_rows_kept_share=round(len(corrupted) / rows, 4),
+                corrupted_rows_kept_rate=1.0,
+                clean_rows_kept_rate=1.0,
+                corrupted_tokens_trained_share=1.0,
+                clean_tokens_trained_share=1.0,
+            )
+        else:
+            # corrupted? -> [times kept, times seen, response tokens trained, response tokens seen]
+            counts = {True: [0, 0, 0, 0], False: [0, 0, 0, 0]}
+            for row_id, (n_seen, n_kept, tok_seen, tok_trained) in c["plans"]["per_row"].items():
+                acc = counts[row_id in corrupted]
+                acc[0] += n_kept
+                acc[1] += n_seen
+                acc[2] += tok_trained
+                acc[3] += tok_seen
+            bad, clean = counts[True], counts[False]
+            entry.update(
+                corrupted_rows_kept_share=round(bad[0] / max(1, bad[0] + clean[0]), 4),
+                corrupted_rows_kept_rate=round(bad[0] / max(1, bad[1]), 4),
+                clean_rows_kept_rate=round(clean[0] / max(1, clean[1]), 4),
+                corrupted_tokens_trained_share=round(bad[2] / max(1, bad[3]), 4),
+                clean_tokens_trained_share=round(clean[2] / max(1, clean[3]), 4),
+            )
+        entry.update(score=round(100 * c["score"], 3), nll=round(c["nll"], 5))
+        out["per_arm"].setdefault(c["arm"], []).append(entry)
     for arm, entries in out["per_arm"].items():
         out.setdefault("mean", {})[arm] = {
             k: round(statistics.fmean(e[k] for e in entries), 4) for k in entries[0] if k != "seed"
@@ -550,7 +562,7 @@ def write_report() -> dict:
         "plan": PLAN,
         "cells": len(cells),
         "tasks": tasks,
-        "noise": noise_summary(cells, corrupted_ids()),
+        "noise": noise_summary(cells, *noise_meta()),
         "pairing": pairing_check(cells),
         "recheck": recheck_summary(cells),
         "verdict": overall_verdict(tasks),
