@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from qtuning.analysis import jaccard  # noqa: E402
 from qtuning.bootstrap import mean_interval, paired_difference, verdict  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "results" / "evidence_cells"
@@ -252,7 +253,7 @@ def selection_consistency(cells: list[dict]) -> dict | None:
     size = statistics.fmean(len(k) for k in kept)
     if size >= rows:  # keeps everything (full data): nothing to compare
         return None
-    pairs = [len(a & b) / len(a | b) for i, a in enumerate(kept) for b in kept[i + 1 :]]
+    pairs = [jaccard(a, b) for i, a in enumerate(kept) for b in kept[i + 1 :]]
     # which rows: the kept rate (times kept / times seen) per quarter of response length, shortest first
     length = {row: e[2] / e[0] for row, e in cells[0]["plans"]["per_row"].items()}
     by_length = sorted(length, key=lambda row: (length[row], row))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .errors import PlanLogError, ReportError
 from .plan_log import PLAN_LOG_FILE, plan_log_path, read_run_plans
+from .selection import Role
 
 REPORT_FILE = "qtuning_report.html"  # written here
 # Written by transformers' Trainer (transformers.trainer.TRAINER_STATE_NAME; a test pins the two together),
@@ -290,9 +291,9 @@ def kept_by_length_quarter(plans: list[dict]) -> list[dict]:
                 "quarter": q + 1,
                 "response_tokens": f"{part[0][0]}-{part[-1][0]}",
                 "samples_scored": n,
-                "kept_share": round(sum(1 for _, r in part if r) / n, 3),
-                "q2_share": round(sum(1 for _, r in part if r == 2) / n, 3),
-                "q4_share": round(sum(1 for _, r in part if r == 4) / n, 3),
+                "kept_share": round(sum(1 for _, r in part if r != Role.DROPPED) / n, 3),
+                "q2_share": round(sum(1 for _, r in part if r == Role.Q2) / n, 3),
+                "q4_share": round(sum(1 for _, r in part if r == Role.Q4) / n, 3),
             }
         )
     return out
