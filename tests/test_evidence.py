@@ -301,6 +301,26 @@ def test_the_addendum_has_its_cells_and_a_recheck_of_the_paper_arm():
     assert not set(cells) & set(suite.planned_cells(suite.TASK_ORDER))
 
 
+def test_arm_summary_costs_are_paired_with_the_same_seeds_full_cell():
+    from report import arm_summary
+
+    def cell(seed, score, train_s, positions, tokens, kept):
+        summary = dict(
+            positions_forwarded_with_grad=positions, samples_trained=kept, samples_scored=16, tokens_trained=tokens
+        )
+        return dict(seed=seed, score=score, per_item=[score] * 4, nll=0.5, train_s=train_s, eval_s=1.0, summary=summary)
+
+    full = {0: cell(0, 0.5, 100.0, 1000, 400, 16), 1: cell(1, 0.5, 50.0, 1000, 400, 16)}
+    # seed 0: 30 s of 100, 250 of 1000 positions, 100 of 400 loss tokens; seed 1: 20 of 50, 250, 200 of 400
+    arm = arm_summary([cell(0, 0.25, 30.0, 250, 100, 4), cell(1, 0.75, 20.0, 250, 200, 4)], full)
+    assert arm["mean"] == 50.0 and arm["n"] == 2 and arm["per_seed"] == [25.0, 75.0]
+    assert arm["train_s_ratio_to_full"] == 0.35  # (0.3 + 0.4) / 2
+    assert arm["train_s_fastest_ratio_to_full"] == 0.4  # fastest cell 20 s over full's fastest 50 s
+    assert arm["positions_with_grad_ratio_to_full"] == 0.25
+    assert arm["tokens_trained_ratio_to_full"] == 0.375  # (0.25 + 0.5) / 2
+    assert arm["samples_trained_fraction"] == 0.25
+
+
 def test_frontier_keeps_the_arms_no_cheaper_arm_beats():
     from report import cost_points, frontier
 

@@ -134,6 +134,13 @@ def arm_summary(cells: list[dict], full_by_seed: dict[int, dict]) -> dict:
             for c in trained
             if c["seed"] in full_by_seed
         ]
+        # Response tokens that carried a loss: Random x Random halves every kept row's tokens,
+        # Q-Tuning only the Q2 rows', so "25% x 50%" trains different token counts.
+        loss_tokens = [
+            c["summary"]["tokens_trained"] / full_by_seed[c["seed"]]["summary"]["tokens_trained"]
+            for c in trained
+            if c["seed"] in full_by_seed
+        ]
         if ratios:  # paired with the same seed's full-data cell (same machine, same suite)
             out["train_s_ratio_to_full"] = round(statistics.fmean(ratios), 4)
             # Work sharing the 2 cores only ever adds time, so each arm's fastest cell is the best
@@ -141,10 +148,12 @@ def arm_summary(cells: list[dict], full_by_seed: dict[int, dict]) -> dict:
             fastest_full = min(f["train_s"] for f in full_by_seed.values())
             out["train_s_fastest_ratio_to_full"] = round(min(c["train_s"] for c in trained) / fastest_full, 4)
             out["positions_with_grad_ratio_to_full"] = round(statistics.fmean(grads), 4)
+            out["tokens_trained_ratio_to_full"] = round(statistics.fmean(loss_tokens), 4)
     else:
         out["train_s_ratio_to_full"] = 0.0
         out["train_s_fastest_ratio_to_full"] = 0.0
         out["positions_with_grad_ratio_to_full"] = 0.0
+        out["tokens_trained_ratio_to_full"] = 0.0
     return out
 
 
@@ -434,7 +443,9 @@ def render_markdown(result: dict) -> str:
         '(seeds x evaluation items), paired by seed. Cost columns: "time / full" is the mean over seeds of '
         "the training wall-clock over the same seed's full-data cell; cells that shared the 2 cores with other "
         "work ran 2-7x slower, so \"fastest time / full\" (each arm's fastest cell over full data's fastest, "
-        'plotted) is the better estimate; "grad positions / full" is exact.',
+        'plotted) is the better estimate; "grad positions / full" is exact, and "loss tokens / full" counts '
+        "the response tokens that carried a loss (Random x Random halves every kept row's tokens, Q-Tuning "
+        "only its Q2 rows').",
         "",
         f"**Verdict: {result['verdict']}**",
         "",
@@ -451,19 +462,21 @@ def render_markdown(result: dict) -> str:
             ]
         lines += [
             "| arm | mean | sd | n | 95% CI | NLL | train s | time / full | fastest time / full "
-            "| grad positions / full | samples trained |",
-            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+            "| grad positions / full | loss tokens / full | samples trained |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for arm, v in r["arms"].items():
             ratio = v.get("train_s_ratio_to_full")
             fastest = v.get("train_s_fastest_ratio_to_full")
             grads = v.get("positions_with_grad_ratio_to_full")
+            loss_tokens = v.get("tokens_trained_ratio_to_full")
             frac = v.get("samples_trained_fraction")
             lines.append(
                 f"| {arm} | {v['mean']:.2f} | {v['std']:.2f} | {v['n']} | [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}] | "
                 f"{v['nll']:.4f} | {v['train_s']:.0f} | {'-' if ratio is None else f'{ratio:.3f}'} | "
                 f"{'-' if fastest is None else f'{fastest:.3f}'} | "
-                f"{'-' if grads is None else f'{grads:.3f}'} | {'-' if frac is None else f'{frac:.3f}'} |"
+                f"{'-' if grads is None else f'{grads:.3f}'} | "
+                f"{'-' if loss_tokens is None else f'{loss_tokens:.3f}'} | {'-' if frac is None else f'{frac:.3f}'} |"
             )
         if r.get("frontier"):
             lines += [

@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in dict.fromkeys(c[0] for c in cells):
             prepare_task(task)
         run_grid(cells, args.limit_s)
+    prepare_task(NOISE_TASK)  # the noise table needs its corrupted ids (deterministic; a fresh clone lacks them)
     from report import write_report
 
     write_report()
