@@ -3,12 +3,14 @@
 - docs/configuration.md's field tables equal what scripts/config_reference.py generates now;
 - README.md is at most 150 lines and docs/algorithm.md exists;
 - nothing in the repository points outside it for the algorithm spec;
-- every relative Markdown link in README.md and docs/*.md leads to an existing file.
+- every relative Markdown link in README.md and docs/*.md leads to an existing file;
+- the README's headline figures of the evidence suite are the ones in benchmarks/results/evidence.json.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -107,3 +109,18 @@ def test_relative_markdown_links_resolve():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert pages[1:], "docs/ holds no Markdown page"
     assert not broken, "broken relative links:\n" + "\n".join(broken)
+
+
+def test_readme_headline_comparisons_are_the_evidence_suites():
+    """Each task's primary comparison (Q-Tuning 25%x50% - Random 25%x50%, one epoch), as the README
+    writes it: "+0.7 EM [-1.7, +3.4]" (rounded to 0.1), must be the one evidence.json holds now."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    evidence = json.loads((ROOT / "benchmarks" / "results" / "evidence.json").read_text())
+    for task, result in evidence["tasks"].items():
+        pair = result["paired"]["qtuning_25x50-random_25x50"]
+        low, high = pair["ci95"]
+        figure = f"{task} {pair['mean']:+.1f}"
+        interval = f"[{low:+.1f}, {high:+.1f}]"
+        found = re.search(re.escape(figure) + r" (?:\w+ )?" + re.escape(interval), readme)
+        assert found, f"README.md should report {task}: {figure} ... {interval} (benchmarks/results/evidence.json)"
+    assert evidence["verdict"].split(" (")[0] in readme, "README.md should state the suite's verdict"
