@@ -321,6 +321,36 @@ def test_arm_summary_costs_are_paired_with_the_same_seeds_full_cell():
     assert arm["samples_trained_fraction"] == 0.25
 
 
+def test_the_follow_up_adds_three_epoch_seeds_3_and_4_and_nothing_else():
+    import suite
+
+    listed = (Path(suite.__file__).parent / "order_followup.txt").read_text().splitlines()
+    cells = [(t, a, int(s)) for t, a, s in (line.split(":") for line in listed if not line.startswith("#"))]
+    expected = {(t, a, s) for t in suite.TASK_ORDER for a in ("random_25x50_3ep", "qtuning_25x50_3ep") for s in (3, 4)}
+    assert len(cells) == len(set(cells)) and set(cells) == expected
+    assert not set(cells) & set(suite.planned_cells(suite.TASK_ORDER) + suite.addendum_cells(suite.TASK_ORDER))
+
+
+def test_three_epoch_reading_waits_for_five_seeds_then_applies_its_rule():
+    from report import THREE_EPOCH, three_epoch_reading
+
+    def tasks(*pairs):  # one (low, high, seeds) per task
+        return {
+            t: {"paired": {THREE_EPOCH: {"mean": (lo + hi) / 2, "ci95": [lo, hi], "n": n}}}
+            for t, (lo, hi, n) in zip(("arith", "letters", "arc"), pairs)
+        }
+
+    assert three_epoch_reading(tasks((1, 3, 5), (1, 3, 5), (1, 3, 3))).startswith("PENDING")  # arc: 3 seeds
+    assert three_epoch_reading(tasks((1, 3, 5), (1, 3, 5))).startswith("PENDING")  # a task missing
+    assert three_epoch_reading({"arith": {"paired": {}}}).startswith("PENDING")
+    assert three_epoch_reading(tasks((1, 3, 5), (0.5, 3, 5), (-1, 3, 5))).startswith("Q-Tuning better")
+    assert three_epoch_reading(tasks((1, 3, 5), (-1, 3, 5), (-1, 3, 5))).startswith("not resolved")  # 1 above
+    assert three_epoch_reading(tasks((1, 3, 5), (1, 3, 5), (-3, -1, 5))).startswith("not resolved")  # a loss
+    assert three_epoch_reading(tasks((-3, -1, 5), (-3, -0.5, 5), (-1, 1, 5))).startswith("Random better")
+    reading = three_epoch_reading(tasks((1, 3, 5), (1, 3, 5), (1, 3, 5)))
+    assert "CI above 0 on 3, below 0 on 0, of 3 tasks" in reading and "arith +2.00 [+1.00, +3.00] (5 seeds)" in reading
+
+
 def test_frontier_keeps_the_arms_no_cheaper_arm_beats():
     from report import cost_points, frontier
 

@@ -389,6 +389,31 @@ def overall_verdict(tasks: dict) -> str:
     )
 
 
+THREE_EPOCH = "qtuning_25x50_3ep-random_25x50_3ep"
+
+
+def three_epoch_reading(tasks: dict) -> str:
+    """The exploratory follow-up's reading (PLAN.md, 2026-12-03 18:05): with 5 paired seeds on every
+    task, Q-Tuning vs Random at three epochs; beside the plan's verdict, never changing it."""
+    pairs = {t: r["paired"].get(THREE_EPOCH) for t, r in tasks.items()}
+    detail = "; ".join(
+        f"{t} {p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] ({p['n']} seeds)"
+        for t, p in pairs.items()
+        if p
+    )
+    if len(pairs) < 3 or any(p is None or p["n"] < MAIN_SEEDS for p in pairs.values()):
+        return f"PENDING ({MAIN_SEEDS} paired seeds on every task needed): {detail or 'no cells yet'}"
+    above = sum(p["ci95"][0] > 0 for p in pairs.values())
+    below = sum(p["ci95"][1] < 0 for p in pairs.values())
+    if above >= 2 and below == 0:
+        head = "Q-Tuning better at three epochs"
+    elif below >= 2 and above == 0:
+        head = "Random better at three epochs"
+    else:
+        head = "not resolved"
+    return f"{head} (CI above 0 on {above}, below 0 on {below}, of {len(pairs)} tasks): {detail}"
+
+
 def plot_task(task: str, report: dict) -> str | None:
     arms = {a: v for a, v in report["arms"].items() if not a.startswith("noisy_")}
     if len(arms) < 2:
@@ -448,6 +473,9 @@ def render_markdown(result: dict) -> str:
         "only its Q2 rows').",
         "",
         f"**Verdict: {result['verdict']}**",
+        "",
+        "Three epochs, 5 paired seeds (an exploratory follow-up, PLAN.md 2026-12-03 18:05; it does not "
+        f"change the verdict): {result['three_epoch_followup']}.",
         "",
     ]
     for task, r in result["tasks"].items():
@@ -580,6 +608,7 @@ def write_report() -> dict:
         "pairing": pairing_check(cells),
         "recheck": recheck_summary(cells),
         "verdict": overall_verdict(tasks),
+        "three_epoch_followup": three_epoch_reading(tasks),
     }
     RESULTS_JSON = RESULTS / "evidence.json"
     RESULTS_JSON.write_text(json.dumps(result, indent=1) + "\n")
