@@ -403,6 +403,30 @@ def test_noise_summary_counts_kept_rows_and_trained_tokens_by_corruption():
     assert out["mean"]["noisy_full"]["corrupted_tokens_trained_share"] == 1.0
     assert set(out["per_arm"]) == {"noisy_qtuning_25x50", "noisy_full"}  # the clean full arm is not in it
     assert noise_summary([cell], corrupted=set(), rows=0) == {}  # no corrupted ids known: nothing to report
+    gap = out["mean"]["noisy_qtuning_25x50"]["kept_rate_gap"]
+    assert gap["mean"] == -0.5 and gap["seeds"] == 1  # 0.5 - 1.0
+    assert -1.0 <= gap["ci95"][0] <= -0.5 <= gap["ci95"][1] == 0.0  # resampling a, b: rate 0, 0.5 or 1
+    assert out["mean"]["noisy_qtuning_25x50"]["tokens_trained_gap"]["mean"] == -0.45  # 0.25 - 0.7
+    assert "kept_rate_gap" not in out["mean"]["noisy_full"]  # no plans: nothing to resample
+
+
+def test_corrupted_gap_averages_seeds_and_is_exact_when_rows_agree():
+    from report import corrupted_gap
+
+    def cell(bad_kept, clean_kept):  # two corrupted rows, three clean; every row seen once
+        rows = {f"x{i}": [1, k, 10, 10 * k] for i, k in enumerate(bad_kept)}
+        rows |= {f"y{i}": [1, k, 10, 5 * k] for i, k in enumerate(clean_kept)}
+        return {"plans": {"per_row": rows}}
+
+    corrupted = {"x0", "x1"}
+    # rows within a group agree, so resampling rows changes nothing; seeds: gaps 1 - 0 and 0 - 1
+    both = [cell([1, 1], [0, 0, 0]), cell([0, 0], [1, 1, 1])]
+    gap = corrupted_gap(both, corrupted, kept=1, seen=0)
+    assert gap["mean"] == 0.0 and gap["seeds"] == 2
+    assert gap["ci95"] == [-1.0, 1.0]  # resampled seeds: both first (+1), both second (-1), or one each (0)
+    assert corrupted_gap(both[:1], corrupted, kept=1, seen=0) == {"mean": 1.0, "ci95": [1.0, 1.0], "seeds": 1}
+    tokens = corrupted_gap(both[:1], corrupted, kept=3, seen=2)  # 20 of 20 against 0 of 30
+    assert tokens["mean"] == 1.0
 
 
 def test_the_recheck_passes_only_on_identical_per_item_scores():

@@ -13,6 +13,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -228,7 +230,41 @@ def noise_summary(cells: list[dict], corrupted: set[str], rows: int) -> dict:
         out.setdefault("mean", {})[arm] = {
             k: round(statistics.fmean(e[k] for e in entries), 4) for k in entries[0] if k != "seed"
         }
+        logged = [c for c in noisy if c["arm"] == arm and "plans" in c]
+        if logged:  # per_row: [times seen, times kept, tokens seen, tokens trained]
+            out["mean"][arm]["kept_rate_gap"] = corrupted_gap(logged, corrupted, kept=1, seen=0)
+            out["mean"][arm]["tokens_trained_gap"] = corrupted_gap(logged, corrupted, kept=3, seen=2)
     return out
+
+
+def corrupted_gap(arm_cells: list[dict], corrupted: set[str], kept: int, seen: int, resamples: int = 10_000) -> dict:
+    """Corrupted minus clean rate (times kept / times seen with kept, seen = 1, 0 of a plan-log row;
+    response tokens trained / seen with 3, 2), the mean over seeds, with a 95% interval from a two-way
+    bootstrap like the plan's: seeds with replacement, and within each seed the corrupted rows and the
+    clean rows with replacement, independently (seeded 0)."""
+    ids = sorted(arm_cells[0]["plans"]["per_row"])
+    groups = []  # per group: (S, n_rows) numerators and denominators
+    for is_bad in (True, False):
+        chosen = [i for i in ids if (i in corrupted) == is_bad]
+        counts = np.array([[c["plans"]["per_row"][i] for i in chosen] for c in arm_cells], dtype=float)
+        groups.append((counts[:, :, kept], counts[:, :, seen]))
+
+    def gap(seed_pick, row_picks):  # seed_pick (R, S); row_picks per group (R, S, n): (R,) gaps
+        rates = []
+        for (num, den), rows in zip(groups, row_picks):
+            n = num[seed_pick[..., None], rows].sum(-1)
+            d = den[seed_pick[..., None], rows].sum(-1)
+            rates.append(n / np.maximum(d, 1))  # (R, S)
+        return (rates[0] - rates[1]).mean(-1)
+
+    seeds = len(arm_cells)
+    identity = np.arange(seeds)[None]
+    point = gap(identity, [np.arange(num.shape[1])[None, None].repeat(seeds, 1) for num, _ in groups])[0]
+    rng = np.random.default_rng(0)
+    pick = rng.integers(0, seeds, (resamples, seeds))
+    draws = gap(pick, [rng.integers(0, num.shape[1], (resamples, seeds, num.shape[1])) for num, _ in groups])
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"mean": round(float(point), 4), "ci95": [round(float(low), 4), round(float(high), 4)], "seeds": seeds}
 
 
 def recheck_summary(cells: list[dict]) -> dict:
@@ -555,16 +591,25 @@ def render_markdown(result: dict) -> str:
             'Rates are means over seeds: a row\'s "kept rate" is the times it was kept over the times it was '
             "seen; a token share is the response tokens that carried a loss over those seen.",
             "",
+            "The gaps are corrupted minus clean, with a 95% interval from a bootstrap over seeds and, within "
+            "each seed, over the corrupted and the clean rows (below 0: the arm avoids swapped answers).",
+            "",
             "| arm | corrupted share of kept rows | corrupted rows kept rate | clean rows kept rate | "
-            "corrupted tokens trained | clean tokens trained | exact match | NLL |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "kept rate gap [95% CI] | corrupted tokens trained | clean tokens trained | token share gap [95% CI] "
+            "| exact match | NLL |",
+            "|---|---:|---:|---:|---|---:|---:|---|---:|---:|",
         ]
+
+        def gap_text(g: dict | None) -> str:
+            return "-" if not g else f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+
         for arm, m in noise["mean"].items():
             lines.append(
                 f"| {arm} (n={len(noise['per_arm'][arm])}) | {m['corrupted_rows_kept_share']:.3f} | "
                 f"{m['corrupted_rows_kept_rate']:.3f} | {m['clean_rows_kept_rate']:.3f} | "
+                f"{gap_text(m.get('kept_rate_gap'))} | "
                 f"{m['corrupted_tokens_trained_share']:.3f} | {m['clean_tokens_trained_share']:.3f} | "
-                f"{m['score']:.2f} | {m['nll']:.4f} |"
+                f"{gap_text(m.get('tokens_trained_gap'))} | {m['score']:.2f} | {m['nll']:.4f} |"
             )
         lines.append("")
     rc = result.get("recheck") or {}
