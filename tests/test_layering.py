@@ -12,7 +12,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qtuning"
 HEAVY = ("transformers", "trl", "datasets", "peft")
 # the pure engine: importable with torch (and numpy) alone
-ENGINE = ("config", "scoring", "selection", "policies", "bootstrap", "procedural_data", "errors", "cli_args")
+ENGINE = (
+    "config",
+    "scoring",
+    "selection",
+    "policies",
+    "bootstrap",
+    "comparison",
+    "procedural_data",
+    "errors",
+    "cli_args",
+)
 
 
 def module_name(path: Path) -> str:

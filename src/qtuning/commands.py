@@ -1,6 +1,7 @@
-"""The `qtuning analyze`, `qtuning report` and `qtuning select` subcommands (cli.py registers them).
+"""The `qtuning analyze`, `report`, `select` and `compare` subcommands (cli.py registers them).
 
-Thin: each command's options are one dataclass (`AnalyzeConfig`, `ReportConfig`, `SelectConfig`)
+Thin: each command's options are one dataclass (`AnalyzeConfig`, `ReportConfig`, `SelectConfig`,
+`CompareConfig`)
 plus, for analyze and select, the selection's `QTuningConfig` (their field help is the --help
 text, see `cli_args`); the work is the library's:
 
@@ -8,6 +9,7 @@ text, see `cli_args`); the work is the library's:
               size and shuffle, write scores, the EU-plane plot, the summaries and the warnings
     report    report.write_run_report: a training run's output_dir -> one self-contained HTML page
     select    static_select.run_select: scores.parquet -> the kept rows with their token masks (JSONL)
+    compare   comparison.run_compare: two recipes' per-seed evaluations -> paired differences with CIs
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ SHORT_FLAGS = {"output": ["-o"]}
 
 
 def register(sub) -> None:
-    """Add the three subcommands to cli.py's subparsers."""
+    """Add the four subcommands to cli.py's subparsers."""
     from .analysis import AnalyzeConfig
+    from .comparison import CompareConfig
     from .config import QTuningConfig
     from .report import ReportConfig
     from .static_select import SelectConfig
@@ -52,6 +55,14 @@ def register(sub) -> None:
     add_dataclass_arguments(select, SelectConfig, SHORT_FLAGS)
     add_dataclass_arguments(select, QTuningConfig)
     select.set_defaults(func=_cmd_select)
+
+    compare = sub.add_parser(
+        "compare",
+        help="is recipe A better than recipe B? paired differences over seeds x items, with 95%% CIs, "
+        "from `qtuning eval --engine native -o` files",
+    )
+    add_dataclass_arguments(compare, CompareConfig, SHORT_FLAGS)
+    compare.set_defaults(func=_cmd_compare)
 
 
 def _need_plots() -> None:
@@ -88,4 +99,11 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if not cfg.scores:
         raise UsageError("qtuning select needs --scores (the scores.parquet written by `qtuning analyze`)")
     run_select(cfg, dataclass_from_args(QTuningConfig, args))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .comparison import CompareConfig, run_compare
+
+    run_compare(dataclass_from_args(CompareConfig, args))
     return 0

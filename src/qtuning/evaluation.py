@@ -879,7 +879,13 @@ def add_eval_arguments(parser) -> None:
         help="lm_eval (lm-evaluation-harness) or native (same prompts and metrics; ARC prompts run once "
         "per question, so log-likelihood tasks are faster)",
     )
-    parser.add_argument("-o", "--output", default=None, help="write the results, config and timing as JSON")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="write the results, config and timing as JSON (with --engine native also each item's output and "
+        "scores, which `qtuning compare` reads)",
+    )
 
 
 def run_eval_cli(args) -> int:
@@ -896,6 +902,7 @@ def run_eval_cli(args) -> int:
         batch_size=args.batch_size,
         max_length=args.max_length,
         engine=args.engine,
+        samples=bool(args.output) and args.engine == "native",  # per-item scores, for `qtuning compare`
     )
     for task, path in (i.split("=", 1) for i in args.tasks.split(",") if "=" in i):
         result["config"]["records"][task_name(task)] = path

@@ -1,0 +1,163 @@
+"""`qtuning compare`: paired differences of two recipes' evaluations, over seeds x items, with the
+evidence suite's bootstrap; clear errors that name the file; and `qtuning eval -o` writing what it reads."""
+
+import json
+
+import pytest
+from test_cli import make_tiny_model_dir
+
+from qtuning.bootstrap import paired_difference
+from qtuning.cli import main
+from qtuning.comparison import compare_runs, expand_paths, load_item_scores
+from qtuning.errors import UsageError
+
+IDS = ["q1", "q2", "q3", "q4"]
+
+
+def write_eval(path, scores, task="arith", ids=IDS, metric="exact_match"):
+    """A file as `qtuning eval --engine native -o` writes it: the table and each item's scores."""
+    samples = [{"id": i, "output": "...", metric: s} for i, s in zip(ids, scores)]
+    table = {metric: sum(scores) / len(scores), f"{metric}_stderr": 0.1, "n": len(scores)}
+    path.write_text(json.dumps({"tasks": {task: table}, "samples": {task: samples}}))
+    return str(path)
+
+
+A = [[1, 1, 0, 1], [1, 0, 1, 1], [1, 1, 1, 0]]  # seeds x items
+B = [[0, 1, 0, 0], [1, 0, 0, 0], [0, 1, 1, 0]]
+
+
+def test_compare_pairs_by_position_and_matches_the_bootstrap(tmp_path):
+    a = [write_eval(tmp_path / f"a_s{s}.json", row) for s, row in enumerate(A)]
+    b = [write_eval(tmp_path / f"b_s{s}.json", row) for s, row in enumerate(B)]
+    (row,) = compare_runs(a, b, resamples=2000)
+    expected = paired_difference(A, B, resamples=2000)
+    assert (row.task, row.metric) == ("arith", "exact_match")
+    assert row.a_mean == pytest.approx(75.0) and row.b_mean == pytest.approx(100 * 4 / 12)  # 9 / 12, 4 / 12
+    assert row.difference.mean == pytest.approx(100 * 5 / 12)
+    assert row.difference.low == pytest.approx(100 * expected.low)
+    assert row.difference.high == pytest.approx(100 * expected.high)
+    assert (row.difference.seeds, row.difference.items) == (3, 4)
+    assert row.verdict == ("A better" if expected.low > 0 else "no difference resolved")
+    # swapping the arms mirrors the estimate
+    (mirror,) = compare_runs(b, a, resamples=2000)
+    assert mirror.difference.mean == pytest.approx(-row.difference.mean)
+
+
+def test_one_b_file_pairs_with_every_a_run(tmp_path):
+    a = [write_eval(tmp_path / f"a_s{s}.json", row) for s, row in enumerate(A)]
+    base = write_eval(tmp_path / "untrained.json", [0, 0, 0, 0])
+    (row,) = compare_runs(a, [base], resamples=500)
+    assert row.difference.mean == pytest.approx(75.0) and row.difference.seeds == 3
+    assert row.verdict == "A better"  # every resample keeps A's items at or above B's zeros, and 9 of 12 hit
+
+
+def test_globs_expand_in_natural_order_and_the_cli_prints_the_pairs(tmp_path, capsys):
+    for s in (2, 10):
+        write_eval(tmp_path / f"qt_s{s}.json", A[0])
+        write_eval(tmp_path / f"rnd_s{s}.json", B[0])
+    assert expand_paths(str(tmp_path / "qt_s*.json"), "--a") == [
+        str(tmp_path / "qt_s2.json"),
+        str(tmp_path / "qt_s10.json"),
+    ]
+    out_json = tmp_path / "cmp" / "out.json"
+    code = main(
+        [
+            "compare",
+            "--a",
+            str(tmp_path / "qt_s*.json"),
+            "--b",
+            str(tmp_path / "rnd_s*.json"),
+            "--name-a",
+            "qtuning",
+            "--name-b",
+            "random",
+            "--resamples",
+            "500",
+            "-o",
+            str(out_json),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f"{tmp_path / 'qt_s2.json'}  <->  {tmp_path / 'rnd_s2.json'}" in printed
+    assert "qtuning - random" in printed and "+50.00" in printed  # 3 of 4 against 1 of 4, both seeds
+    saved = json.loads(out_json.read_text())
+    assert saved["a"]["name"] == "qtuning" and len(saved["b"]["files"]) == 2
+    (entry,) = saved["comparisons"]
+    assert entry["difference"] == 50.0 and entry["seeds"] == 2 and entry["items"] == 4
+    assert entry["verdict"] in ("qtuning better", "no difference resolved")
+
+
+def test_errors_name_the_file_and_what_is_wrong(tmp_path, capsys):
+    good = write_eval(tmp_path / "good.json", A[0])
+    with pytest.raises(UsageError, match="missing.json: no such evaluation file"):
+        load_item_scores(tmp_path / "missing.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(UsageError, match="broken.json: not JSON"):
+        load_item_scores(tmp_path / "broken.json")
+    (tmp_path / "lm_eval.json").write_text(json.dumps({"tasks": {"arith": {"exact_match": 0.5, "n": 4}}}))
+    with pytest.raises(UsageError, match="lm_eval.json: no per-item scores .*--engine native"):
+        load_item_scores(tmp_path / "lm_eval.json")
+    bad_value = tmp_path / "bad_value.json"
+    write_eval(bad_value, [1, 0, 1, 1])
+    data = json.loads(bad_value.read_text())
+    data["samples"]["arith"][2]["exact_match"] = None
+    bad_value.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="bad_value.json: task arith, item q3: metric 'exact_match' is None"):
+        load_item_scores(bad_value)
+    other = write_eval(tmp_path / "other_items.json", A[1], ids=["q1", "q2", "q9", "q4"])
+    with pytest.raises(UsageError, match="other_items.json: task arith scored other items .* item 2: q9 vs q3"):
+        compare_runs([good], [other])
+    with pytest.raises(UsageError, match="--a has 2 files and --b 3"):
+        compare_runs([good, good], [good, good, good])
+    squad = write_eval(tmp_path / "squad.json", A[0], task="squad")
+    with pytest.raises(UsageError, match="share no task"):
+        compare_runs([good], [squad])
+    with pytest.raises(UsageError, match="none of the metrics f1; it has exact_match"):
+        compare_runs([good], [good], metrics=["f1"])
+    with pytest.raises(UsageError, match="matches no file"):
+        expand_paths(str(tmp_path / "nothing_*.json"), "--a")
+    # through the command: one line, no traceback, argparse's exit status
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", "--a", good, "--b", str(tmp_path / "missing.json")])
+    assert stop.value.code == 2 and "missing.json: no such evaluation file" in capsys.readouterr().err
+
+
+def test_eval_output_carries_the_per_item_scores_compare_reads(tmp_path):
+    """`qtuning eval --engine native -o` on a tiny model and two records: the file compares with itself."""
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    records = tmp_path / "held.jsonl"
+    rows = [
+        {"id": "r1", "prompt": "Who wrote it?", "response": "x", "answers": ["nobody"]},
+        {"id": "r2", "prompt": "Where is it?", "response": "x", "answers": ["here"]},
+    ]
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "eval.json"
+    args = ["eval", "--model", str(model_dir), "--tasks", f"squad={records}", "--engine", "native"]
+    assert main([*args, "--batch-size", "2", "-o", str(out)]) == 0
+    scores = load_item_scores(out)
+    ids, metrics = scores["squad"]
+    assert ids == ["r1", "r2"] and set(metrics) == {"exact_match", "f1"}
+    rows_out = compare_runs([str(out)], [str(out)], resamples=200)
+    assert {r.metric for r in rows_out} == {"exact_match", "f1"}
+    assert all(r.difference.mean == 0 and r.verdict == "no difference resolved" for r in rows_out)
+
+
+def test_compare_reproduces_the_evidence_suites_primary_comparison(tmp_path):
+    """The committed arith cells of qtuning_25x50 and random_25x50 (5 seeds), written as eval files:
+    `qtuning compare` must give evidence.json's difference and interval exactly (same bootstrap)."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    files = {}
+    for arm in ("qtuning_25x50", "random_25x50"):
+        for seed in range(5):
+            cell = json.loads((results / "evidence_cells" / f"arith__{arm}__s{seed}.json").read_text())
+            path = tmp_path / f"{arm}_s{seed}.json"
+            write_eval(path, cell["per_item"], ids=cell["item_ids"])
+            files.setdefault(arm, []).append(str(path))
+    (row,) = compare_runs(files["qtuning_25x50"], files["random_25x50"])
+    expected = json.loads((results / "evidence.json").read_text())["tasks"]["arith"]["paired"]
+    pair = expected["qtuning_25x50-random_25x50"]
+    assert round(row.difference.mean, 3) == pair["mean"]
+    assert [round(row.difference.low, 3), round(row.difference.high, 3)] == pair["ci95"]
