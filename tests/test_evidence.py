@@ -331,6 +331,28 @@ def test_the_follow_up_adds_three_epoch_seeds_3_and_4_and_nothing_else():
     assert not set(cells) & set(suite.planned_cells(suite.TASK_ORDER) + suite.addendum_cells(suite.TASK_ORDER))
 
 
+def test_probe_machines_assigns_each_probing_cell_to_the_last_record_before_it():
+    from report import probe_machines
+
+    records = [
+        {"from": "2026-12-04 09:00:00", "probe": "fp32"},
+        {"from": "2026-12-03 17:54:00", "probe": "bf16"},  # out of order on purpose
+    ]
+    cells = [
+        {"task": "arith", "arm": "qtuning_25x50", "seed": 0, "started": "2026-12-02 10:00:00"},  # before both
+        {"task": "arith", "arm": "qtuning_25x50", "seed": 1, "started": "2026-12-03 18:00:00"},
+        {"task": "arc", "arm": "qtuning_25x50", "seed": 1, "started": "2026-12-04 09:30:00"},
+        {"task": "arith", "arm": "infobatch_25x50", "seed": 0, "started": "2026-12-03 17:54:00"},  # at the start
+        {"task": "arith", "arm": "random_25x50", "seed": 0, "started": "2026-12-03 18:00:00"},  # probes nothing
+        {"task": "arith", "arm": "full", "seed": 0, "started": "2026-12-03 18:00:00"},
+    ]
+    assert probe_machines(cells, records) == {
+        "infobatch_25x50": {"bf16": 1},
+        "qtuning_25x50": {"not recorded": 1, "bf16": 1, "fp32": 1},
+    }
+    assert probe_machines(cells, []) == {"infobatch_25x50": {"not recorded": 1}, "qtuning_25x50": {"not recorded": 3}}
+
+
 def test_three_epoch_reading_waits_for_five_seeds_then_applies_its_rule():
     from report import THREE_EPOCH, three_epoch_reading
 

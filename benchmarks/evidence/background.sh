@@ -16,6 +16,18 @@ CELLS=benchmarks/results/evidence_cells
 PLAN_COMMIT=7f7a0f9      # PLAN.md: the plan's own cells
 ADDENDUM_COMMIT=4266496  # PLAN.md change log, 2026-12-02 18:25
 
+# The machine of this session's cells, from now until the next line: with `probe_precision: auto`
+# (the suite's setting) the probing arms score in bf16 on a CPU with native bf16 (AVX512-BF16 or
+# AMX), in fp32 elsewhere (PLAN.md change log, 2026-12-03 19:10).
+(cd "$ROOT" && "$PYTHON" -c '
+import json, os, time
+from qtuning.sft_config import cpu_has_native_bf16
+cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+bf16 = cpu_has_native_bf16()
+print(json.dumps({"from": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu, "cores": os.cpu_count(),
+                  "native_bf16": bf16, "probe": "bf16" if bf16 else "fp32"}))
+' >> benchmarks/results/evidence_machines.jsonl)
+
 copy_back() { cp -n "$1/$CELLS"/*.json "$ROOT/$CELLS/" 2>/dev/null || true; }
 
 # run_in DIR COMMIT ARGS...: suite.py ARGS in a worktree of COMMIT at DIR, copying cells back meanwhile

@@ -612,6 +612,18 @@ def render_markdown(result: dict) -> str:
                 f"{gap_text(m.get('tokens_trained_gap'))} | {m['score']:.2f} | {m['nll']:.4f} |"
             )
         lines.append("")
+    machines = result.get("probe_precision") or {}
+    if machines:
+        lines += [
+            "Probe precision of the probing arms' cells (`probe_precision: auto` scores in bf16 on a CPU with "
+            "native bf16, in fp32 elsewhere; machines recorded from 2026-12-03 17:54, "
+            "`results/evidence_machines.jsonl`): "
+            + "; ".join(
+                f"{arm} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) for arm, counts in machines.items()
+            )
+            + ".",
+            "",
+        ]
     rc = result.get("recheck") or {}
     if rc:
         lines += [
@@ -637,6 +649,26 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+MACHINES = RESULTS / "evidence_machines.jsonl"
+
+
+def probe_machines(cells: list[dict], records: list[dict]) -> dict:
+    """Per probing arm (Q-Tuning's, InfoBatch's), how many cells scored in bf16 or fp32 (the suite's
+    `probe_precision: auto` follows the CPU; PLAN.md change log 2026-12-03 19:10), from the machine
+    records background.sh writes at each start: a cell belongs to the last record from before it
+    started; cells older than every record are "not recorded"."""
+    records = sorted(records, key=lambda r: r["from"])
+    out: dict = {}
+    for c in sorted(cells, key=lambda c: (c["task"], c["arm"], c["seed"])):
+        if "qtuning" not in c["arm"] and "infobatch" not in c["arm"]:
+            continue
+        before = [r for r in records if r["from"] <= c.get("started", "")]
+        probe = before[-1]["probe"] if before else "not recorded"
+        counts = out.setdefault(c["arm"], {})
+        counts[probe] = counts.get(probe, 0) + 1
+    return out
+
+
 def write_report() -> dict:
     cells = load_cells()
     tasks = {}
@@ -652,6 +684,9 @@ def write_report() -> dict:
         "noise": noise_summary(cells, *noise_meta()),
         "pairing": pairing_check(cells),
         "recheck": recheck_summary(cells),
+        "probe_precision": probe_machines(
+            cells, [json.loads(line) for line in MACHINES.read_text().splitlines()] if MACHINES.exists() else []
+        ),
         "verdict": overall_verdict(tasks),
         "three_epoch_followup": three_epoch_reading(tasks),
     }
