@@ -18,7 +18,7 @@ ADDENDUM_COMMIT=4266496  # PLAN.md change log, 2026-12-02 18:25
 
 # The machine of this session's cells, from now until the next line: with `probe_precision: auto`
 # (the suite's setting) the probing arms score in bf16 on a CPU with native bf16 (AVX512-BF16 or
-# AMX), in fp32 elsewhere (PLAN.md change log, 2026-12-03 19:10).
+# AMX), in fp32 elsewhere (PLAN.md change log, 2026-12-03 19:06).
 (cd "$ROOT" && "$PYTHON" -c '
 import json, os, time
 from qtuning.sft_config import cpu_has_native_bf16

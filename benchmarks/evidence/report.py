@@ -654,7 +654,7 @@ MACHINES = RESULTS / "evidence_machines.jsonl"
 
 def probe_machines(cells: list[dict], records: list[dict]) -> dict:
     """Per probing arm (Q-Tuning's, InfoBatch's), how many cells scored in bf16 or fp32 (the suite's
-    `probe_precision: auto` follows the CPU; PLAN.md change log 2026-12-03 19:10), from the machine
+    `probe_precision: auto` follows the CPU; PLAN.md change log 2026-12-03 19:06), from the machine
     records background.sh writes at each start: a cell belongs to the last record from before it
     started; cells older than every record are "not recorded"."""
     records = sorted(records, key=lambda r: r["from"])
