@@ -509,6 +509,20 @@ def test_the_adoption_rule(quality, default, status):
     assert "PLAN.md" in decision["reason"]
 
 
+def test_the_variants_meet_the_paper_arm_rerun_when_the_recheck_fails():
+    from report import adoption_decision, paper_arm_for_variants
+
+    assert paper_arm_for_variants({}) == "qtuning_25x50"  # recheck not run yet
+    assert paper_arm_for_variants({"passes": True}) == "qtuning_25x50"
+    assert paper_arm_for_variants({"passes": False}) == "qtuning_25x50_recheck"
+    # 5 seeds of the variant, but only 3 paired with the rerun paper arm: still pending
+    quality = _quality(TIES, TIES)
+    for entries in quality["downstream"].values():
+        entries["history"]["paired_seeds"] = 3
+    decision = adoption_decision(quality)
+    assert decision["status"] == "pending" and decision["checks"]["history"]["seeds_done"] == 9
+
+
 def test_selection_consistency_against_chance():
     from report import selection_consistency
 

@@ -2,7 +2,8 @@
 # Resume the whole evidence grid in the background, one cell at a time, across working sessions:
 # the plan's cells from their pinned commit (stages 1-2 in the per-seed order of PLAN.md's
 # 2026-12-02 23:15 entry, then stages 3-5 in the plan's order), then the addendum's cells from
-# theirs, then the three-epoch follow-up (PLAN.md, 2026-12-03 18:05) from the plan's commit. Cells
+# theirs and the paper arm rerun from that commit (PLAN.md, 2026-12-03 23:36), then the three-epoch
+# follow-up (PLAN.md, 2026-12-03 18:05) from the plan's commit. Cells
 # already finished (in this checkout or in a worktree) are skipped; a cell killed half-way reruns
 # from its start. Finished cells are copied into this checkout's
 # benchmarks/results/evidence_cells/ every minute: commit them, then
@@ -52,6 +53,8 @@ stages_1_2=$(grep -v '^#' "$ROOT/benchmarks/evidence/order_stages_1_2.txt" | pas
 run_in "$ROOT/../evidence-run" "$PLAN_COMMIT" --only "$stages_1_2"
 run_in "$ROOT/../evidence-run" "$PLAN_COMMIT"
 run_in "$ROOT/../evidence-addendum" "$ADDENDUM_COMMIT" --addendum
+rerun=$(grep -v '^#' "$ROOT/benchmarks/evidence/order_recheck_rerun.txt" | paste -sd, -)
+run_in "$ROOT/../evidence-addendum" "$ADDENDUM_COMMIT" --only "$rerun"
 followup=$(grep -v '^#' "$ROOT/benchmarks/evidence/order_followup.txt" | paste -sd, -)
 run_in "$ROOT/../evidence-run" "$PLAN_COMMIT" --only "$followup"
 echo "every cell of the plan, its addendum and the follow-up has finished"

@@ -51,6 +51,10 @@ COMPARISONS = [  # (A, B): A - B
     ("qtuning_histnoise_25x50", "random_25x50"),
     ("noisy_qtuning_hist_25x50", "noisy_qtuning_25x50"),
     ("noisy_qtuning_histnoise_25x50", "noisy_qtuning_25x50"),
+    # the recheck failed, so the variants also meet the paper arm rerun from their own commit (2026-12-03 23:36)
+    ("qtuning_hist_25x50", "qtuning_25x50_recheck"),
+    ("qtuning_histnoise_25x50", "qtuning_25x50_recheck"),
+    ("qtuning_25x50_recheck", "qtuning_25x50"),
 ]
 PRIMARY = ("qtuning_25x50", "random_25x50")
 ARM_ORDER = [
@@ -699,7 +703,7 @@ def write_report() -> dict:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS_MD.write_text(text)
-    write_selection_quality_downstream(tasks)
+    write_selection_quality_downstream(tasks, result["recheck"])
     return result
 
 
@@ -722,8 +726,8 @@ def adoption_decision(quality: dict, tasks: tuple[str, ...] = SUITE_TASKS, seeds
     checks, qualified = {}, []
     for name in ("history", "history_noise"):
         entries = [downstream.get(t, {}).get(name) for t in tasks]
-        if not all(e and e["n"] >= seeds and "ci95_vs_paper" in e for e in entries):
-            done = sum(e["n"] if e else 0 for e in entries)
+        if not all(e and "ci95_vs_paper" in e and e.get("paired_seeds", e["n"]) >= seeds for e in entries):
+            done = sum(e.get("paired_seeds", e["n"]) if e and "ci95_vs_paper" in e else 0 for e in entries)
             checks[name] = {"complete": False, "seeds_done": done, "seeds_needed": seeds * len(tasks)}
             continue
         above = sum(e["ci95_vs_paper"][0] > 0 for e in entries)
@@ -787,26 +791,36 @@ def adoption_decision(quality: dict, tasks: tuple[str, ...] = SUITE_TASKS, seeds
     return {"default": "paper", "status": "decided", "checks": checks, "reason": reason}
 
 
-def write_selection_quality_downstream(tasks: dict) -> None:
+def paper_arm_for_variants(recheck: dict) -> str:
+    """The arm the threshold variants are judged against (PLAN.md change log 2026-12-02 18:00): the plan's
+    own qtuning_25x50 cells if the cross-commit recheck reproduced them, else the paper's selection rerun
+    from the variants' commit (the arm qtuning_25x50_recheck, every task and seed)."""
+    return "qtuning_25x50_recheck" if recheck and not recheck["passes"] else "qtuning_25x50"
+
+
+def write_selection_quality_downstream(tasks: dict, recheck: dict) -> None:
     """The threshold variants on the suite's tasks, into selection_quality.json (its static parts are
     written by benchmarks/selection_quality.py): per task and variant, the mean and the paired CI
-    against the paper's selection (qtuning_25x50); then the adoption rule's decision."""
+    against the paper's selection (`paper_arm_for_variants`); then the adoption rule's decision."""
     path = RESULTS / "selection_quality.json"
     if not path.exists():
         return
     quality = json.loads(path.read_text())
+    paper_arm = paper_arm_for_variants(recheck)
     downstream: dict = {}
     for task, r in tasks.items():
-        for name, arm in VARIANT_ARMS.items():
+        for name, arm in {**VARIANT_ARMS, "paper": paper_arm}.items():
             if arm not in r["arms"]:
                 continue
             entry = {"mean": r["arms"][arm]["mean"], "n": r["arms"][arm]["n"]}
-            paired = r["paired"].get(f"{arm}-qtuning_25x50")
+            paired = r["paired"].get(f"{arm}-{paper_arm}")
             if paired:
                 entry["ci95_vs_paper"] = paired["ci95"]
                 entry["difference_vs_paper"] = paired["mean"]
+                entry["paired_seeds"] = paired["n"]
             downstream.setdefault(task, {})[name] = entry
     quality["downstream"] = downstream
+    quality["downstream_paper_arm"] = paper_arm
     decision = adoption_decision(quality)
     quality["default"] = decision["default"]
     quality["default_reason"] = decision["reason"]
