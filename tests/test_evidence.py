@@ -523,6 +523,15 @@ def test_the_variants_meet_the_paper_arm_rerun_when_the_recheck_fails():
     assert decision["status"] == "pending" and decision["checks"]["history"]["seeds_done"] == 9
 
 
+def test_plot_labels_do_not_overlap():
+    from report import spread_labels
+
+    # three points at one spot, one far to the right, one high above: the stacked ones climb in steps
+    anchors = [(0.1, 0.5), (0.12, 0.5), (0.5, 0.5), (0.11, 0.51), (0.1, 0.9)]
+    assert spread_labels(anchors, width=0.16, height=0.035) == pytest.approx([0.5, 0.535, 0.5, 0.57, 0.9])
+    assert spread_labels([]) == []
+
+
 def test_selection_consistency_against_chance():
     from report import selection_consistency
 

@@ -454,6 +454,22 @@ def three_epoch_reading(tasks: dict) -> str:
     return f"{head} (CI above 0 on {above}, below 0 on {below}, of {len(pairs)} tasks): {detail}"
 
 
+def spread_labels(anchors: list[tuple[float, float]], width: float = 0.16, height: float = 0.035) -> list[float]:
+    """Where to put each point's label (axes fractions; the label starts just right of its point) so that no
+    two labels overlap: from the lowest point up, a label sits at its point's height or just above every
+    label already placed that it would overlap in x. Returns the labels' heights, in the anchors' order."""
+    placed: list[tuple[float, float]] = []  # (x, label height) of the labels so far
+    heights = [0.0] * len(anchors)
+    for i in sorted(range(len(anchors)), key=lambda k: (anchors[k][1], anchors[k][0])):
+        x, y = anchors[i]
+        for other_x, other_y in sorted(placed, key=lambda p: p[1]):
+            if abs(other_x - x) < width and other_y - height < y < other_y + height:
+                y = other_y + height
+        heights[i] = y
+        placed.append((x, y))
+    return heights
+
+
 def plot_task(task: str, report: dict) -> str | None:
     arms = {a: v for a, v in report["arms"].items() if not a.startswith("noisy_")}
     if len(arms) < 2:
@@ -485,7 +501,19 @@ def plot_task(task: str, report: dict) -> str | None:
                 color=colour,
                 capsize=3,
             )
-            ax.annotate(arm, (x, v["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        # labels after every point is drawn, so that the axes' limits are final
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        anchors = [((x - x0) / (x1 - x0), (arms[a]["mean"] - y0) / (y1 - y0)) for a, (x, _) in points.items()]
+        for (arm, (x, _)), (ax_x, ax_y), label_y in zip(points.items(), anchors, spread_labels(anchors), strict=True):
+            moved = label_y - ax_y > 0.01
+            ax.annotate(
+                arm,
+                (x, arms[arm]["mean"]),
+                xytext=(ax_x + 0.01, label_y + 0.01),
+                textcoords="axes fraction",
+                fontsize=7,
+                arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.4} if moved else None,
+            )
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{report['primary_metric']} x100 (95% CI: seeds x items)")
