@@ -547,3 +547,38 @@ def test_selection_consistency_against_chance():
     assert out["kept_rate_by_length_quarter"] == [round(2 / 3, 3), round(1 / 3, 3), 0.0, 0.0]
     assert selection_consistency([cell("ab")]) is None  # one seed: nothing to compare
     assert selection_consistency([cell("abcdefgh"), cell("abcdefgh")]) is None  # keeps everything
+
+
+def test_rerun_reproducibility_counts_identical_plans_and_differing_items():
+    from report import rerun_reproducibility
+
+    plans = {"order": [["a", "b"]], "per_row": {"a": [1, 1, 4, 2], "b": [1, 0, 3, 0]}}
+    other = {"order": [["a", "b"]], "per_row": {"a": [1, 0, 4, 0], "b": [1, 1, 3, 3]}}
+    base = {"task": "arith", "arm": "qtuning_25x50", "per_item": [1.0, 0.0, 1.0], "plans": plans}
+    cells = [
+        dict(base, seed=0),
+        dict(base, seed=0, arm="qtuning_25x50_recheck"),  # identical
+        dict(base, seed=1),
+        dict(base, seed=1, arm="qtuning_25x50_recheck", per_item=[0.0, 0.0, 0.0], plans=other),
+        dict(base, seed=2, arm="qtuning_25x50_recheck"),  # no original for seed 2: left out
+    ]
+    out = rerun_reproducibility(cells)
+    assert out == {
+        "arith": {"seeds": 2, "same_plans": 1, "items_differing": [0, 2], "kept_rows_jaccard": [1.0, 0.0]}
+    }
+
+
+def test_noise_in_training_names_each_variant_by_its_noisy_arm():
+    from report import noise_in_training
+
+    mean = {
+        "corrupted_rows_kept_share": 0.3,
+        "corrupted_tokens_trained_share": 0.28,
+        "clean_tokens_trained_share": 0.15,
+        "kept_rate_gap": {"mean": 0.14, "ci95": [0.05, 0.23], "seeds": 3},
+    }
+    noise = {"mean": {"noisy_qtuning_hist_25x50": mean}, "per_arm": {"noisy_qtuning_hist_25x50": [{}, {}, {}]}}
+    out = noise_in_training(noise)
+    assert list(out) == ["history"]
+    assert out["history"]["seeds"] == 3 and out["history"]["kept_rate_gap"]["ci95"] == [0.05, 0.23]
+    assert noise_in_training({}) == {}

@@ -290,6 +290,29 @@ def recheck_summary(cells: list[dict]) -> dict:
     }
 
 
+def rerun_reproducibility(cells: list[dict]) -> dict:
+    """The paper's selection run twice, from the plan's commits and from the addendum's (qtuning_25x50 and
+    its copy qtuning_25x50_recheck), at every task and seed both have: how often the two runs agree. The
+    recheck's rule reads seed 0 of arith only; this is the whole picture, reported beside it."""
+    by_key = {(c["task"], c["arm"], c["seed"]): c for c in cells}
+    out: dict = {}
+    for (task, arm, seed), rerun in sorted(by_key.items()):
+        original = by_key.get((task, "qtuning_25x50", seed))
+        if arm != "qtuning_25x50_recheck" or original is None:
+            continue
+        kept_a, kept_b = (
+            {row for row, entry in c["plans"]["per_row"].items() if entry[1] > 0} for c in (original, rerun)
+        )
+        entry = out.setdefault(task, {"seeds": 0, "same_plans": 0, "items_differing": [], "kept_rows_jaccard": []})
+        entry["seeds"] += 1
+        entry["same_plans"] += original["plans"] == rerun["plans"]
+        entry["items_differing"].append(
+            sum(a != b for a, b in zip(original["per_item"], rerun["per_item"], strict=True))
+        )
+        entry["kept_rows_jaccard"].append(round(jaccard(kept_a, kept_b), 3))
+    return out
+
+
 def selection_consistency(cells: list[dict]) -> dict | None:
     """Does an arm keep the same rows whatever the seed? The mean Jaccard, over pairs of seeds, of the sets
     of training rows kept at least once, against what two independent uniform draws of the same size
@@ -670,6 +693,21 @@ def render_markdown(result: dict) -> str:
             ),
             "",
         ]
+    rr = result.get("rerun_reproducibility") or {}
+    if rr:
+        lines += [
+            "The paper's selection run twice (qtuning_25x50 from the plan's commits, qtuning_25x50_recheck from "
+            "the addendum's, different sessions and machines), per task: "
+            + "; ".join(
+                f"{task} {e['same_plans']} of {e['seeds']} seeds with identical plans, kept-row Jaccard "
+                + "/".join(f"{j:.2f}" for j in e["kept_rows_jaccard"])
+                + ", evaluation items differing "
+                + "/".join(str(n) for n in e["items_differing"])
+                for task, e in rr.items()
+            )
+            + ".",
+            "",
+        ]
     pc = result["pairing"]
     lines += [
         f"Pairing check (same sample ids in the same steps for every arm of a task and seed): "
@@ -716,6 +754,7 @@ def write_report() -> dict:
         "noise": noise_summary(cells, *noise_meta()),
         "pairing": pairing_check(cells),
         "recheck": recheck_summary(cells),
+        "rerun_reproducibility": rerun_reproducibility(cells),
         "probe_precision": probe_machines(
             cells, [json.loads(line) for line in MACHINES.read_text().splitlines()] if MACHINES.exists() else []
         ),
@@ -731,7 +770,7 @@ def write_report() -> dict:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS_MD.write_text(text)
-    write_selection_quality_downstream(tasks, result["recheck"])
+    write_selection_quality_downstream(tasks, result["recheck"], result["noise"])
     return result
 
 
@@ -826,10 +865,37 @@ def paper_arm_for_variants(recheck: dict) -> str:
     return "qtuning_25x50_recheck" if recheck and not recheck["passes"] else "qtuning_25x50"
 
 
-def write_selection_quality_downstream(tasks: dict, recheck: dict) -> None:
+NOISY_VARIANT_ARMS = {
+    "paper": "noisy_qtuning_25x50",
+    "history": "noisy_qtuning_hist_25x50",
+    "history_noise": "noisy_qtuning_histnoise_25x50",
+    "random": "noisy_random_25x50",
+}
+
+
+def noise_in_training(noise: dict) -> dict:
+    """Each variant's kept rows over whole training runs on noisy arith (the static "noise" entry is the
+    untrained model's first-step view): corrupted share of the kept rows and of the tokens trained, and
+    the corrupted-minus-clean kept-rate gap with its interval."""
+    out = {}
+    for name, arm in NOISY_VARIANT_ARMS.items():
+        m = (noise.get("mean") or {}).get(arm)
+        if m:
+            out[name] = {
+                "corrupted_rows_kept_share": m["corrupted_rows_kept_share"],
+                "corrupted_tokens_trained_share": m["corrupted_tokens_trained_share"],
+                "clean_tokens_trained_share": m["clean_tokens_trained_share"],
+                "kept_rate_gap": m.get("kept_rate_gap"),
+                "seeds": len(noise["per_arm"][arm]),
+            }
+    return out
+
+
+def write_selection_quality_downstream(tasks: dict, recheck: dict, noise: dict | None = None) -> None:
     """The threshold variants on the suite's tasks, into selection_quality.json (its static parts are
     written by benchmarks/selection_quality.py): per task and variant, the mean and the paired CI
-    against the paper's selection (`paper_arm_for_variants`); then the adoption rule's decision."""
+    against the paper's selection (`paper_arm_for_variants`), the noise study's kept rows per variant;
+    then the adoption rule's decision."""
     path = RESULTS / "selection_quality.json"
     if not path.exists():
         return
@@ -848,6 +914,8 @@ def write_selection_quality_downstream(tasks: dict, recheck: dict) -> None:
                 entry["paired_seeds"] = paired["n"]
             downstream.setdefault(task, {})[name] = entry
     quality["downstream"] = downstream
+    if noise:
+        quality["noise_in_training"] = noise_in_training(noise)
     quality["downstream_paper_arm"] = paper_arm
     decision = adoption_decision(quality)
     quality["default"] = decision["default"]
