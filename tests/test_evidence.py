@@ -563,9 +563,7 @@ def test_rerun_reproducibility_counts_identical_plans_and_differing_items():
         dict(base, seed=2, arm="qtuning_25x50_recheck"),  # no original for seed 2: left out
     ]
     out = rerun_reproducibility(cells)
-    assert out == {
-        "arith": {"seeds": 2, "same_plans": 1, "items_differing": [0, 2], "kept_rows_jaccard": [1.0, 0.0]}
-    }
+    assert out == {"arith": {"seeds": 2, "same_plans": 1, "items_differing": [0, 2], "kept_rows_jaccard": [1.0, 0.0]}}
 
 
 def test_noise_in_training_names_each_variant_by_its_noisy_arm():
