@@ -271,6 +271,16 @@ def corrupted_gap(arm_cells: list[dict], corrupted: set[str], kept: int, seen: i
     return {"mean": round(float(point), 4), "ci95": [round(float(low), 4), round(float(high), 4)], "seeds": seeds}
 
 
+def kept_rows(cell: dict) -> set[str]:
+    """The training rows a cell kept at least once (plan log per_row: [seen, kept, tokens seen, trained])."""
+    return {row for row, entry in cell["plans"]["per_row"].items() if entry[1] > 0}
+
+
+def items_differing(a: dict, b: dict) -> int:
+    """How many evaluation items two cells of one task scored differently."""
+    return sum(x != y for x, y in zip(a["per_item"], b["per_item"], strict=True))
+
+
 def recheck_summary(cells: list[dict]) -> dict:
     """PLAN.md change log 2026-12-02 18:00: arith qtuning_25x50 seed 0 rerun from the addendum's commit must
     give the original cell's per-item scores; if not, the addendum's arms are compared against paper arms
@@ -279,7 +289,7 @@ def recheck_summary(cells: list[dict]) -> dict:
     original, rerun = found.get("qtuning_25x50"), found.get("qtuning_25x50_recheck")
     if not original or not rerun:
         return {}
-    differing = sum(a != b for a, b in zip(original["per_item"], rerun["per_item"], strict=True))
+    differing = items_differing(original, rerun)
     nll_gap = max(abs(a - b) for a, b in zip(original["nll_sum"], rerun["nll_sum"], strict=True))
     return {
         "commits": [original.get("code_commit"), rerun.get("code_commit")],
@@ -294,22 +304,19 @@ def rerun_reproducibility(cells: list[dict]) -> dict:
     """The paper's selection run twice, from the plan's commits and from the addendum's (qtuning_25x50 and
     its copy qtuning_25x50_recheck), at every task and seed both have: how often the two runs agree. The
     recheck's rule reads seed 0 of arith only; this is the whole picture, reported beside it."""
-    by_key = {(c["task"], c["arm"], c["seed"]): c for c in cells}
+    originals = {(c["task"], c["seed"]): c for c in cells if c["arm"] == "qtuning_25x50"}
     out: dict = {}
-    for (task, arm, seed), rerun in sorted(by_key.items()):
-        original = by_key.get((task, "qtuning_25x50", seed))
-        if arm != "qtuning_25x50_recheck" or original is None:
+    for rerun in sorted(cells, key=lambda c: (c["task"], c["seed"])):
+        original = originals.get((rerun["task"], rerun["seed"]))
+        if rerun["arm"] != "qtuning_25x50_recheck" or original is None:
             continue
-        kept_a, kept_b = (
-            {row for row, entry in c["plans"]["per_row"].items() if entry[1] > 0} for c in (original, rerun)
+        entry = out.setdefault(
+            rerun["task"], {"seeds": 0, "same_plans": 0, "items_differing": [], "kept_rows_jaccard": []}
         )
-        entry = out.setdefault(task, {"seeds": 0, "same_plans": 0, "items_differing": [], "kept_rows_jaccard": []})
         entry["seeds"] += 1
         entry["same_plans"] += original["plans"] == rerun["plans"]
-        entry["items_differing"].append(
-            sum(a != b for a, b in zip(original["per_item"], rerun["per_item"], strict=True))
-        )
-        entry["kept_rows_jaccard"].append(round(jaccard(kept_a, kept_b), 3))
+        entry["items_differing"].append(items_differing(original, rerun))
+        entry["kept_rows_jaccard"].append(round(jaccard(kept_rows(original), kept_rows(rerun)), 3))
     return out
 
 
@@ -318,7 +325,7 @@ def selection_consistency(cells: list[dict]) -> dict | None:
     of training rows kept at least once, against what two independent uniform draws of the same size
     would give (k / (2N - k) for k of N rows). A selection that reads something real in the rows sits
     above chance; that says nothing yet about whether what it reads is worth training on."""
-    kept = [{row for row, entry in c["plans"]["per_row"].items() if entry[1] > 0} for c in cells if "plans" in c]
+    kept = [kept_rows(c) for c in cells if "plans" in c]
     if len(kept) < 2:
         return None
     rows = len(cells[0]["plans"]["per_row"])
@@ -865,20 +872,13 @@ def paper_arm_for_variants(recheck: dict) -> str:
     return "qtuning_25x50_recheck" if recheck and not recheck["passes"] else "qtuning_25x50"
 
 
-NOISY_VARIANT_ARMS = {
-    "paper": "noisy_qtuning_25x50",
-    "history": "noisy_qtuning_hist_25x50",
-    "history_noise": "noisy_qtuning_histnoise_25x50",
-    "random": "noisy_random_25x50",
-}
-
-
 def noise_in_training(noise: dict) -> dict:
     """Each variant's kept rows over whole training runs on noisy arith (the static "noise" entry is the
     untrained model's first-step view): corrupted share of the kept rows and of the tokens trained, and
     the corrupted-minus-clean kept-rate gap with its interval."""
     out = {}
-    for name, arm in NOISY_VARIANT_ARMS.items():
+    for name, clean_arm in {**VARIANT_ARMS, "random": "random_25x50"}.items():
+        arm = "noisy_" + clean_arm  # the noise study's arms are the clean arms' recipes on noisy data
         m = (noise.get("mean") or {}).get(arm)
         if m:
             out[name] = {
@@ -891,7 +891,7 @@ def noise_in_training(noise: dict) -> dict:
     return out
 
 
-def write_selection_quality_downstream(tasks: dict, recheck: dict, noise: dict | None = None) -> None:
+def write_selection_quality_downstream(tasks: dict, recheck: dict, noise: dict) -> None:
     """The threshold variants on the suite's tasks, into selection_quality.json (its static parts are
     written by benchmarks/selection_quality.py): per task and variant, the mean and the paired CI
     against the paper's selection (`paper_arm_for_variants`), the noise study's kept rows per variant;
