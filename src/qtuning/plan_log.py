@@ -7,8 +7,9 @@ Line format (columnar per sample, so that `pandas.DataFrame(line["samples"])` wo
                  "supplemented": [...], "trainable_tokens": [...], "kept_tokens": [...]},
      "tokens": [{"id": 17, "token_ids": [...], "score": [...], "kept": [...]}, ...]}
 
-`step` is the optimizer step the micro-batch belongs to (1-based). "tokens" lists the Q2
-(token-pruned) samples only: their response tokens, smoothed scores s_i and kept flags.
+`step` is the optimizer step the micro-batch belongs to (1-based). "tokens" lists the token-prunable
+kept samples only (Q2; under a baseline sample pruner, every kept sample): their response tokens,
+scores (smoothed s_i, or the baseline token pruner's priority) and kept flags.
 Resuming truncates the lines of steps after the checkpoint, so nothing is duplicated. Every rank
 writes its own log (`plan_log_path`); `read_plan_log` reads one, `read_run_plans` a whole run's.
 """
@@ -60,7 +61,8 @@ def plan_records(
         targets = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)  # target of position t is token t + 1
         candidates = plan.token_score != 0
         tokens = []
-        for b in (plan.kept_role == Role.Q2).nonzero().flatten().tolist():
+        prunable = (plan.kept_role == Role.Q2) | (plan.kept_role == Role.KEPT)  # (B,)
+        for b in prunable.nonzero().flatten().tolist():
             where = candidates[b]
             tokens.append(
                 {
