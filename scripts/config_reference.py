@@ -5,8 +5,9 @@
 
 The tables (name, type, default, help) sit between the markers `<!-- config:start -->` and
 `<!-- config:end -->`; the prose around them is written by hand and left alone. One table per
-dataclass: `QTuningConfig` (the engine), the fields declared in `QTuningSFTConfig`'s own class body
-(not TRL's inherited ones, not QTuningConfig's), and `RunConfig` where it exists.
+dataclass: `QTuningConfig` (the engine), the fields declared in `QTuningTrainingConfig`'s own class
+body (how Q-Tuning runs inside a trainer), those declared in `QTuningSFTConfig`'s own class body (not
+TRL's inherited ones, not QTuningTrainingConfig's), and `RunConfig` where it exists.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
     _import_qtuning()
     from qtuning.config import QTuningConfig
     from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.training_config import QTuningTrainingConfig
 
     out = [
         (
@@ -60,13 +62,20 @@ def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
             list(dataclasses.fields(QTuningConfig)),
         )
     ]
-    by_name = {f.name: f for f in dataclasses.fields(QTuningSFTConfig)}
-    own = [by_name[name] for name in inspect.get_annotations(QTuningSFTConfig) if name in by_name]
+    out.append(
+        (
+            "`QTuningTrainingConfig`: how Q-Tuning runs inside a trainer (`qtuning.training_config`)",
+            "The fields `QTuningTrainingConfig` adds to `QTuningConfig`; `QTuningSFTConfig` inherits them, and "
+            "`QTuningTrainerMixin` reads them (from `args`, or from `qtuning_config=`).",
+            _own_fields(QTuningTrainingConfig),
+        )
+    )
     out.append(
         (
             "`QTuningSFTConfig`: the trainer (`qtuning.sft_config`)",
-            "The fields declared by `QTuningSFTConfig` itself, on top of TRL's `SFTConfig` and `QTuningConfig`.",
-            own,
+            "The fields declared by `QTuningSFTConfig` itself, on top of TRL's `SFTConfig` and "
+            "`QTuningTrainingConfig`: TRL defaults changed for small-model and CPU runs.",
+            _own_fields(QTuningSFTConfig),
         )
     )
     run_config = run_config_class()
@@ -80,6 +89,12 @@ def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
             )
         )
     return out
+
+
+def _own_fields(cls) -> list[dataclasses.Field]:
+    """The fields declared in `cls`'s own class body, in their order there."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    return [by_name[name] for name in inspect.get_annotations(cls) if name in by_name]
 
 
 def _declared_annotation(f: dataclasses.Field) -> object:

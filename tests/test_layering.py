@@ -22,6 +22,10 @@ ENGINE = (
     "procedural_data",
     "errors",
     "cli_args",
+    "training_config",
+    "row_ids",
+    "run_metrics",
+    "extras",
 )
 
 
@@ -90,7 +94,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_reader_sees_every_kind_of_import():
     graph = import_graph()
-    assert "kept_batch" in graph["trainer"]  # from .kept_batch import ...
+    assert "kept_batch" in graph["trainer_mixin"]  # from .kept_batch import ...
     assert "plots" in graph["commands"]  # `from . import plots`, inside a function
     assert "run" in graph["cli"]  # a function-local `from .run import run_training`
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
@@ -122,6 +126,12 @@ def _modules_after(code: str) -> set[str]:
 def test_the_engine_imports_no_model_library():
     loaded = _modules_after("import " + ", ".join(f"qtuning.{m}" for m in ENGINE))
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_the_trainer_mixin_imports_transformers_but_no_trl():
+    """QTuningTrainerMixin goes on other frameworks' Trainers, where trl may be absent or too old."""
+    loaded = _modules_after("import qtuning.trainer_mixin")
+    assert "transformers" in loaded and "trl" not in loaded, sorted(loaded & set(HEAVY))
 
 
 def test_import_qtuning_is_light():

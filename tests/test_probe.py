@@ -90,3 +90,25 @@ def test_probe_switches_to_eval_only_when_the_model_has_dropout(monkeypatch):
     second, _, _ = score_batch(dropping, input_ids, attention_mask, labels)
     assert torch.equal(first.nll, second.nll)  # eval mode: attention dropout off, the same plan every time
     assert dropping.training  # and the training mode is restored
+
+
+def test_a_model_that_returns_no_logits_is_refused_with_what_to_set():
+    """Unsloth returns empty logits unless UNSLOTH_RETURN_LOGITS=1: one clear error, not a shape crash."""
+    import types
+
+    from qtuning.errors import ModelSpecError
+    from qtuning.probe import check_head_path
+
+    model = tiny_llama()
+    original = model.forward
+
+    def empty_logits(self, *args, **kwargs):
+        out = original(*args, **kwargs)
+        out.logits = torch.empty(0)
+        return out
+
+    model.forward = types.MethodType(empty_logits, model)
+    with pytest.raises(ModelSpecError, match="UNSLOTH_RETURN_LOGITS=1"):
+        check_head_path(model)
+    model.forward = original
+    check_head_path(model)  # the same model with its logits passes

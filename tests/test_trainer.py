@@ -253,7 +253,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
 
     layer._gradient_checkpointing_func = counted
     ckpt_loss, ckpt_grads = trainer_loss_and_grads(checkpointed, batch, "probe")
-    assert checkpoint_calls == [True]  # the kept-rows forward (with grad) checkpoints; the no-grad probe does not
+    # The kept-rows forward (with grad) checkpoints; the no-grad probe does not. Before transformers 5.24 the
+    # checkpointing layers did not look at grad mode, so the probe's forward went through the checkpoint
+    # function too, where without grad it is a plain forward (constraints-oldest.txt runs 5.0).
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) >= Version("5.24"):
+        assert checkpoint_calls == [True]
+    else:
+        assert checkpoint_calls[-1] is True and not any(checkpoint_calls[:-1]), checkpoint_calls
     torch.testing.assert_close(ckpt_loss, loss, atol=1e-5, rtol=1e-5)
     assert ckpt_grads.keys() == grads.keys()
     for name in grads:

@@ -6,16 +6,19 @@ Three ways in, all importable from here:
     from qtuning import QTuner                                # three calls in your own training loop
     from qtuning import QTuningConfig, plan_batch             # the pure engine: scores in, a plan out
 
+and, for a framework's own transformers Trainer, `QTuningTrainerMixin` with `QTuningTrainingConfig`
+(`class T(QTuningTrainerMixin, TheirTrainer)`, `T(..., qtuning_config=QTuningTrainingConfig(...))`).
 `RunConfig` (what `qtuning train` loads around the trainer: the model, the data, LoRA) comes from
-here too. The engine (config, scoring, selection) is imported eagerly and needs only torch; the
-trainer, its configs and QTuner are imported on first use (module `__getattr__`), so `import qtuning`
-does not import transformers or trl.
+here too. The engine (config, scoring, selection) is imported eagerly and needs only torch (the core
+install: `pip install qtuning`); the trainers, their configs and QTuner are imported on first use
+(module `__getattr__`), so `import qtuning` does not import transformers or trl. The trainers need an
+extra (`pip install "qtuning[trl]"`); without it they raise MissingExtraError, which says so.
 """
 
 import importlib
 
 from .config import QTuningConfig
-from .errors import ConfigError, QTuningError, ScoreError
+from .errors import ConfigError, MissingExtraError, QTuningError, ScoreError
 from .scoring import (
     IGNORE_INDEX,
     SampleScores,
@@ -43,6 +46,8 @@ __version__ = "0.1.0"
 # name -> the module that defines it, imported on first access
 _LAZY = {
     "QTuningSFTTrainer": ".trainer",
+    "QTuningTrainerMixin": ".trainer_mixin",
+    "QTuningTrainingConfig": ".training_config",
     "QTuningSFTConfig": ".sft_config",
     "RunConfig": ".sft_config",
     "QTuner": ".qtuner",
@@ -66,11 +71,14 @@ def __dir__() -> list[str]:
 __all__ = [
     "ConfigError",
     "IGNORE_INDEX",
+    "MissingExtraError",
     "QTuner",
     "QTuningConfig",
     "QTuningError",
     "QTuningSFTConfig",
     "QTuningSFTTrainer",
+    "QTuningTrainerMixin",
+    "QTuningTrainingConfig",
     "ROLE_DROPPED",
     "ROLE_Q2",
     "ROLE_Q4",

@@ -120,6 +120,9 @@ def parse_train_config(argv: list[str]):
 
 
 def _cmd_train(argv: list[str]) -> int:
+    from .extras import require_extra
+
+    require_extra("trl", "`qtuning train`")  # one line naming the pip command, before transformers is imported
     from .run import run_training
 
     run, args = parse_train_config(argv)

@@ -66,7 +66,7 @@ def register(sub) -> None:
 
 
 def _need_plots() -> None:
-    """matplotlib is an extra (qtuning[plot]): say so before any work is done."""
+    """matplotlib is an extra (qtuning[insight], or qtuning[plot] alone): say so before any work is done."""
     try:
         from . import plots  # noqa: F401
     except ImportError as exc:

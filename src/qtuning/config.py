@@ -22,7 +22,7 @@ SUPPLEMENT_TOWARD = ("nearest", "low_ppl")
 # implemented in qtuning.policies (which imports these names; this module imports nothing heavy)
 SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
 TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
-SELECTION_POOLS = ("micro_batch", "global", "accumulation")  # QTuningSFTConfig.selection_pool (qtuning.distributed)
+SELECTION_POOLS = ("micro_batch", "global", "accumulation")  # QTuningTrainingConfig.selection_pool (distributed)
 
 
 @dataclass

@@ -66,3 +66,8 @@ class EvalError(QTuningError, ValueError):
 
 class AssetError(QTuningError, RuntimeError):
     """A packaged asset could not be fetched or failed its checksum."""
+
+
+class MissingExtraError(QTuningError, ImportError):
+    """A feature's optional dependencies (a pyproject extra) are not installed; the message names the
+    feature, the missing packages and the `pip install "qtuning[extra]"` that adds them."""

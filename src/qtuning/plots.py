@@ -17,7 +17,7 @@ try:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 except ImportError as exc:  # pragma: no cover - matplotlib is in the dev and plot extras
-    raise ImportError("qtuning's plots need matplotlib: pip install 'qtuning[plot]'") from exc
+    raise ImportError("qtuning's plots need matplotlib: pip install 'qtuning[insight]'") from exc
 
 QUADRANT_COLOURS = {1: "#d62728", 2: "#ff7f0e", 3: "#7f7f7f", 4: "#1f77b4"}
 QUADRANT_LABELS = {1: "Q1 harmful noise", 2: "Q2 misconception", 3: "Q3 redundant", 4: "Q4 calibration"}

@@ -9,7 +9,9 @@ full (B, T, V) logits would otherwise dominate the time and the memory of a step
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .errors import ConfigError, ModelSpecError
 from .scoring import IGNORE_INDEX, TokenScores, shift_labels, shift_mask, token_scores_from_hidden
+from .training_config import QTuningTrainingConfig, resolved_probe_batch_size, resolved_probe_precision
 
 
 def unwrap_model(model):
@@ -118,6 +121,48 @@ def score_batch(
         if switch:
             model.train(was_training)
     return scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions, chunk_size)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How a trainer's probe runs, resolved once for its device: the arguments of every probe call."""
+
+    device: torch.device
+    precision: str  # 'bf16' (bf16 autocast for the probe's forward only) or 'same' (as training)
+    batch_size: int  # rows per length-sorted group (score_batch's sub_batch_size); 0: the whole batch
+    chunk_size: int  # positions per fp32 chunk of the LM head over the vocabulary
+    entropy_positions: str  # 'response' or 'all' (QTuningConfig.entropy_positions)
+
+    @classmethod
+    def resolve(cls, settings: QTuningTrainingConfig, device: torch.device) -> ProbeSettings:
+        """probe_precision and probe_batch_size 'auto' (-1) made concrete for `device`."""
+        return cls(
+            device=device,
+            precision=resolved_probe_precision(settings.probe_precision, device),
+            batch_size=resolved_probe_batch_size(settings.probe_batch_size, device),
+            chunk_size=settings.score_chunk_size,
+            entropy_positions=settings.entropy_positions,
+        )
+
+    def score(self, model, batch: dict, *, in_probe_precision: bool = True):
+        """score_batch on a batch's input_ids, attention_mask, labels (B, T), moved to the device:
+        (TokenScores, loss mask, attention) on the shifted grid. in_probe_precision=False runs in the
+        training precision (Rho-1's reference model)."""
+        precision = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if in_probe_precision and self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with precision:
+            return score_batch(
+                model,
+                batch["input_ids"].to(self.device),
+                batch["attention_mask"].to(self.device),
+                batch["labels"].to(self.device),
+                self.entropy_positions,
+                self.chunk_size,
+                self.batch_size,
+            )
 
 
 def has_dropout(model) -> bool:
@@ -233,7 +278,15 @@ def check_head_path(model, vocab_size: int | None = None, atol: float = 1e-3) ->
     was_training = model.training
     model.eval()
     try:
-        full = model(input_ids=ids, attention_mask=attention, use_cache=False).logits.float()  # (1, 8, V)
+        full = model(input_ids=ids, attention_mask=attention, use_cache=False).logits  # (1, 8, V)
+        if full is None or full.dim() != 3 or full.shape[:2] != ids.shape or full.shape[-1] < vocab:
+            # Unsloth's models return empty logits unless UNSLOTH_RETURN_LOGITS=1 (docs/integrations.md)
+            shape = None if full is None else tuple(full.shape)
+            raise ModelSpecError(
+                f"{type(inner).__name__} returned no usable logits (shape {shape}, expected (1, 8, {vocab})); "
+                "with Unsloth, set UNSLOTH_RETURN_LOGITS=1 in the environment before importing it"
+            )
+        full = full.float()
         hidden = forward_final_hidden(model, ids, attention)
     finally:
         model.train(was_training)

@@ -25,12 +25,13 @@ from pathlib import Path
 
 from .errors import PlanLogError, ReportError
 from .plan_log import PLAN_LOG_FILE, plan_log_path, read_run_plans
+from .run_metrics import SUMMARY_FILE  # the summary's writer (qtuning.run_metrics: no trl needed to read a run)
 from .selection import Role
 
 REPORT_FILE = "qtuning_report.html"  # written here
 # Written by transformers' Trainer (transformers.trainer.TRAINER_STATE_NAME; a test pins the two together),
 # named here so that reading a run does not import transformers. The other names come from their writers:
-# plan_log.PLAN_LOG_FILE, trainer.SUMMARY_FILE.
+# plan_log.PLAN_LOG_FILE, run_metrics.SUMMARY_FILE.
 TRAINER_STATE_FILE = "trainer_state.json"
 
 _CSS = """
@@ -224,8 +225,6 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         plans = read_run_plans(path)
     except PlanLogError as exc:
         raise ReportError(str(exc)) from exc
-    from .trainer import SUMMARY_FILE  # its writer (imported here: a run's files are read without trl)
-
     summary_path = path / SUMMARY_FILE
     summary = read_json(summary_path, "the run's summary object") if summary_path.is_file() else None
     if not plans and not any("loss" in h for h in history):

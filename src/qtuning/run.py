@@ -65,9 +65,11 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
         # ZeRO-3 partitions the weights while they load (deepspeed.zero.Init), which needs the process
         # group: TrainingArguments sets it up when its device is first asked for
         _ = args.device
+    # the data first: a bad file is refused in a second, before a model loads
+    records, report = load_records(run.data)
+    eval_loaded = load_records(run.eval_data) if run.eval_data else None
     if model is None:
         model, tokenizer = load_model_and_tokenizer(run.model)
-    records, report = load_records(run.data)
     if args.pruning_method != "none" and any(r.get("token_keep") is not None for r in records):
         import warnings
 
@@ -79,7 +81,7 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
         )
     reports = [report]
     if run.eval_data:
-        eval_records, eval_report = load_records(run.eval_data)
+        eval_records, eval_report = eval_loaded
         reports.append(eval_report)
         train_records, _ = split_records(records, 0.0, args.seed, run.max_train_samples)
         eval_records = eval_records[: run.max_eval_samples] if run.max_eval_samples else eval_records
@@ -121,7 +123,7 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
 
 def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
     """The whole run; returns the summary that is also written to output_dir/qtuning_summary.json."""
-    from .trainer import SUMMARY_FILE
+    from .run_metrics import SUMMARY_FILE
 
     print(
         f"[qtuning] model {run.model} | data {run.data} | pruning {args.pruning_method} "

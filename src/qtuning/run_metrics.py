@@ -1,0 +1,127 @@
+"""RunMetrics: the counts of a Q-Tuning run inside a trainer, and what is derived from them.
+
+Two sums of the same counts: the window (since the last log; the `qtuning/*` log metrics) and the
+totals (since the start of training; checkpointed, so a resumed run counts on, and the summary). Each
+rank counts its own; `take_window` and `summary` sum over ranks through the `reduce` the trainer
+passes (a function of a float64 tensor, summed over ranks; None on one process). Imports torch only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+
+from .selection import SelectionPlan
+
+SUMMARY_FILE = "qtuning_summary.json"  # in output_dir at the end of training (run.py adds the held-out losses)
+ESTIMATE_BASIS = "forward = 1, forward+backward = 3 per token position; full data = 3 x all positions"
+
+Reduce = Callable[[torch.Tensor], torch.Tensor] | None
+
+
+class RunMetrics:
+    """Window and total sums of the run's counts (plans, samples, kept tokens, positions, seconds, ...)."""
+
+    def __init__(self):
+        self.window: dict[str, float] = defaultdict(float)  # sums since the last log
+        self.totals: dict[str, float] = defaultdict(float)  # sums since the start of training (resumable)
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            self.window[key] += value
+            self.totals[key] += value
+
+    def add_plan(self, plan: SelectionPlan, attention: torch.Tensor, scored: bool) -> None:
+        """The counts of one planned micro-batch; attention (B, T) on the shifted grid, on the CPU."""
+        counts = {
+            "plans": 1,
+            "samples": plan.sample_keep.numel(),
+            "kept": plan.num_kept,
+            "supplemented": plan.num_supplemented,
+            "converged": int(plan.converged),
+            "iterations": plan.iterations,
+            "alpha": plan.alpha,
+            "beta": plan.beta,
+            "scored_tokens": int(plan.num_trainable_tokens.sum()) if scored else 0,
+            "scored_positions": int(attention.sum()) if scored else 0,
+            "trainable_tokens": int(plan.num_trainable_tokens.sum()),
+            "kept_tokens": plan.num_kept_tokens,
+            "positions": int(attention.sum()),
+        }
+        for q in range(1, 5):
+            counts[f"q{q}"] = int((plan.quadrant == q).sum())
+        self.add(**counts)
+
+    def take_window(self, reduce: Reduce, device) -> dict[str, float]:
+        """The window's sums over all ranks; the window starts again from zero."""
+        window = _summed(self.window, reduce, device)
+        self.window.clear()
+        return window
+
+    def load_totals(self, totals: dict[str, float]) -> None:
+        """Resume: the totals a checkpoint saved."""
+        self.totals = defaultdict(float, totals)
+
+    def summary(self, reduce: Reduce, device, **fields) -> dict:
+        """The end-of-training summary (qtuning_summary.json) from the totals over all ranks; `fields`
+        are wall_clock_s, optimizer_steps, scoring_mode, output_dir, plan_log (in that order)."""
+        totals = _summed(self.totals, reduce, device)
+        trained_pos = totals.get("trained_positions", 0.0)
+        # Full-data training would run forward+backward (~3 forward passes) over every position we scored
+        # (every position of every sample); we ran 1 forward there plus 3 on the kept rows.
+        all_pos = totals.get("positions", 0.0)
+        cost = totals.get("probed_positions", 0.0) + 3 * trained_pos
+        return {
+            "wall_clock_s": fields["wall_clock_s"],
+            "optimizer_steps": fields["optimizer_steps"],
+            "samples_scored": totals.get("samples", 0.0),
+            "samples_trained": totals.get("trained_rows", 0.0),
+            "trainable_tokens_scored": totals.get("scored_tokens", 0.0),
+            "tokens_trained": totals.get("trained_tokens", 0.0),
+            "positions_forwarded_with_grad": trained_pos,
+            "positions_probed": totals.get("probed_positions", 0.0),  # by a separate no-grad forward
+            "samples_selected_with_stale_scores": totals.get("stale_rows", 0.0),  # scoring="stale"
+            "scoring_s": totals.get("scoring_s", 0.0),
+            "scoring_mode": fields["scoring_mode"],
+            "estimated_compute_vs_full_data": cost / max(1.0, 3 * all_pos),
+            "estimate_basis": ESTIMATE_BASIS,
+            "output_dir": fields["output_dir"],
+            "plan_log": fields["plan_log"],
+        }
+
+    def log_metrics(self, w: dict[str, float], stale: bool) -> dict[str, float]:
+        """The `qtuning/*` log entries of a gathered window `w` (docs/how-a-step-runs.md lists them);
+        {} for a window without plans. stale: add the share of samples selected with cached scores."""
+        if not w.get("plans"):
+            return {}
+        plans, samples = w["plans"], max(1.0, w["samples"])
+        out = {
+            "qtuning/kept_sample_fraction": w.get("kept", 0) / samples,
+            "qtuning/supplemented": w.get("supplemented", 0) / plans,
+            "qtuning/alpha": w.get("alpha", 0) / plans,
+            "qtuning/beta": w.get("beta", 0) / plans,
+            "qtuning/bisection_iterations": w.get("iterations", 0) / plans,
+            "qtuning/bisection_converged_share": w.get("converged", 0) / plans,
+            "qtuning/kept_token_fraction": w.get("kept_tokens", 0) / max(1.0, w.get("trainable_tokens", 0)),
+            "qtuning/tokens_scored": w.get("scored_tokens", 0),
+            "qtuning/tokens_trained": w.get("trained_tokens", 0),
+            "qtuning/tokens_scored_total": self.totals.get("scored_tokens", 0),
+            "qtuning/tokens_trained_total": self.totals.get("trained_tokens", 0),
+            "qtuning/scoring_time_share": w.get("scoring_s", 0) / max(1e-9, w.get("step_s", 0)),
+        }
+        if stale:  # the share of samples selected with cached (not fresh) scores
+            out["qtuning/stale_sample_share"] = w.get("stale_rows", 0) / samples
+        for q in range(1, 5):
+            out[f"qtuning/quadrant_q{q}"] = w.get(f"q{q}", 0) / samples
+        return out
+
+
+def _summed(sums: dict[str, float], reduce: Reduce, device) -> dict[str, float]:
+    """`sums` summed over ranks (one float64 all-reduce), by key; `sums` itself on one process."""
+    keys = sorted(sums)
+    if not keys or reduce is None:
+        return dict(sums)
+    values = reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device))
+    return dict(zip(keys, values.tolist()))
