@@ -5,7 +5,10 @@
 #   2. benchmarks/step_speed.py on the shapes of SmolLM2-135M, -360M and -1.7B (random weights: the
 #      machine has no model package; timing does not depend on the weights), bf16 mixed precision,
 #      16 x 512: full, random, qtuning (probe), auto and stale, each shape its own JSON
-#      (benchmarks/results/step_speed_cuda_<shape>.json, copied to $OUT).
+#      (benchmarks/results/step_speed_cuda_<shape>.json, copied to $OUT);
+#   3. benchmarks/unsloth_smoke.py (Unsloth needs an accelerator): UNSLOTH_RETURN_LOGITS unset, then set,
+#      4 steps with QTuningSFTTrainer imported after unsloth ($OUT/unsloth_smoke.json; "skipped" with the
+#      reason when the unsloth and unsloth_zoo wheels were not carried in .whl/).
 # Needs, carried next to the repository: .whl/ (trl, datasets, dill, multiprocess, transformers,
 # peft wheels; deepspeed, hjson, ninja, py-cpuinfo, msgpack, einops for the ZeRO test: build the
 # deepspeed wheel with `pip wheel --no-build-isolation --no-deps deepspeed==0.19.8 -w .whl`) and
@@ -27,3 +30,4 @@ for shape in 135m 360m 1.7b; do
     --results-name "step_speed_cuda_$shape.json" 2>&1 | grep -v -i warn | tee "$OUT/step_speed_$shape.log" | tail -12
   cp "benchmarks/results/step_speed_cuda_$shape.json" "$OUT/" 2>/dev/null
 done
+timeout 150 python3 benchmarks/unsloth_smoke.py 2>&1 | grep -v -i warn | tee "$OUT/unsloth_smoke.log" | tail -20

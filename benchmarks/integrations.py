@@ -119,7 +119,7 @@ def run_framework(
     if name == "axolotl":
         command = ["axolotl", "train", config.name, *(f"--{k.replace('_', '-')}={v}" for k, v in values.items())]
     else:
-        command = ["python", "-m", "qtuning.integrations.llamafactory", config.name]
+        command = ["qtuning", "llamafactory", config.name]
         command += [f"{k}={v}" for k, v in values.items()]
     started = time.perf_counter()
     proc = subprocess.run(
@@ -279,7 +279,7 @@ def replay(dump: Path, out: Path, trainer_kind: str = "sft", weights: bool = Fal
     started = time.perf_counter()
     trainer.train()
     return {
-        "trainer": f"{base.__name__} ({'QTuningSFTTrainer' if trainer_kind == 'sft' else 'QTuningTrainerMixin on transformers.Trainer'})",
+        "trainer": "QTuningSFTTrainer" if trainer_kind == "sft" else "QTuningTrainerMixin on transformers.Trainer",
         "versions": instrument._versions("qtuning"),
         "settings": dataclasses.asdict(trainer.qt_settings.training_config())
         if hasattr(trainer.qt_settings, "training_config")
@@ -424,7 +424,7 @@ def check_plans(name: str, env: Path, config: Path, work: Path, args) -> dict:
         "version": meta["versions"].get(name),
         "steps": summary["optimizer_steps"],
         "framework_versions": meta["versions"],
-        "entry_point": " ".join(proc.args[:2] if name == "axolotl" else proc.args[:4]),
+        "entry_point": " ".join(proc.args[:2] if name == "axolotl" else proc.args[:3]),
         "run_seconds": proc.seconds,
         "omp_num_threads": args.threads,
         "kept_shares": shares,
@@ -541,6 +541,7 @@ def main(argv=None) -> int:
         )
         config = Path(inputs[FRAMEWORKS[name]])
         for part in args.parts:
+            entry[f"{part}_command"] = results["command"]
             if part == "plans":
                 entry.update(check_plans(name, env, config, work, args), plans_date=now())
             else:

@@ -33,44 +33,11 @@ NOT_APPLICABLE = {
 }
 DROP_READ_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
-# Cells that break the promise where the fix lies in a file this test's change could not edit (the
-# trainer, the command line and the other commands' modules were being changed at the same time). Each:
-# where the traceback (or the silent exit) comes from, and the fix. A cell listed here that starts keeping
-# the promise fails the test too: remove it from this table then.
-KNOWN_FAILURES = {
-    "train-unreadable": "PermissionError from cli.py load_recipe, `yaml.safe_load(path.read_text())`: catch "
-    "OSError there -> UsageError(f'recipe {path} cannot be read: {exc.strerror}')",
-    "train-unwritable_output": "NotADirectoryError from transformers Trainer.__init__ (os.makedirs(output_dir)), "
-    "reached via run.py build_trainer -> trainer_mixin.py __init__, after the model and data load: in run.py "
-    "run_training, before build_trainer, create output_dir and turn OSError into a UsageError naming it",
-    "plan-unwritable_output": "FileExistsError from analysis.py preview_plans, `Path(output).parent.mkdir(...)`, "
-    "after every batch was scored: create the output's folder before loading the model; OSError -> AnalysisError",
-    "fetch-unknown_model": "exit 0: cli.py _cmd_fetch prints resolve_model(name), which passes an unknown name "
-    "through as a hub id and fetches nothing: refuse names not in models.BUILTIN_MODELS (UsageError listing them)",
-    "fetch-unreadable": "PermissionError from assets.py sha256_of (open), via models.py resolve_model "
-    "`sha256_of(path)`: catch OSError there -> ModelSpecError(f'model file {path} cannot be read: ...')",
-    "fetch-unwritable_output": "NotADirectoryError from assets.py _cache_from_one_archive, `cache_dir.mkdir(...)` "
-    "(QTUNING_CACHE under a regular file): catch OSError -> AssetError naming the cache folder and QTUNING_CACHE",
-    "eval-unreadable": "PermissionError from evaluation.py read_records_file, `path.read_text(encoding='utf-8')`: "
-    "catch OSError -> EvalError naming the records file",
-    "eval-unwritable_output": "FileExistsError from evaluation.py run_eval_cli, `Path(args.output).parent.mkdir(...)`, "
-    "after the whole evaluation: create the output's folder before evaluate_dir; OSError -> EvalError",
-    "analyze-unwritable_output": "NotADirectoryError from analysis.py check_or_write_meta, `out_dir.mkdir(...)` "
-    "(run_analyze only checks that the output itself is not a file): OSError -> AnalysisError naming the folder",
-    "report-unknown_model": "exit 0: report.py reads --tokenizer only when the run has a Q2 token view "
-    "(build_run_report: load_run_tokenizer), so an unknown name passes silently: resolve cfg.tokenizer "
-    "(models.load_tokenizer) in write_run_report before building the page",
-    "report-unreadable": "PermissionError from report.py read_json, `json.loads(path.read_text())`: catch OSError "
-    "-> ReportError naming the file",
-    "report-unwritable_output": "FileExistsError from report.py write_run_report, `out.parent.mkdir(...)`: "
-    "OSError -> ReportError naming the output",
-    "select-unwritable_output": "FileExistsError from static_select.py run_select, `out.parent.mkdir(...)`, after "
-    "the selection: create the output's folder first; OSError -> UsageError naming the output",
-    "compare-unreadable": "PermissionError from comparison.py load_item_scores, `json.loads(path.read_text())`: "
-    "catch OSError -> UsageError naming the file",
-    "compare-unwritable_output": "FileExistsError from comparison.py run_compare, `Path(cfg.output).parent.mkdir(...)`"
-    ", after the bootstrap: check the output first; OSError -> UsageError",
-}
+# Cells that break the promise, each with where the traceback (or the silent exit) comes from and the fix:
+# empty since the 15 listed at first were fixed (issue 29: unreadable recipe, records, model, run state and
+# eval files; outputs under a regular file checked before any model loads; `fetch` and `report` refusing an
+# unknown model). A cell listed here that starts keeping the promise fails the test too: remove it then.
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 @dataclass

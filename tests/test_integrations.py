@@ -219,3 +219,24 @@ def test_alternate_times_qtuning_and_the_framework_step_on_the_same_batches(tmp_
     assert framework.own_loss_calls == 2  # the full steps ran the framework's own loss, on all 8 rows
     plans = [json.loads(line) for line in (tmp_path / "framework" / "qtuning_plans.jsonl").read_text().splitlines()]
     assert [p["step"] for p in plans] == [1, 4] and all(p["num_kept"] == 2 for p in plans)
+
+
+def test_qtuning_llamafactory_subcommand_without_the_framework(tmp_path):
+    """`qtuning llamafactory` is listed by --help; where LLaMA-Factory is absent (this venv) it says, in
+    one line, what to install, before reading anything."""
+    import importlib.util
+    import subprocess
+
+    assert importlib.util.find_spec("llamafactory") is None  # this venv has no LLaMA-Factory
+    config = tmp_path / "train.yaml"
+    config.write_text("stage: sft\nqtuning:\n  sample_ratio: 0.25\n")
+    cli = [sys.executable, "-m", "qtuning.cli"]
+    helped = subprocess.run([*cli, "--help"], capture_output=True, text=True)
+    assert "llamafactory" in helped.stdout
+    proc = subprocess.run([*cli, "llamafactory", str(config)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qtuning: error: `qtuning llamafactory` needs llamafactory")
+    assert "pip install llamafactory==0.9.5" in lines[0]
+    usage = subprocess.run([*cli, "llamafactory"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage: qtuning llamafactory train.yaml" in usage.stderr

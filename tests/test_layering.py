@@ -26,6 +26,7 @@ ENGINE = (
     "row_ids",
     "run_metrics",
     "extras",
+    "files",
 )
 
 

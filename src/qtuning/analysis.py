@@ -40,6 +40,7 @@ import torch
 from . import signatures
 from .config import QTuningConfig
 from .errors import AnalysisError
+from .files import atomic_write_text, check_output_file, check_output_folder
 from .selection import ROLE_NAMES, Role, select_samples
 
 SHARD_DIR = "shards"
@@ -163,8 +164,8 @@ def check_or_write_meta(out_dir: Path, meta: dict) -> None:
             f"{out_dir} holds score shards but no {META_FILE}: they cannot be matched to this data "
             "and model; use another output folder or remove it"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=1) + "\n")
+    check_output_folder(out_dir, "output folder", AnalysisError)
+    atomic_write_text(path, json.dumps(meta, indent=1) + "\n")
 
 
 def _response_positions(labels: list[int]) -> int:
@@ -737,6 +738,8 @@ def preview_plans(
     from .probe import score_batch
     from .selection import plan_batch
 
+    if output:  # before the model loads and the rows are scored: fail in a second, not after the work
+        output = str(check_output_file(output, "--output", AnalysisError))
     torch.manual_seed(seed)
     print(f"[qtuning] model {model_name}, data {data}, {num_samples} samples, batch {batch_size}")
     model, tokenizer = load_model_and_tokenizer(model_name)
@@ -786,8 +789,6 @@ def preview_plans(
         f"({totals['kept_tokens'] / max(1, totals['tokens']):.1%})"
     )
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w") as handle:
-            json.dump({"config": dataclasses.asdict(cfg), "batches": rows}, handle, indent=1)
+        atomic_write_text(output, json.dumps({"config": dataclasses.asdict(cfg), "batches": rows}, indent=1))
         print(f"  per-batch plans   {output}")
     return rows

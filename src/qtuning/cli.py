@@ -45,8 +45,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from .assets import cache_root
     from .builtin_data import load_builtin_records
-    from .models import resolve_model
+    from .models import BUILTIN_MODELS, resolve_model
 
+    for name in args.models:  # what fetch can cache: a built-in model, or a .gguf file (converted once)
+        if name.lower() not in BUILTIN_MODELS and not name.lower().endswith(".gguf"):
+            raise UsageError(
+                f"fetch: model {name!r} is not a built-in model ({', '.join(BUILTIN_MODELS)}) nor a .gguf file; "
+                "`qtuning fetch` caches only those (a local folder or a hub id needs no fetch)"
+            )
     for name in args.models:
         print(f"[qtuning] model {name}: {resolve_model(name)}")
     for name in args.datasets:
@@ -83,6 +89,9 @@ def load_recipe(path: str | Path) -> dict:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"recipe {path} is not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # no permission, a broken disk, not text
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"recipe {path} cannot be read: {why}") from exc
     if not isinstance(values, dict):
         raise UsageError(f"recipe {path} must be a mapping of config fields, got {type(values).__name__}")
     known = train_fields()
@@ -138,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune with Q-Tuning from a YAML recipe (qtuning train --help for every field)",
         add_help=False,
     )
+    sub.add_parser(
+        "llamafactory",
+        help="run LLaMA-Factory's own SFT workflow with Q-Tuning on, from its YAML plus a `qtuning:` block "
+        "(qtuning llamafactory train.yaml [key=value ...]; needs the [llamafactory] extra)",
+        add_help=False,
+    )
     plan = sub.add_parser(
         "plan",
         help="score a real dataset with a model and show what Q-Tuning keeps, batch by batch",
@@ -180,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":  # its options come from the config dataclass, parsed apart
             return _cmd_train(argv[1:])
+        if argv and argv[0] == "llamafactory":  # LLaMA-Factory's own key=value overrides, parsed by it
+            from .integrations.llamafactory import main as llamafactory_main
+
+            return llamafactory_main(argv[1:])
         args = parser.parse_args(argv)
         return args.func(args)
     except QTuningError as exc:  # the user's input: one line that names it, no traceback

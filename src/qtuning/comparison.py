@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .bootstrap import Interval, paired_difference, verdict
 from .errors import UsageError
+from .files import atomic_write_text, check_output_file
 
 
 @dataclass
@@ -85,6 +86,10 @@ def load_item_scores(path: str | Path) -> dict[str, tuple[list[str], dict[str, l
         raise UsageError(f"{path}: no such evaluation file")
     try:
         result = json.loads(path.read_text())
+    except OSError as exc:  # no permission, a broken disk
+        raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from exc
     samples = result.get("samples") if isinstance(result, dict) else None
@@ -181,6 +186,8 @@ def format_comparison(rows: list[Comparison], name_a: str, name_b: str) -> str:
 
 def run_compare(cfg: CompareConfig) -> list[Comparison]:
     """`qtuning compare`: print the table (and write the JSON); returns the rows."""
+    if cfg.output:  # before the bootstrap: fail in a second, not after the work
+        check_output_file(cfg.output, "--output", UsageError)
     a_paths, b_paths = expand_paths(cfg.a, "--a"), expand_paths(cfg.b, "--b")
     metrics = [m.strip() for m in cfg.metrics.split(",") if m.strip()] or None
     rows = compare_runs(a_paths, b_paths, metrics, cfg.resamples)
@@ -194,7 +201,6 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
         f"({cfg.resamples} resamples, seeded 0); a verdict needs the whole interval on one side of 0"
     )
     if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "a": {"name": cfg.name_a, "files": a_paths},
             "b": {"name": cfg.name_b, "files": b_paths},
@@ -213,6 +219,6 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
                 for r in rows
             ],
         }
-        Path(cfg.output).write_text(json.dumps(payload, indent=1) + "\n")
+        atomic_write_text(cfg.output, json.dumps(payload, indent=1) + "\n")
         print(f"[qtuning] wrote {cfg.output}")
     return rows

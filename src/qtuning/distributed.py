@@ -14,14 +14,24 @@ What crosses the network per step: with token_budget="per_sample", 3 numbers per
 Ent as float64, a bool): 17 bytes per sample plus pickling overhead. With token_budget="batch"
 the token-level scores travel too (the budget is one global top-k over the pool): about
 10 bytes per position (float64 NLL, two bool masks).
+
+A rank that dies or hangs: every collective here waits at most the process group's timeout
+(`ddp_timeout` of TrainingArguments, 1800 s by default; gloo honours it for these collectives, measured
+5.0 s for a 5 s timeout). When it fires, or the connection to a dead rank breaks, the waiting rank raises
+a `CollectiveError` that names itself, the collective and the step ("rank 0: the selection's
+all_gather at step 12 timed out after 30.0 s: another rank stopped (died or hung) ..."), which the
+`qtuning` command prints as one line; torchrun then ends the other ranks.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.distributed as dist
 
 from .config import SELECTION_POOLS, QTuningConfig
+from .errors import CollectiveError
 from .history import ScoreWindow
 from .scoring import SampleScores
 from .seeds import derive_seed
@@ -35,13 +45,49 @@ def world(local: bool = False) -> tuple[int, int]:
     return 0, 1
 
 
-def gather_objects(obj, local: bool = False) -> list:
-    """obj from every rank, in rank order (a single-element list outside torch.distributed)."""
+# how gloo, NCCL and the c10d store word a collective that waited past the timeout or lost its peer
+_TIMEOUT_TEXT = ("timed out", "timeout")
+_LOST_PEER_TEXT = ("connection closed", "connection reset", "broken pipe", "connection refused", "peer")
+
+
+def _collective_failure(exc: BaseException, what: str, step: int | None, seconds: float) -> CollectiveError | None:
+    """A CollectiveError for a collective that timed out or lost a rank; None for any other error."""
+    text = str(exc).lower()
+    at = "" if step is None else f" at step {step}"
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if any(t in text for t in _TIMEOUT_TEXT):
+        how = f"timed out after {seconds:.1f} s"
+    elif any(t in text for t in _LOST_PEER_TEXT):
+        how = f"lost its connection after {seconds:.1f} s"
+    else:
+        return None
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return CollectiveError(
+        f"rank {rank}: the selection's {what}{at} {how}: another rank stopped (died or hung); the wait is "
+        f"bounded by the process group's timeout (ddp_timeout, TrainingArguments). Cause: {first}"
+    )
+
+
+def _collective(call, what: str, step: int | None):
+    """Run a collective; a timeout or a lost rank becomes a one-line CollectiveError."""
+    started = time.monotonic()
+    try:
+        return call()
+    except (RuntimeError, OSError, ValueError) as exc:  # DistBackendError / DistNetworkError are RuntimeErrors
+        failure = _collective_failure(exc, what, step, time.monotonic() - started)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def gather_objects(obj, local: bool = False, step: int | None = None) -> list:
+    """obj from every rank, in rank order (a single-element list outside torch.distributed).
+    step: the optimizer step, named in the CollectiveError raised when another rank stopped."""
     rank, size = world(local)
     if size == 1:
         return [obj]
     out = [None] * size
-    dist.all_gather_object(out, obj)
+    _collective(lambda: dist.all_gather_object(out, obj), "all_gather", step)
     return out
 
 
@@ -62,6 +108,7 @@ def plan_step(
     seed: int | None = None,
     progress: float = 0.0,
     window: ScoreWindow | None = None,
+    step: int | None = None,
 ) -> list[SelectionPlan]:
     """Plans for this process's micro-batches of one optimizer step (one per part, in order).
 
@@ -71,7 +118,8 @@ def plan_step(
     new at every step) drives the baselines' random draws; `progress` is the fraction of training done.
     `window` (cfg.thresholds="history") takes every pool in the order planned: with "global" and
     "accumulation" pools every rank plans the same pools, so every rank's window stays the same;
-    with "micro_batch" pools each rank's window holds its own pools only.
+    with "micro_batch" pools each rank's window holds its own pools only. `step` (the optimizer step) is
+    named in the CollectiveError raised when another rank stopped.
     """
     if pool not in SELECTION_POOLS:
         raise ValueError(f"selection_pool={pool!r} is not allowed: expected one of {', '.join(SELECTION_POOLS)}")
@@ -87,7 +135,7 @@ def plan_step(
             plan_pool([part], cfg, seed=pool_seed(rank * len(parts) + i + 1), progress=progress, window=window)[0]
             for i, part in enumerate(parts)
         ]
-    shared = gather_objects([_shareable(p, cfg) for p in parts], local)  # [rank][micro]
+    shared = gather_objects([_shareable(p, cfg) for p in parts], local, step=step)  # [rank][micro]
     counts = {len(s) for s in shared}
     if len(counts) != 1:
         raise RuntimeError(
@@ -120,9 +168,9 @@ def plan_step(
     return [plans[k] for k in wanted]
 
 
-def all_reduce_sum(value: int, device, local: bool = False) -> torch.Tensor:
-    """A count summed over ranks, as a tensor on `device`."""
+def all_reduce_sum(value: int, device, local: bool = False, step: int | None = None) -> torch.Tensor:
+    """A count summed over ranks, as a tensor on `device` (step: named in a CollectiveError)."""
     total = torch.tensor(value, dtype=torch.long, device=device)
     if world(local)[1] > 1:
-        dist.all_reduce(total)
+        _collective(lambda: dist.all_reduce(total), "all_reduce", step)
     return total

@@ -71,3 +71,20 @@ class AssetError(QTuningError, RuntimeError):
 class MissingExtraError(QTuningError, ImportError):
     """A feature's optional dependencies (a pyproject extra) are not installed; the message names the
     feature, the missing packages and the `pip install "qtuning[extra]"` that adds them."""
+
+
+class StorageError(QTuningError, OSError):
+    """A file or folder could not be written or read back: the disk is full, a file size limit was
+    reached, a folder is not writable, or a cached file is damaged. The message names the path, why,
+    and what was kept (the last complete checkpoint, the cached copy, ...)."""
+
+
+class CollectiveError(QTuningError, RuntimeError):
+    """A collective of the selection (all_gather, all_reduce across ranks) timed out or lost a rank: another
+    rank died or hung. The message names this rank, the collective and the step."""
+
+
+class TrainingStopped(QTuningError, RuntimeError):
+    """Training was stopped by a signal (SIGTERM) after a checkpoint was saved; the message names it."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended

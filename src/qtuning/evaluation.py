@@ -336,12 +336,19 @@ def read_records_file(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"records file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        rows = json.loads(text)
-        rows = rows.get("records", rows) if isinstance(rows, dict) else rows
-    else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            rows = json.loads(text)
+            rows = rows.get("records", rows) if isinstance(rows, dict) else rows
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except OSError as exc:
+        raise EvalError(f"records file {path} cannot be read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise EvalError(f"records file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise EvalError(f"records file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     for i, row in enumerate(rows):
         if "id" not in row:
             row["id"] = str(i)
@@ -889,6 +896,10 @@ def add_eval_arguments(parser) -> None:
 
 
 def run_eval_cli(args) -> int:
+    if args.output:  # before the model loads and the evaluation runs: fail in a second, not after the work
+        from .files import check_output_file
+
+        check_output_file(args.output, "-o/--output", EvalError)
     tasks, records = parse_task_args(args.tasks)
     print(
         f"[qtuning] eval {args.model} on {', '.join(tasks)}"
@@ -912,7 +923,8 @@ def run_eval_cli(args) -> int:
         f"engine {args.engine}{' ' + result['versions']['lm_eval'] if result['versions']['lm_eval'] else ''}"
     )
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+        from .files import atomic_write_text
+
+        atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
         print(f"[qtuning] results: {args.output}")
     return 0

@@ -25,9 +25,13 @@ EXTRA_MODULES = {
     "eval": ("transformers", "peft", "lm_eval"),
     "insight": ("pandas", "pyarrow", "matplotlib"),
     "mixin": ("transformers", "accelerate"),  # what QTuningTrainerMixin needs; the extras axolotl, llamafactory
+    "llamafactory": ("llamafactory", "omegaconf"),  # the framework itself: installed first, at its own pins
 }
 # the extra a user is told to install, when it is not the key itself
-INSTALL_HINT = {"mixin": '"qtuning[trl]" (or your framework\'s: "qtuning[axolotl]", "qtuning[llamafactory]")'}
+INSTALL_HINT = {
+    "llamafactory": 'llamafactory==0.9.5 (LLaMA-Factory, at its own pins), then "qtuning[llamafactory]"',
+    "mixin": '"qtuning[trl]" (or your framework\'s: "qtuning[axolotl]", "qtuning[llamafactory]")',
+}
 
 
 def _installed(module: str) -> bool:

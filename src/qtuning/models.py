@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .assets import cache_root, fetch_file, sha256_of
-from .errors import ModelSpecError
+from .errors import AssetError, ModelSpecError
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 ACCEPTED_FORMS = (
@@ -40,7 +40,10 @@ def resolve_model(spec: str | os.PathLike) -> str:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelSpecError(f"model file {path} does not exist (expected a .gguf file)")
-        digest = sha256_of(path)[:16]
+        try:
+            digest = sha256_of(path)[:16]
+        except OSError as exc:
+            raise ModelSpecError(f"model file {path} cannot be read: {exc.strerror or exc}") from exc
         return str(convert_gguf(path, cache_root() / "models" / f"{path.stem}-{digest}"))
     if path.exists():
         if not (path / "config.json").is_file():
@@ -52,9 +55,20 @@ def resolve_model(spec: str | os.PathLike) -> str:
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """Dequantise a GGUF checkpoint into a clean safetensors model directory (cached)."""
+    """Dequantise a GGUF checkpoint into a clean safetensors model directory (cached). Under a lock in
+    the cache folder: two processes converting the same model convert it once."""
     if (out_dir / _DONE_MARKER).is_file():
         return out_dir
+    from .files import check_output_folder, file_lock
+
+    check_output_folder(out_dir.parent, "the cache folder ($QTUNING_CACHE)", AssetError)
+    with file_lock(out_dir.parent / ".convert.lock"):
+        if (out_dir / _DONE_MARKER).is_file():  # another process converted it while this one waited
+            return out_dir
+        return _convert_gguf(Path(gguf_path), out_dir)
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -16,6 +16,7 @@ writes its own log (`plan_log_path`); `read_plan_log` reads one, `read_run_plans
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import PlanLogError
+from .errors import PlanLogError, StorageError
+from .files import atomic_write_text, write_failure
 from .selection import Role, SelectionPlan
 
 PLAN_LOG_FILE = "qtuning_plans.jsonl"  # rank 0's log in output_dir; rank N writes qtuning_plans.rankN.jsonl
@@ -77,29 +79,51 @@ def plan_records(
 
 
 class PlanLog:
-    """Append-only JSONL writer that can drop lines of steps after a resumed checkpoint."""
+    """Append-only JSONL writer that can drop lines of steps after a resumed checkpoint.
+
+    A write that fails (the disk or a file size limit is full) raises a StorageError naming the file and
+    closes it: what it holds up to the last checkpoint was flushed then, and the line cut short that may
+    follow is dropped when the run resumes."""
 
     def __init__(self, path: str | os.PathLike, keep_up_to_step: int = 0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            # A line cut short by a crash ends the readable log: nothing after it is trustworthy.
-            kept = [line for _, line, record in _lines(self.path, strict=False) if record["step"] <= keep_up_to_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, self.path)
-        self._handle = open(self.path, "a")
+        self._handle = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                # A line cut short by a crash ends the readable log: nothing after it is trustworthy.
+                kept = [line for _, line, rec in _lines(self.path, strict=False) if rec["step"] <= keep_up_to_step]
+                atomic_write_text(self.path, "".join(kept))
+            self._handle = open(self.path, "a")
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: OSError) -> StorageError:
+        """Close the file without writing what is buffered (the write would fail again, at exit)."""
+        if self._handle is not None and not self._handle.closed:
+            with contextlib.suppress(OSError, ValueError):
+                self._handle.close()  # marks it closed even when its last flush fails
+        return StorageError(f"plan log {self.path} could not be written: {write_failure(exc, self.path.parent)}")
 
     def write(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        try:
+            self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     def flush(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+        if self._handle is not None and not self._handle.closed:
+            try:
+                self._handle.close()
+            except OSError as exc:
+                raise self._failed(exc) from exc
 
 
 def _lines(path: Path, strict: bool) -> Iterator[tuple[int, str, dict]]:
@@ -107,7 +131,11 @@ def _lines(path: Path, strict: bool) -> Iterator[tuple[int, str, dict]]:
 
     A line that is not a plan record (not JSON, or no 'step' and 'samples'): a PlanLogError when
     `strict`, else the end of the log (what a crash mid-write leaves)."""
-    with open(path) as handle:
+    try:
+        handle = open(path)
+    except OSError as exc:
+        raise PlanLogError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    with handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -171,6 +171,10 @@ def _cell(value) -> str:
 def read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text())
+    except OSError as exc:  # no permission, a broken disk
+        raise ReportError(f"{path} cannot be read ({exc.strerror or exc}); expected {what}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected {what}") from exc
     except json.JSONDecodeError as exc:
         raise ReportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected {what}") from exc
 
@@ -401,7 +405,8 @@ def _series(steps: list[int], table: dict[int, dict], key: str) -> list[float | 
     return [table.get(s, {}).get(key) for s in steps]
 
 
-def build_run_report(run: Run, cfg: ReportConfig) -> Doc:
+def build_run_report(run: Run, cfg: ReportConfig, tokenizer=None) -> Doc:
+    """The page of one run; `tokenizer`: already loaded (default: cfg.tokenizer, else the run's own)."""
     from . import plots
 
     history = per_step_from_history(run.log_history)
@@ -460,7 +465,8 @@ def build_run_report(run: Run, cfg: ReportConfig) -> Doc:
     entries = q2_token_entries(run.plans, cfg.token_samples)
     doc.heading("Token view of Q2 samples")
     if entries:
-        tokenizer = load_run_tokenizer(run, cfg.tokenizer or None)
+        if tokenizer is None:
+            tokenizer = load_run_tokenizer(run, cfg.tokenizer or None)
         note = "" if tokenizer is not None else " No tokenizer was found in the run directory: tokens show as ids."
         doc.para(
             f"The last {len(entries)} Q2 (token-pruned) samples of the plan log: each response token, pruned "
@@ -475,11 +481,14 @@ def build_run_report(run: Run, cfg: ReportConfig) -> Doc:
 
 
 def write_run_report(cfg: ReportConfig) -> Path:
+    from .files import atomic_write_text, check_output_file
+
     run = read_run(cfg.run_dir)
-    doc = build_run_report(run, cfg)
-    out = Path(cfg.output) if cfg.output else run.path / REPORT_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc.html(), encoding="utf-8")
+    out = check_output_file(Path(cfg.output) if cfg.output else run.path / REPORT_FILE, "the report", ReportError)
+    # a --tokenizer given is loaded whether or not the page shows tokens: a wrong name is an error, not ignored
+    tokenizer = load_run_tokenizer(run, cfg.tokenizer) if cfg.tokenizer else None
+    doc = build_run_report(run, cfg, tokenizer)
+    atomic_write_text(out, doc.html())
     return out
 
 

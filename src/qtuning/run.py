@@ -12,6 +12,7 @@ summary = run_training(run, args)             # steps 1-5
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -121,16 +122,129 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     return trainer, reports
 
 
-def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
-    """The whole run; returns the summary that is also written to output_dir/qtuning_summary.json."""
-    from .run_metrics import SUMMARY_FILE
+RUN_FILE = "qtuning_run.json"  # in output_dir: the recipe of the run that writes there (see check_output_dir)
+# the trainer settings that, with every RunConfig and Q-Tuning field, make a run what it is
+_RECIPE_TRAINER_FIELDS = (
+    "seed",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "max_steps",
+    "num_train_epochs",
+)
+_NOT_RECIPE = {"overwrite_output_dir", "plan_log", "plan_log_tokens", "warn_every_steps"}  # change no result
 
+
+def run_recipe(run: RunConfig, args: QTuningSFTConfig) -> dict:
+    """What makes a run what it is (model, data, selection and optimisation settings), as JSON values."""
+    import dataclasses
+
+    from .training_config import QTuningTrainingConfig
+
+    names = [f.name for cls in (RunConfig, QTuningTrainingConfig) for f in dataclasses.fields(cls)]
+    values = {name: getattr(run if hasattr(run, name) else args, name, None) for name in names}
+    values.update({name: getattr(args, name, None) for name in _RECIPE_TRAINER_FIELDS})
+    return {k: v for k, v in json.loads(json.dumps(values, default=str)).items() if k not in _NOT_RECIPE}
+
+
+def check_output_dir(run: RunConfig, args: QTuningSFTConfig) -> Path:
+    """Before any model loads: output_dir can be written, and holds no other run.
+
+    Another run: its RUN_FILE records a different recipe, and this run neither resumes it
+    (--resume_from_checkpoint) nor replaces it (--overwrite_output_dir true, which removes its
+    checkpoints and plan logs). Raises a UsageError naming the folder and the settings that differ."""
+    import shutil
+
+    from .errors import UsageError
+    from .files import check_output_folder
+    from .plan_log import plan_log_paths
+
+    out = check_output_folder(args.output_dir, "output_dir", UsageError)
+    previous = out / RUN_FILE
+    if args.resume_from_checkpoint or not previous.is_file():
+        return out
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        old = None  # unreadable: nothing to compare with
+    recipe = run_recipe(run, args)
+    changed = [k for k in sorted(recipe) if isinstance(old, dict) and k in old and old[k] != recipe[k]]
+    if not changed:
+        return out
+    overwrite = getattr(run, "overwrite_output_dir", False) or getattr(args, "overwrite_output_dir", False)
+    if not overwrite:
+        details = "; ".join(f"{k}: {old[k]!r} there, {recipe[k]!r} now" for k in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise UsageError(
+            f"output_dir {out} holds another run ({details}{more}); use another output_dir, resume that run "
+            "with --resume_from_checkpoint true, or replace it with --overwrite_output_dir true"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:  # replace it: its checkpoints and plan logs would mix with ours
+        for path in [*out.glob("checkpoint-*"), *plan_log_paths(out), previous]:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        print(f"[qtuning] --overwrite_output_dir: removed the checkpoints and plan logs of the run in {out}")
+    return out
+
+
+def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
+    """The whole run; returns the summary that is also written to output_dir/qtuning_summary.json.
+
+    The output_dir is checked first (writable, not another run's: check_output_dir); a disk that fills
+    while the run writes ends it with a StorageError that names the last complete checkpoint."""
     print(
         f"[qtuning] model {run.model} | data {run.data} | pruning {args.pruning_method} "
         f"({args.sample_ratio:.3g} of samples x {args.token_ratio:.3g} of Q2 tokens, scoring={args.scoring}) "
         f"| output {args.output_dir}"
     )
+    check_output_dir(run, args)
+    with _disk_full_is_a_storage_error(args.output_dir):
+        return _train_and_save(run, args)
+
+
+@contextlib.contextmanager
+def _disk_full_is_a_storage_error(output_dir):
+    """A disk-full error (or a file size limit) while the run writes: a StorageError naming output_dir, the
+    error and the last complete checkpoint to resume from, instead of a traceback."""
+    from .errors import QTuningError, StorageError
+    from .files import is_write_failure, write_failure
+
+    def resume_hint() -> str:
+        from .trainer_mixin import last_complete_checkpoint
+
+        last = last_complete_checkpoint(output_dir)
+        where = f"resume from {last} with --resume_from_checkpoint true" if last else "no checkpoint to resume from"
+        return f"{where} once there is room"
+
+    try:
+        yield
+    except StorageError as exc:
+        if "resume" in str(exc):  # the checkpoint's own message says it
+            raise
+        raise StorageError(f"{exc}; {resume_hint()}") from exc
+    except QTuningError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise StorageError(
+            f"writing into output_dir {output_dir} failed: {write_failure(exc, output_dir)}; {resume_hint()}"
+        ) from exc
+
+
+def _train_and_save(run: RunConfig, args: QTuningSFTConfig) -> dict:
+    from .files import atomic_write_text
+    from .run_metrics import SUMMARY_FILE
+
     trainer, reports = build_trainer(run, args)
+    if trainer.is_world_process_zero():  # the recipe of the run that now writes here (check_output_dir)
+        atomic_write_text(Path(args.output_dir) / RUN_FILE, json.dumps(run_recipe(run, args), indent=1) + "\n")
     if not args.disable_tqdm:
         from transformers.trainer_callback import ProgressCallback
 
@@ -171,7 +285,7 @@ def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
     )
     if trainer.is_world_process_zero():
         os.makedirs(args.output_dir, exist_ok=True)
-        (Path(args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        atomic_write_text(Path(args.output_dir) / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
         print_summary(summary)
     return summary
 

@@ -268,6 +268,7 @@ class ScoredBatch:
     attention_mask: torch.Tensor | None  # (B, T) bool
     scores: SampleScores  # per-sample PPL, Ent, token counts
     reference_nll: torch.Tensor | None = None  # (B, T) float64: a reference model's NLL (token_pruner="rho1")
+    non_finite_rows: int = 0  # rows left out because their scores were NaN/inf (prepare_scores(non_finite="drop"))
 
 
 def prepare_scores(
@@ -276,12 +277,29 @@ def prepare_scores(
     loss_mask: torch.Tensor,
     cfg: QTuningConfig,
     attention_mask: torch.Tensor | None = None,
+    non_finite: str = "raise",
 ) -> ScoredBatch:
-    """Check the scores (shapes, NaN/Inf) and compute the per-sample PPL and Ent."""
+    """Check the scores (shapes, NaN/Inf) and compute the per-sample PPL and Ent.
+
+    non_finite: what a row whose scores are NaN or inf at a scored position (or whose mean NLL overflows
+    exp in float64) does: "raise" a ScoreError (the engine's default), or "drop" the row: it counts as
+    having no trainable position in this pool (never kept, no part in the thresholds), and
+    `non_finite_rows` says how many were dropped (the trainer's choice: one bad row does not end a run).
+    """
+    if non_finite not in ("raise", "drop"):
+        raise ValueError(f"non_finite={non_finite!r} is not allowed: expected 'raise' or 'drop'")
     loss_mask = loss_mask.detach().to("cpu", torch.bool)
     attention_mask = None if attention_mask is None else attention_mask.detach().to("cpu", torch.bool)
     token_nll = token_nll.detach().to("cpu", torch.float64)
     token_entropy = token_entropy.detach().to("cpu", torch.float64)
+    dropped = 0
+    if non_finite == "drop" and _same_shapes(token_nll, token_entropy, loss_mask, attention_mask):
+        bad = _non_finite_rows(token_nll, token_entropy, loss_mask, attention_mask, cfg)  # (B,)
+        dropped = int(bad.sum())
+        if dropped:
+            loss_mask = loss_mask & ~bad.unsqueeze(1)
+            token_nll = torch.where(bad.unsqueeze(1), 0.0, token_nll)
+            token_entropy = torch.where(bad.unsqueeze(1), 0.0, token_entropy)
     _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg)
     # Only positions that the masks select are read, whatever the rest holds.
     token_nll = torch.where(loss_mask, token_nll, 0.0)
@@ -292,7 +310,22 @@ def prepare_scores(
             f"sample {b} has a perplexity that overflows float64 (mean token NLL "
             f"{float(token_nll[b][loss_mask[b]].mean()):.1f} nats): refusing to select from broken scores"
         )
-    return ScoredBatch(token_nll=token_nll, loss_mask=loss_mask, attention_mask=attention_mask, scores=scores)
+    return ScoredBatch(
+        token_nll=token_nll, loss_mask=loss_mask, attention_mask=attention_mask, scores=scores, non_finite_rows=dropped
+    )
+
+
+def _same_shapes(*tensors) -> bool:
+    return len({tuple(t.shape) for t in tensors if t is not None}) == 1 and tensors[0].dim() == 2
+
+
+def _non_finite_rows(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTuningConfig) -> torch.Tensor:
+    """(B,) bool: rows with a NaN/inf score at a scored position, or a mean NLL whose exp overflows float64."""
+    bad = (loss_mask & ~(torch.isfinite(token_nll) & torch.isfinite(token_entropy))).any(dim=1)
+    if cfg.entropy_positions == "all" and attention_mask is not None:
+        bad |= (attention_mask & ~torch.isfinite(token_entropy)).any(dim=1)
+    mean_nll = torch.where(loss_mask, torch.nan_to_num(token_nll), 0.0).sum(dim=1) / loss_mask.sum(dim=1).clamp(min=1)
+    return bad | (mean_nll > 709.0)  # exp(709.78) is the largest float64
 
 
 def plan_batch(

@@ -73,6 +73,16 @@ class RunConfig:
     lora_target_modules: str = field(
         default="all-linear", metadata={"help": "LoRA target modules: 'all-linear' or a comma-separated list."}
     )
+    # --- the output folder (transformers 5 dropped TrainingArguments' own field of this name)
+    if "overwrite_output_dir" not in {f.name for f in dataclasses.fields(SFTConfig)}:
+        overwrite_output_dir: bool = field(
+            default=False,
+            metadata={
+                "help": "Start over in an output_dir that holds another run (a different recipe in its "
+                "qtuning_run.json): its checkpoints and plan logs are removed. Without it, such an output_dir "
+                "is refused unless the run resumes (resume_from_checkpoint)."
+            },
+        )
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_fraction < 1:
@@ -108,6 +118,8 @@ class QTuningSFTConfig(SFTConfig, QTuningTrainingConfig):
         # (DeepSpeed sets up its own process group, on its CPU accelerator with gloo.)
         if not accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.deepspeed:
             self.use_cpu = True
+        if self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.deepspeed:
+            _init_cpu_process_group(self.ddp_timeout, self.ddp_backend)
         SFTConfig.__post_init__(self)  # (TrainingArguments' __post_init__ does not call super's)
         QTuningTrainingConfig.__post_init__(self)
         if self.packing and self.packing_strategy != "bfd":
@@ -137,3 +149,17 @@ def train_configs(settings: dict) -> tuple[RunConfig, QTuningSFTConfig]:
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
     run = RunConfig(**{k: v for k, v in settings.items() if k in run_fields})
     return run, QTuningSFTConfig(**{k: v for k, v in settings.items() if k not in run_fields})
+
+
+def _init_cpu_process_group(timeout_s: int, backend: str | None) -> None:
+    """The gloo process group of a distributed CPU run, with ddp_timeout as its timeout: with use_cpu,
+    TrainingArguments (transformers 5.x) asks accelerate for the group without the timeout, so a rank that
+    hung would hold the others for torch's default 30 minutes whatever ddp_timeout says. accelerate keeps
+    a group that is already there."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if backend not in (None, "gloo") or not dist.is_available() or dist.is_initialized():
+        return
+    dist.init_process_group(backend="gloo", timeout=timedelta(seconds=timeout_s))

@@ -30,6 +30,8 @@ import torch
 from .analysis import META_FILE, TOKEN_SCORES_FILE, AnalysisError, check_qtuning_selection, data_fingerprint
 from .config import QTuningConfig
 from .data import MASK_FIELD, MASK_MODEL_FIELD, load_records, read_rows
+from .errors import UsageError
+from .files import atomic_path, check_output_file
 from .scoring import SampleScores
 from .selection import Role, ScoredBatch, build_plan, select_samples
 
@@ -152,6 +154,7 @@ def static_select(table, cfg: QTuningConfig, pool_size: int = 0, seed: int = 0) 
 def run_select(cfg: SelectConfig, qcfg: QTuningConfig) -> dict:
     """Select, write the subset JSONL, print what was kept; returns the counts."""
     check_qtuning_selection(qcfg, "select")
+    out = check_output_file(cfg.output, "-o/--output", UsageError)  # before the work: fail in a second
     table, meta = read_analysis(cfg.scores)
     if meta.get("entropy_positions", qcfg.entropy_positions) != qcfg.entropy_positions:
         raise AnalysisError(
@@ -168,10 +171,8 @@ def run_select(cfg: SelectConfig, qcfg: QTuningConfig) -> dict:
         )
     rows, _ = read_rows(data)
     kept = static_select(table, qcfg, cfg.pool_size, cfg.seed)
-    out = Path(cfg.output).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
     counts = {"samples": len(table), "kept": len(kept), "q2": 0, "q4": 0, "tokens": 0, "kept_tokens": 0}
-    with open(out, "w") as handle:
+    with atomic_path(out) as tmp, open(tmp, "w") as handle:  # the subset appears whole, or not at all
         for position in sorted(kept):
             role, mask = kept[position]
             sample = table.iloc[position]

@@ -36,6 +36,9 @@ import contextlib
 import copy
 import json
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -90,6 +93,21 @@ __all__ = [
     "SUMMARY_FILE",
     "TOKEN_ID_KEY",
 ]
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest checkpoint-N folder of a run that holds CHECKPOINT_STATE_FILE (written last, so the
+    checkpoint is complete); None if there is none. A folder cut short (the run was killed, the disk filled
+    while it was written) is passed over."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    complete = [
+        (int(p.name.rsplit("-", 1)[1]), p)
+        for p in folder.glob("checkpoint-*")
+        if p.name.rsplit("-", 1)[1].isdigit() and (p / CHECKPOINT_STATE_FILE).is_file()
+    ]
+    return str(max(complete)[1]) if complete else None
 
 
 class QTuningTrainerMixin:
@@ -157,6 +175,8 @@ class QTuningTrainerMixin:
             self._qt_reference = reference
         self._qt_metrics = RunMetrics()
         self._qt_last_warned: dict[str, int] = {}
+        self._qt_noticed: set[str] = set()  # the kinds of one-line notice already shown (_qt_notice)
+        self._qt_stop_signal = None  # SIGTERM received: stop with a checkpoint at the step's end (_SigtermStop)
         self._qt_step_started = None
         self._qt_step_scoring_s = 0.0
         self._plan_log = None
@@ -189,14 +209,48 @@ class QTuningTrainerMixin:
         self._qt_checks_pending = False
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        if resume_from_checkpoint is True:
+        if resume_from_checkpoint is True:  # the newest complete checkpoint: one cut short is passed over
             from transformers.trainer_utils import get_last_checkpoint
 
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            newest = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ConfigError(f"resume_from_checkpoint=True, but {self.args.output_dir} holds no checkpoint")
+                incomplete = f" complete ({newest} lacks {CHECKPOINT_STATE_FILE})" if newest else ""
+                raise ConfigError(
+                    f"resume_from_checkpoint=True, but {self.args.output_dir} holds no checkpoint{incomplete}"
+                )
+            passed_over = newest is not None and Path(newest).name != Path(resume_from_checkpoint).name
+            if passed_over and self.is_world_process_zero():
+                print(
+                    f"[qtuning] {newest} is incomplete (no {CHECKPOINT_STATE_FILE}: the run stopped while writing "
+                    f"it); resuming from {resume_from_checkpoint}",
+                    flush=True,
+                )
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)) and os.path.isdir(resume_from_checkpoint):
+            if not (Path(resume_from_checkpoint) / CHECKPOINT_STATE_FILE).is_file():  # named, but cut short
+                found = last_complete_checkpoint(Path(resume_from_checkpoint).parent)
+                instead = f"resume from {found} instead" if found else "there is no complete checkpoint beside it"
+                raise ConfigError(
+                    f"checkpoint {resume_from_checkpoint} is incomplete (no {CHECKPOINT_STATE_FILE}, which is "
+                    f"written last: the run stopped while writing it); {instead}"
+                )
         self._qt_resume_from = resume_from_checkpoint
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            with _SigtermStop(self):
+                result = super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            if self._plan_log is not None:  # a run that raised never reached on_train_end
+                self._plan_log.close()
+        if self._qt_stop_signal is not None:  # SIGTERM: the step finished and a checkpoint was saved
+            from .errors import TrainingStopped
+
+            saved = last_complete_checkpoint(self.args.output_dir)
+            where = f"{saved} holds it: resume with resume_from_checkpoint=True" if saved else "no checkpoint was kept"
+            raise TrainingStopped(
+                f"stopped by {self._qt_stop_signal} after step {self.state.global_step} of {self.state.max_steps}; "
+                f"{where}"
+            )
+        return result
 
     # ------------------------------------------------------------------ data plumbing
     def _set_signature_columns_if_needed(self):
@@ -236,6 +290,7 @@ class QTuningTrainerMixin:
             # A new random stream per step, the same on every rank (the baselines' random draws).
             seed = derive_seed(self.args.seed, self.state.global_step, "step")
             progress = self.state.global_step / max(1, self.state.max_steps)
+            self._notice_non_finite(parts)
             plans = plan_step(
                 parts,
                 self.qt_config,
@@ -243,13 +298,46 @@ class QTuningTrainerMixin:
                 seed=seed,
                 progress=progress,
                 window=self._qt_history,
+                step=self.state.global_step + 1,
             )
             self._qt_step_scoring_s += time.perf_counter() - started
         for index, (batch, plan) in enumerate(zip(batches, plans)):
             batch[PLAN_KEY] = plan
             self._record_plan(plan, batch, index, shift_mask(batch["attention_mask"]).cpu(), scored=scored)
         # The loss divides by the kept tokens of the whole step on every rank (see compute_loss).
-        return batches, all_reduce_sum(sum(p.num_kept_tokens for p in plans), device)
+        kept_here = sum(p.num_kept_tokens for p in plans)
+        kept = all_reduce_sum(kept_here, device, step=self.state.global_step + 1)
+        if not kept_here and batches and not int(kept):  # every rank agrees: nothing of the step carries a loss
+            self._qt_notice(
+                "no_tokens",
+                f"step {self.state.global_step + 1}: no token of the step carries a loss on any rank (every row "
+                "pruned, or no row with a trainable token): the step runs with a zero loss and gradient",
+            )
+        return batches, kept
+
+    def _qt_notice(self, kind: str, message: str, every_rank: bool = False) -> None:
+        """A one-line `[qtuning]` notice on stderr, once per run and kind (rank 0's, unless every_rank: then
+        each rank prints what it saw itself, prefixed with its rank)."""
+        if kind in self._qt_noticed:
+            return
+        self._qt_noticed.add(kind)
+        if every_rank and self.args.world_size > 1:
+            message = f"rank {self.args.process_index}: {message}"
+        elif not self.is_world_process_zero():
+            return
+        print(f"[qtuning] {message} (shown once per run)", file=sys.stderr, flush=True)
+
+    def _notice_non_finite(self, parts: list[ScoredBatch]) -> None:
+        dropped = sum(part.non_finite_rows for part in parts)
+        if dropped:
+            self._qt_metrics.add(non_finite_rows=dropped)
+            rows = sum(part.loss_mask.shape[0] for part in parts)
+            self._qt_notice(
+                "non_finite",
+                f"step {self.state.global_step + 1}: {dropped} of {rows} row(s) have NaN or inf scores (e.g. an "
+                "fp16 overflow in the probe): they are left out of this step's selection and not trained",
+                every_rank=True,
+            )
 
     def _unpacked(self, batch) -> dict:
         """A padding-free micro-batch (1, L) as a right-padded one (B, T), one row per sample."""
@@ -269,7 +357,7 @@ class QTuningTrainerMixin:
         """The probe on one micro-batch: its scores, checked, on the CPU."""
         scores, loss_mask, attention = self._probe(batch)
         self._qt_metrics.add(probed_positions=int(attention.sum()))
-        part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
+        part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention, non_finite="drop")
         if self.qt_config.token_pruner == "rho1":
             part.reference_nll = torch.where(part.loss_mask, self._reference_nll(batch).cpu().double(), 0.0)
         return part
@@ -297,7 +385,7 @@ class QTuningTrainerMixin:
                 [ids[r] for r in rows.tolist()], nll[rows], entropy[rows], positions[rows], self.state.global_step + 1
             )
         self._qt_metrics.add(stale_rows=int((~probe).sum()))
-        return prepare_scores(nll, entropy, loss_mask, self.qt_config, attention)
+        return prepare_scores(nll, entropy, loss_mask, self.qt_config, attention, non_finite="drop")
 
     def _unscored_micro_batch(self, batch) -> ScoredBatch:
         """A pruner that reads no scores (random, longest): the masks alone, no forward pass."""
@@ -376,7 +464,8 @@ class QTuningTrainerMixin:
             self._qt_probe.entropy_positions,
             self._qt_probe.chunk_size,
         )
-        part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention)
+        part = prepare_scores(scores.nll, scores.entropy, loss_mask, self.qt_config, attention, non_finite="drop")
+        self._notice_non_finite([part])
         plan = plan_step([part], self.qt_config, self.qt_settings.selection_pool, window=self._qt_history)[0]
         self._qt_step_scoring_s += time.perf_counter() - started
         logged = inputs if ids is None else {**inputs, ID_KEY: ids}  # the plan log names dataset rows
@@ -435,8 +524,8 @@ class QTuningTrainerMixin:
     def _warn_failure_signatures(self, w: dict[str, float]) -> None:
         """The failure signatures (qtuning.signatures) over the samples since the last log; each kind at most
         every warn_every_steps steps."""
-        if self.qt_settings.pruning_method == "none" or not w.get("samples"):
-            return
+        if self.qt_settings.pruning_method == "none" or not w.get("samples") or not w.get("trainable_tokens"):
+            return  # nothing scored since the last log (every row without a trainable token): nothing to judge
         step = self.state.global_step
         shares = [w.get(f"q{q}", 0) / w["samples"] for q in range(1, 5)]
         fired = failure_signatures(
@@ -464,20 +553,73 @@ class QTuningTrainerMixin:
 
     # ------------------------------------------------------------------ checkpoints and the summary
     def _save_checkpoint(self, model, trial, *args, **kwargs):
-        super()._save_checkpoint(model, trial, *args, **kwargs)
-        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
-        if self._qt_cache is not None and folder.is_dir():  # every rank its own: the rows it has seen
-            torch.save(self._qt_cache.state_dict(), folder / SCORE_CACHE_FILE.format(rank=self.args.process_index))
-        if self.is_world_process_zero() and folder.is_dir():
-            state = {"totals": dict(self._qt_metrics.totals)}
-            if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
-                state["history"] = self._qt_history.state_dict()
-            if self._qt_chooser is not None:
-                state["scoring_auto"] = self._qt_chooser.state_dict()
-            # written last: its presence marks a complete checkpoint
-            (folder / CHECKPOINT_STATE_FILE).write_text(json.dumps(state, indent=1))
-        if self._plan_log is not None:
-            self._plan_log.flush()
+        """The Trainer's checkpoint, then Q-Tuning's state; complete or absent. The plan log is flushed first
+        (a checkpoint implies its steps' plans are on disk); CHECKPOINT_STATE_FILE is written last and marks
+        the checkpoint complete; older checkpoints are rotated out (save_total_limit) only after that. A
+        failed write removes the partial folder and raises a StorageError naming the checkpoint kept."""
+        from .files import atomic_path, atomic_write_text
+
+        run_dir = self._get_output_dir(trial)
+        folder = Path(run_dir) / f"checkpoint-{self.state.global_step}"
+        limit = self.args.save_total_limit
+        try:
+            if self._plan_log is not None:
+                self._plan_log.flush()
+            self.args.save_total_limit = None  # no rotation before this checkpoint is complete
+            try:
+                super()._save_checkpoint(model, trial, *args, **kwargs)
+            finally:
+                self.args.save_total_limit = limit
+            if self._qt_cache is not None and folder.is_dir():  # every rank its own: the rows it has seen
+                with atomic_path(folder / SCORE_CACHE_FILE.format(rank=self.args.process_index)) as tmp:
+                    torch.save(self._qt_cache.state_dict(), tmp)
+            if self.args.world_size > 1:  # the marker below only once every rank's files (RNG states, caches) are in
+                self.accelerator.wait_for_everyone()
+            if self.is_world_process_zero() and folder.is_dir():
+                state = {"totals": dict(self._qt_metrics.totals)}
+                if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
+                    state["history"] = self._qt_history.state_dict()
+                if self._qt_chooser is not None:
+                    state["scoring_auto"] = self._qt_chooser.state_dict()
+                # written last (atomically): its presence marks a complete checkpoint
+                atomic_write_text(folder / CHECKPOINT_STATE_FILE, json.dumps(state, indent=1))
+        except Exception as exc:
+            self._qt_checkpoint_failed(folder, exc)
+        self._qt_rotate_checkpoints(run_dir, limit)
+
+    def _qt_checkpoint_failed(self, folder: Path, exc: Exception):
+        """A checkpoint that could not be written: remove what there is of it, then say what is kept."""
+        import shutil
+
+        from .errors import QTuningError, StorageError
+        from .files import is_write_failure, write_failure
+
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, QTuningError) or not (isinstance(exc, OSError) or is_write_failure(exc)):
+            raise exc
+        kept = last_complete_checkpoint(folder.parent)
+        resume = f"{kept} is intact: resume from it with --resume_from_checkpoint true" if kept else "none was kept"
+        raise StorageError(
+            f"checkpoint {folder} could not be written ({write_failure(exc, folder.parent)}) and was removed; "
+            f"{resume} once there is room"
+        ) from exc
+
+    def _qt_rotate_checkpoints(self, run_dir: str, limit: int | None) -> None:
+        """What the Trainer's _save_checkpoint does last (delete checkpoints beyond save_total_limit), done
+        after CHECKPOINT_STATE_FILE is written."""
+        if not limit or not self.args.should_save:
+            return
+        try:
+            from transformers.trainer_utils import rotate_checkpoints  # transformers >= 5
+        except ImportError:  # transformers 4: a Trainer method, reading args.save_total_limit
+            self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
+            return
+        rotate_checkpoints(
+            output_dir=run_dir,
+            save_total_limit=limit,
+            best_model_checkpoint=self.state.best_model_checkpoint,
+            use_mtime=True,
+        )
 
     def _on_train_begin(self, resume_from: str | None):
         if self._qt_checks_pending:
@@ -536,8 +678,10 @@ class QTuningTrainerMixin:
         )
         self.qtuning_summary = summary
         if self.is_world_process_zero():
+            from .files import atomic_write_text
+
             os.makedirs(self.args.output_dir, exist_ok=True)
-            (Path(self.args.output_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+            atomic_write_text(Path(self.args.output_dir) / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
 
 
 class _QTuningCallback(TrainerCallback):
@@ -549,6 +693,48 @@ class _QTuningCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer._on_step_end()
+        if self.trainer._qt_stop_signal is not None:  # SIGTERM: a checkpoint at this step's end, then stop
+            control.should_save = True
+            control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
         self.trainer._on_train_end()
+
+
+class _SigtermStop:
+    """SIGTERM during train() on a single process: a one-line notice, then the current step finishes, a
+    checkpoint is saved and train() raises TrainingStopped (the `qtuning` command exits with 143). A second
+    SIGTERM ends the process at once (a checkpoint cut short is passed over on resume). Installed only on one
+    process, from the main thread, over the default handler: under torchrun the agent's SIGTERM ends every
+    rank (the ranks could not agree on where to stop), and a handler the caller set is left alone."""
+
+    def __init__(self, trainer: QTuningTrainerMixin):
+        self.trainer = trainer
+        self.installed = False
+
+    def __enter__(self):
+        trainer = self.trainer
+        trainer._qt_stop_signal = None
+        if (
+            trainer.args.world_size == 1
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+        ):
+            signal.signal(signal.SIGTERM, self._handle)
+            self.installed = True
+        return self
+
+    def _handle(self, signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM: the default, the process ends
+        self.trainer._qt_stop_signal = "SIGTERM"
+        print(
+            f"[qtuning] SIGTERM: stopping after step {self.trainer.state.global_step + 1} with a checkpoint "
+            "(send it again to stop at once, without one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __exit__(self, *exc):
+        if self.installed and signal.getsignal(signal.SIGTERM) == self._handle:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return False

@@ -1,7 +1,7 @@
 """Q-Tuning in LLaMA-Factory: run LLaMA-Factory's own SFT workflow with QTuningTrainerMixin on its trainer.
 
-    python -m qtuning.integrations.llamafactory train.yaml [key=value ...]
-    (planned: `qtuning llamafactory train.yaml`, the same `main`)
+    qtuning llamafactory train.yaml [key=value ...]
+    python -m qtuning.integrations.llamafactory train.yaml [key=value ...]   (the same `main`)
 
 train.yaml is LLaMA-Factory's YAML (written for LLaMA-Factory 0.9.5) with one added block:
 
@@ -33,7 +33,8 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, QTuningError
+from ..extras import require_extra
 from ..training_config import QTuningTrainingConfig
 
 BLOCK = "qtuning"
@@ -185,9 +186,10 @@ def _torchrun_command(argv: Sequence[str]) -> list[str] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or not argv[0].endswith((".yaml", ".yml", ".json")):
-        print("usage: python -m qtuning.integrations.llamafactory train.yaml [key=value ...]", file=sys.stderr)
+        print("usage: qtuning llamafactory train.yaml [key=value ...]", file=sys.stderr)
         return 2
     try:
+        require_extra("llamafactory", "`qtuning llamafactory`")
         command = _torchrun_command(argv)
         if command is not None:  # check once here, then every worker checks, patches and runs
             args, _ = load_config(argv[0], argv[1:])
@@ -196,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"{argv[0]}: {message}")
             return subprocess.run(command, check=False).returncode
         run(argv[0], argv[1:])
-    except ConfigError as exc:
+    except QTuningError as exc:
         print(f"qtuning: error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
