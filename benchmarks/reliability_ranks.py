@@ -56,10 +56,16 @@ def ranks(work: Path) -> dict:
     same = resumed["returncode"] == 0 and f.plans_of(work / "killed-checkpoint") == f.plans_of(straight)
     diff = f.max_weight_difference(work / "killed-checkpoint", straight) if resumed["returncode"] == 0 else None
     case("resume_2_ranks_after_kill_during_checkpoint", same and diff == 0.0, detail=f"max weight diff {diff}")
-    hung = f.run_hung_rank(work)
-    line = hung["errors"][0] if len(hung["errors"]) == 1 else ""
-    ok = hung["returncode"] != 0 and "all_gather at step 3 timed out after" in line
-    case("sigstop_rank1_in_the_selection_all_gather", ok, round(hung["exit_after_fault_s"] or -1, 1), line)
+    hung_lines = {}
+    for launcher in ("torchrun", "accelerate"):
+        hung = f.run_hung_rank(work, launcher)
+        line = hung_lines[launcher] = hung["errors"][0] if len(hung["errors"]) == 1 else ""
+        ok = hung["returncode"] != 0 and "all_gather at step 3 timed out after" in line
+        name = "sigstop_rank1_in_the_selection_all_gather" + ("" if launcher == "torchrun" else "_accelerate_launch")
+        case(name, ok, round(hung["exit_after_fault_s"] or -1, 1), line)
+    r = f.run_killed_rank(work, "backward", launcher="accelerate")
+    ok = r["returncode"] != 0 and (r["exit_after_fault_s"] or 99) < 60 and r["names_the_rank"]
+    case("sigkill_rank1_during_backward_accelerate_launch", ok, round(r["exit_after_fault_s"] or -1, 1))
     straight1 = f.run_straight(work, 1)
     term = f.run_sigterm(work)
     complete = term["checkpoints"] == {"checkpoint-2": True, "checkpoint-3": True}
@@ -76,11 +82,12 @@ def ranks(work: Path) -> dict:
         "worst": {
             "seconds_to_exit_after_a_rank_was_killed": max(kills),
             "seconds_to_exit_after_a_rank_hung": max(seconds),
-            "hung_rank_message": line,
+            "hung_rank_message": hung_lines["torchrun"],
             "ddp_timeout_s": f.DDP_TIMEOUT,
         },
         "note": "a hung (SIGSTOP) rank: the other exits after ddp_timeout with the one-line CollectiveError; "
-        "torchrun's agent then SIGKILLs the stopped rank when its SIGTERM goes unanswered for 30 s",
+        "torch's elastic agent (torchrun, and `accelerate launch --multi_gpu`, which starts the CPU ranks the same "
+        "way) then SIGKILLs the stopped rank when its SIGTERM goes unanswered for 30 s",
         "cases": cases,
     }
 

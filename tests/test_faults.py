@@ -53,9 +53,13 @@ def train_args(model: Path, data: Path, out: Path, *extra) -> list[str]:
             "--ddp_timeout", str(DDP_TIMEOUT), "--output_dir", str(out), *extra]  # fmt: skip
 
 
-def launch(args: list[str], ranks: int, fault: dict | None = None, timeout: float = 240) -> dict:
-    """Run faults.py (the `qtuning` command, with `fault` injected) on `ranks` processes; the result, its
-    output, the wall time, and the seconds from the fault to the exit of every process."""
+def launch(
+    args: list[str], ranks: int, fault: dict | None = None, timeout: float = 240, launcher_name: str = "torchrun"
+) -> dict:
+    """Run faults.py (the `qtuning` command, with `fault` injected) on `ranks` processes, under torchrun or
+    `accelerate launch` (its multi-process launcher: `--multi_gpu` starts the ranks on CPU as well; `--cpu`
+    would start one); the result, its output, the wall time, and the seconds from the fault to the exit of
+    every process."""
     mark = Path(args[args.index("--output_dir") + 1]).parent / f"fault-{time.time_ns()}"
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     for key in [k for k in env if k.startswith("QT_FAULT")]:
@@ -64,7 +68,11 @@ def launch(args: list[str], ranks: int, fault: dict | None = None, timeout: floa
         env.update({f"QT_FAULT{'_' + k.upper() if k != 'where' else ''}": str(v) for k, v in fault.items()})
         env["QT_FAULT_MARK"] = str(mark)
     launcher = [sys.executable]
-    if ranks > 1:
+    if ranks > 1 and launcher_name == "accelerate":
+        launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(ranks),
+                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                     "--main_process_port", str(free_port())]  # fmt: skip
+    elif ranks > 1:
         launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_addr", "127.0.0.1",
                      "--master_port", str(free_port())]  # fmt: skip
     started = time.time()
@@ -115,12 +123,13 @@ def run_straight(work: Path, ranks: int) -> Path:
     return out
 
 
-def run_killed_rank(work: Path, moment: str) -> dict:
+def run_killed_rank(work: Path, moment: str, launcher: str = "torchrun") -> dict:
     """SIGKILL rank 1 (rank 0 for a checkpoint: the rank that writes it) at step 3 (4 for a checkpoint)."""
     model, data = make_inputs(work)
-    out = work / f"killed-{moment}"
+    out = work / f"killed-{moment}" if launcher == "torchrun" else work / f"killed-{moment}-{launcher}"
     rank, step = (0, 4) if moment == "checkpoint" else (1, 3)
-    result = launch(train_args(model, data, out), 2, {"where": moment, "rank": rank, "step": step})
+    fault = {"where": moment, "rank": rank, "step": step}
+    result = launch(train_args(model, data, out), 2, fault, launcher_name=launcher)
     text = result["stdout"] + result["stderr"]
     result.update(
         out=out,
@@ -131,11 +140,12 @@ def run_killed_rank(work: Path, moment: str) -> dict:
     return result
 
 
-def run_hung_rank(work: Path) -> dict:
+def run_hung_rank(work: Path, launcher: str = "torchrun") -> dict:
     """SIGSTOP rank 1 inside the selection's all_gather of step 3."""
     model, data = make_inputs(work)
-    out = work / "hung"
-    result = launch(train_args(model, data, out), 2, {"where": "collective", "rank": 1, "step": 3, "signal": "STOP"})
+    out = work / f"hung-{launcher}"
+    fault = {"where": "collective", "rank": 1, "step": 3, "signal": "STOP"}
+    result = launch(train_args(model, data, out), 2, fault, launcher_name=launcher)
     result["errors"] = error_lines(result["stderr"])
     return result
 
@@ -194,8 +204,9 @@ def test_resuming_after_a_kill_during_a_checkpoint_continues_like_an_uninterrupt
     assert max_weight_difference(killed, straight) == 0.0
 
 
-def test_a_hung_rank_times_out_with_one_line_naming_the_step(work):
-    result = run_hung_rank(work)
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_a_hung_rank_times_out_with_one_line_naming_the_step(work, launcher):
+    result = run_hung_rank(work, launcher)
     assert result["returncode"] != 0
     assert len(result["errors"]) == 1, result["stderr"][-3000:]
     line = result["errors"][0]
@@ -203,8 +214,16 @@ def test_a_hung_rank_times_out_with_one_line_naming_the_step(work):
     seconds = float(line.split("timed out after ")[1].split(" s")[0])
     assert DDP_TIMEOUT - 0.5 <= seconds <= DDP_TIMEOUT + 5
     assert "Traceback" not in result["stderr"].split("qtuning: error:")[0].split("[faults]")[-1]
-    # torchrun's agent SIGKILLs the stopped rank 30 s after its SIGTERM goes unanswered
+    # torch's elastic agent (under both launchers) SIGKILLs the stopped rank 30 s after its SIGTERM goes unanswered
     assert result["exit_after_fault_s"] < DDP_TIMEOUT + 30 + 20
+
+
+def test_a_killed_rank_under_accelerate_launch_ends_the_run_within_seconds_and_is_named(work):
+    result = run_killed_rank(work, "backward", launcher="accelerate")
+    assert result["returncode"] != 0
+    assert result["exit_after_fault_s"] is not None and result["exit_after_fault_s"] < 60, result["stderr"][-3000:]
+    assert result["names_the_rank"], result["stderr"][-3000:]
+    assert result["checkpoints"].get("checkpoint-2") is True
 
 
 def test_sigterm_stops_one_process_with_a_complete_checkpoint_and_resumes_exactly(work):
