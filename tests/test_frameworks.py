@@ -10,7 +10,8 @@ plans (QTUNING_DUMP_BATCHES); reads the plan log (4 of 16 kept at every step, Q2
 tokens); then replays the dumped batches with QTuningSFTTrainer in this venv from the framework's initial
 adapter and compares the plans step by step (benchmarks/integrations.py: replay, compare): the same kept
 ids, roles and kept tokens, PPL and entropy within 1e-5 at every step. (Measured: bit-identical at every
-step, for both frameworks; benchmarks/results/integrations.json.) The step-time ratio is not tested here
+step, for both frameworks; benchmarks/results/integrations.json.) The LLaMA-Factory launcher also runs
+under torchrun (FORCE_TORCHRUN=1, 2 CPU ranks): both ranks plan from one pool. The step-time ratio is not tested here
 (too noisy on a shared machine): benchmarks/integrations.py measures it.
 
 A framework that cannot be installed here FAILS with the script's one-line reason; set
@@ -21,6 +22,7 @@ each test is one framework run and one replay of 10 steps (see the timings in do
 """
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -111,3 +113,28 @@ def test_llamafactory_launcher(inputs):
     assert "[qtuning] LLaMA-Factory trainer: QTuningSeq2SeqTrainer" in log
     check_plan_log(out)
     check_against_qtuning_trainer("llamafactory", out.parent)
+
+
+def test_llamafactory_launcher_under_torchrun(inputs):
+    """FORCE_TORCHRUN=1: the launcher starts torchrun itself, every worker puts the mixin on LLaMA-Factory's
+    trainer, and the two ranks select from one pool (8 rows each, 4 kept of the 16 in all, every step)."""
+    env = framework_env("llamafactory")
+    config = Path(inputs[integrations.FRAMEWORKS["llamafactory"]])
+    out = config.parent / "llamafactory-torchrun"
+    overrides = {"max_steps": 3, "per_device_train_batch_size": 8, "ddp_backend": "gloo"}
+    with socket.socket() as free:  # a free port for torchrun's rendezvous
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    proc = integrations.run_framework(
+        "llamafactory", env, config, out, overrides, threads=1, FORCE_TORCHRUN="1", NPROC_PER_NODE="2", MASTER_PORT=port
+    )
+    log = proc.stdout + proc.stderr
+    assert "world size: 2" in log and log.count("[qtuning] LLaMA-Factory trainer: QTuningSeq2SeqTrainer") == 2
+    from qtuning.plan_log import read_run_plans
+
+    plans = read_run_plans(out)
+    assert sorted({p["rank"] for p in plans}) == [0, 1]
+    for step in (1, 2, 3):
+        ranks = [p for p in plans if p["step"] == step]
+        assert [p["pool_size"] for p in ranks] == [2 * 8, 2 * 8]  # the pool spans both ranks
+        assert sum(p["num_kept"] for p in ranks) == KEPT, ranks  # 25% of the 16, across the ranks
