@@ -1,5 +1,6 @@
 """The command line: recipes, overrides, unknown keys, and a whole `qtuning train` run on a tiny model."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -255,6 +256,38 @@ def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file()  # LoRA (r 8) from the recipe
     assert (out / "checkpoint-4").is_dir()
     assert len((out / "qtuning_plans.jsonl").read_text().splitlines()) == 4
+    # qtuning's notices are `[qtuning]` lines, not Python warnings; its settings trigger no library warning
+    import qtuning
+
+    source = str(Path(qtuning.__file__).parent)
+    warning_lines = [line for line in proc.stderr.splitlines() if "Warning" in line]
+    ours = [
+        line
+        for line in warning_lines
+        if line.startswith(source) or "[qtuning]" in line or "gradient_checkpointing" in line or "pin_memory" in line
+    ]
+    assert not ours, warning_lines
+    assert "[qtuning] failure signature at step " in proc.stderr  # the quickstart's pools of 8 fire them
+
+
+def test_qtunings_settings_raise_no_deprecation_warning(tmp_path):
+    """transformers 5.24 deprecates gradient_checkpointing for activation_checkpointing: qtuning leaves the
+    old name unset, so neither its config nor `qtuning train`'s parsing warns; both names still work."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        cfg = QTuningSFTConfig(output_dir=str(tmp_path))
+        _, parsed = parse_train_config(["--output_dir", str(tmp_path)])
+    assert cfg.gradient_checkpointing is False and parsed.gradient_checkpointing is False
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(QTuningSFTConfig)}:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            _, on = parse_train_config(["--output_dir", str(tmp_path), "--activation_checkpointing", "true"])
+        assert on.activation_checkpointing is True and on.gradient_checkpointing is True  # the old name mirrors it
+        with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # the user's own choice of the old name
+            assert QTuningSFTConfig(output_dir=str(tmp_path), gradient_checkpointing=True).activation_checkpointing
 
 
 def _no_traceback(proc) -> str:

@@ -27,6 +27,7 @@ ENGINE = (
     "run_metrics",
     "extras",
     "files",
+    "notices",
 )
 
 

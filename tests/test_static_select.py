@@ -182,7 +182,7 @@ def test_data_rows_carrying_a_mask(tmp_path):
         tokenize_record(tokenizer, records[1], None)
 
 
-def test_analyze_select_then_train_on_the_subset(tmp_path):
+def test_analyze_select_then_train_on_the_subset(tmp_path, capsys):
     """The whole static path on a tiny model: analyze -> select -> `qtuning train --pruning_method none`."""
     from transformers import AutoTokenizer
 
@@ -252,8 +252,11 @@ def test_analyze_select_then_train_on_the_subset(tmp_path):
         logging_steps=1,
         seed=0,
     )
-    with pytest.warns(UserWarning, match="carries static token masks .* use --pruning_method none"):
-        build_trainer(run, QTuningSFTConfig(output_dir=str(tmp_path / "r2"), report_to="none"))
+    capsys.readouterr()
+    build_trainer(run, QTuningSFTConfig(output_dir=str(tmp_path / "r2"), report_to="none"))
+    notices = [line for line in capsys.readouterr().err.splitlines() if "carries static token masks" in line]
+    assert len(notices) == 1 and notices[0].startswith("[qtuning] ")  # a one-line notice, not a warning
+    assert notices[0].endswith("use --pruning_method none to train on the static selection as it is")
     trainer, _ = build_trainer(run, cfg)
     labelled = sorted(sum(1 for v in example["labels"][1:] if v != -100) for example in trainer.train_dataset)
     assert labelled == sorted(sum(m) for m in masks.values())  # the masks reached the labels

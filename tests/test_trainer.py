@@ -238,11 +238,14 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
     batch = first_batch(plain)
     batch.pop("qtuning_id")
     loss, grads = trainer_loss_and_grads(plain, batch, "probe")
+    # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old names warn)
+    model = tiny_llama()
+    name = "activation_checkpointing" if hasattr(model, "activation_checkpointing_enable") else "gradient_checkpointing"
     checkpointed = make_trainer(
-        tmp_path / "ckpt", gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+        tmp_path / "ckpt", model=model, **{name: True, f"{name}_kwargs": {"use_reentrant": False}}
     )
-    checkpointed.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    assert checkpointed.model.is_gradient_checkpointing
+    getattr(checkpointed.model, f"{name}_enable")(**{f"{name}_kwargs": {"use_reentrant": False}})
+    assert getattr(checkpointed.model, f"is_{name}")
     checkpoint_calls = []
     layer = checkpointed.model.model.layers[0]
     wrapped = layer._gradient_checkpointing_func

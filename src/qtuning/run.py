@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 
+from .notices import notice
 from .sft_config import QTuningSFTConfig, RunConfig
 
 
@@ -72,13 +74,10 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     if model is None:
         model, tokenizer = load_model_and_tokenizer(run.model)
     if args.pruning_method != "none" and any(r.get("token_keep") is not None for r in records):
-        import warnings
-
-        warnings.warn(
-            f"[qtuning] {run.data} carries static token masks (qtuning_token_keep, from `qtuning select`) "
+        notice(
+            f"{run.data} carries static token masks (qtuning_token_keep, from `qtuning select`) "
             f"and pruning_method={args.pruning_method!r} selects and prunes again on top of them; "
-            "use --pruning_method none to train on the static selection as it is",
-            stacklevel=2,
+            "use --pruning_method none to train on the static selection as it is"
         )
     reports = [report]
     if run.eval_data:
@@ -110,15 +109,19 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     eval_dataset = to_dataset(eval_records, tokenizer, args.max_length, tokenize=pretokenize) if eval_records else None
     if pretokenize:
         args.max_length = None
-    trainer = QTuningSFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
+    with warnings.catch_warnings():
+        # peft (0.21) reads the model's `is_gradient_checkpointing`, which transformers (5.24) deprecates in
+        # favour of `is_activation_checkpointing`: a warning between two libraries, about nothing the run set
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        trainer = QTuningSFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
     return trainer, reports
 
 

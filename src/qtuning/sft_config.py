@@ -33,6 +33,9 @@ try:
 except ModuleNotFoundError as exc:
     raise missing_extra(exc, "trl", "QTuningSFTConfig (and QTuningSFTTrainer, `qtuning train`)") from None
 
+# transformers 5.24 renamed TrainingArguments.gradient_checkpointing to activation_checkpointing
+_ACTIVATION_CHECKPOINTING = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
+
 
 @dataclass
 class RunConfig:
@@ -97,9 +100,29 @@ class QTuningSFTConfig(SFTConfig, QTuningTrainingConfig):
 
     # The Q-Tuning fields come from QTuningTrainingConfig. TRL defaults that do not suit a small-model or
     # CPU run; same meaning as in SFTConfig.
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in backward to save memory (slower)."}
-    )
+    if _ACTIVATION_CHECKPOINTING:
+        # transformers >= 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name, a
+        # deprecated alias, warns when set): the old one stays unset, the new one defaults to off
+        activation_checkpointing: bool | None = field(
+            default=None,
+            metadata={
+                "help": "Recompute activations in backward to save memory (slower). Default: off.",
+                "nargs": "?",
+                "const": True,
+            },
+        )
+        gradient_checkpointing: bool | None = field(
+            default=None,
+            metadata={
+                "help": "Deprecated alias of activation_checkpointing (transformers warns when it is set).",
+                "nargs": "?",
+                "const": True,
+            },
+        )
+    else:
+        gradient_checkpointing: bool = field(
+            default=False, metadata={"help": "Recompute activations in backward to save memory (slower)."}
+        )
     bf16: bool | None = field(
         default=None,
         metadata={"help": "bf16 mixed precision. Default: on where a CUDA device supports it, off elsewhere."},
@@ -120,6 +143,8 @@ class QTuningSFTConfig(SFTConfig, QTuningTrainingConfig):
             self.use_cpu = True
         if self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.deepspeed:
             _init_cpu_process_group(self.ddp_timeout, self.ddp_backend)
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for (torch warns at every DataLoader otherwise)
         SFTConfig.__post_init__(self)  # (TrainingArguments' __post_init__ does not call super's)
         QTuningTrainingConfig.__post_init__(self)
         if self.packing and self.packing_strategy != "bfd":

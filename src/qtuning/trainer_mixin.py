@@ -40,7 +40,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -50,6 +49,7 @@ from .errors import ConfigError
 from .extras import missing_extra
 from .history import ScoreWindow
 from .kept_batch import apply_plan, loss_on_kept
+from .notices import notice
 from .padding_free import pack, scatter_rows, unpack
 from .plan_log import PlanLog, plan_log_path, plan_records
 from .policies import needs_scores
@@ -316,7 +316,7 @@ class QTuningTrainerMixin:
         return batches, kept
 
     def _qt_notice(self, kind: str, message: str, every_rank: bool = False) -> None:
-        """A one-line `[qtuning]` notice on stderr, once per run and kind (rank 0's, unless every_rank: then
+        """A one-line `[qtuning]` notice on stderr (qtuning.notices), once per run and kind (rank 0's, unless every_rank: then
         each rank prints what it saw itself, prefixed with its rank)."""
         if kind in self._qt_noticed:
             return
@@ -325,7 +325,7 @@ class QTuningTrainerMixin:
             message = f"rank {self.args.process_index}: {message}"
         elif not self.is_world_process_zero():
             return
-        print(f"[qtuning] {message} (shown once per run)", file=sys.stderr, flush=True)
+        notice(f"{message} (shown once per run)")
 
     def _notice_non_finite(self, parts: list[ScoredBatch]) -> None:
         dropped = sum(part.non_finite_rows for part in parts)
@@ -518,12 +518,12 @@ class QTuningTrainerMixin:
         w = self._qt_metrics.take_window(self._sum_over_ranks(), self.args.device)
         out = self._qt_metrics.log_metrics(w, stale=self._qt_cache is not None)
         if out:
-            self._warn_failure_signatures(w)
+            self._notice_failure_signatures(w)
         return out
 
-    def _warn_failure_signatures(self, w: dict[str, float]) -> None:
-        """The failure signatures (qtuning.signatures) over the samples since the last log; each kind at most
-        every warn_every_steps steps."""
+    def _notice_failure_signatures(self, w: dict[str, float]) -> None:
+        """The failure signatures (qtuning.signatures) over the samples since the last log, as one-line
+        `[qtuning]` notices on rank 0 (qtuning.notices); each kind at most every warn_every_steps steps."""
         if self.qt_settings.pruning_method == "none" or not w.get("samples") or not w.get("trainable_tokens"):
             return  # nothing scored since the last log (every row without a trainable token): nothing to judge
         step = self.state.global_step
@@ -549,7 +549,8 @@ class QTuningTrainerMixin:
             if fired[kind] and (last is None or step - last >= self.qt_settings.warn_every_steps):
                 self._qt_last_warned[kind] = step
                 if self.is_world_process_zero():
-                    warnings.warn(f"[qtuning] step {step}: {message}", stacklevel=2)
+                    every = self.qt_settings.warn_every_steps
+                    notice(f"failure signature at step {step}: {message} (each kind at most every {every} steps)")
 
     # ------------------------------------------------------------------ checkpoints and the summary
     def _save_checkpoint(self, model, trial, *args, **kwargs):
@@ -727,6 +728,7 @@ class _SigtermStop:
     def _handle(self, signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM: the default, the process ends
         self.trainer._qt_stop_signal = "SIGTERM"
+        # print, not qtuning.notices: a signal handler must not wait for a logging lock the interrupted code holds
         print(
             f"[qtuning] SIGTERM: stopping after step {self.trainer.state.global_step + 1} with a checkpoint "
             "(send it again to stop at once, without one)",

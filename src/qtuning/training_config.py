@@ -106,7 +106,7 @@ class QTuningTrainingConfig(QTuningConfig):
         metadata={"help": "Also log, for each Q2 sample, its response token ids, smoothed scores and pruned flags."},
     )
     warn_every_steps: int = field(
-        default=50, metadata={"help": "Rate limit of the failure-signature warnings, in optimizer steps."}
+        default=50, metadata={"help": "Rate limit of the failure-signature notices, in optimizer steps."}
     )
 
     def __post_init__(self) -> None:
