@@ -1,7 +1,15 @@
-"""The layering rules, enforced: no import cycle among qtuning's modules, a pure engine, a light `import qtuning`.
+"""The layering rules, enforced: no import cycle among qtuning's modules, imports that point down the
+folders' ranks, a pure engine, a light `import qtuning`.
 
 The import graph is read from the source (ast), so a function-local import counts like a
-top-level one: a cycle hidden inside a function is still a cycle.
+top-level one: a cycle hidden inside a function is still a cycle, and an upward import inside a
+function is still upward.
+
+The folders and their ranks (GROUPS; docs/notes/restructure-plan.md section 2.1): a module may import
+modules of its own folder and of folders of a lower rank; folders of the same rank are siblings that
+never import each other. The package root (rank 0) holds the modules every layer uses. Modules that
+still sit flat in the package root are placed by FUTURE (module -> the folder it moves to); an entry
+leaves FUTURE when its module moves.
 """
 
 import ast
@@ -29,6 +37,57 @@ ENGINE = (
     "files",
     "notices",
 )
+
+
+# folder -> rank ("" is the package root)
+GROUPS = {
+    "": 0,
+    "engine": 1,
+    "modeling": 2,
+    "data": 2,
+    "training": 3,
+    "evaluation": 3,
+    "insight": 3,
+    "integrations": 4,
+    "cli": 5,
+}
+# the modules that stay in the package root (stdlib and each other only)
+ROOT = ("errors", "extras", "files", "notices")
+# a flat module today -> the folder it moves to
+FUTURE = {
+    **dict.fromkeys(
+        (
+            "config",
+            "training_config",
+            "scoring",
+            "thresholds",
+            "history",
+            "policies",
+            "seeds",
+            "signatures",
+            "selection",
+        ),
+        "engine",
+    ),
+    **dict.fromkeys(("probe", "kept_batch", "padding_free", "qtuner"), "modeling"),
+    **dict.fromkeys(
+        ("data", "builtin_data", "procedural_data", "assets", "models", "plan_log", "row_ids"),
+        "data",
+    ),
+    **dict.fromkeys(
+        ("sft_config", "trainer", "distributed", "stale", "scoring_mode", "run_metrics", "run", "trainer_mixin"),
+        "training",
+    ),
+    **dict.fromkeys(("evaluation", "bootstrap", "comparison"), "evaluation"),
+    **dict.fromkeys(("analysis", "static_select", "report", "plots"), "insight"),
+    **dict.fromkeys(("cli", "cli_args", "commands"), "cli"),
+}
+# upward edges known today, each removed by the step of the restructuring that fixes it
+KNOWN_UPWARD = {("report", "run_metrics")}  # a run's file names (insight -> training): step 2
+# modules over MAX_LINES, each split by its step of the restructuring
+MAX_LINES = 500
+KNOWN_LONG = ("evaluation", "analysis", "trainer_mixin", "selection", "report", "data")
+MODEL_LIBRARIES = ("transformers", "trl", "datasets", "peft", "accelerate", "deepspeed")
 
 
 def module_name(path: Path) -> str:
@@ -92,6 +151,129 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (cycle := visit(node)):
             return cycle
     return None
+
+
+def group_of(module: str) -> str:
+    """The folder a module belongs to: its first dotted part, or FUTURE's entry for a flat module."""
+    head = module.split(".")[0]
+    if "." in module or head in GROUPS:
+        return head
+    if module in ROOT:
+        return ""
+    if module in FUTURE:
+        return FUTURE[module]
+    raise KeyError(f"{module}: in no folder; place it in ROOT or FUTURE (tests/test_layering.py)")
+
+
+def wrong_imports(graph: dict[str, set[str]], allowed=frozenset()) -> list[str]:
+    """Every edge that does not point down ('a -> b (engine -> training)'), except those in `allowed`;
+    importing the facade `qtuning/__init__` from inside the package counts as wrong too."""
+    wrong = []
+    for source, targets in sorted(graph.items()):
+        if source == "__init__":
+            continue  # the facade imports what it exports
+        for target in sorted(targets):
+            if (source, target) in allowed:
+                continue
+            if target == "__init__":
+                wrong.append(f"{source} -> the facade qtuning/__init__")
+                continue
+            a, b = group_of(source), group_of(target)
+            if a != b and GROUPS[b] >= GROUPS[a]:
+                wrong.append(f"{source} -> {target} ({a or 'root'} -> {b or 'root'})")
+    return wrong
+
+
+def _module_level_imports(tree: ast.Module) -> set[str]:
+    """The top-level package names imported when the module is imported (not inside a function)."""
+    found = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+        todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _all_imports(tree: ast.Module) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _trees() -> dict[str, ast.Module]:
+    return {module_name(p): ast.parse(p.read_text(), filename=str(p)) for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_has_a_folder():
+    """A flat module is in ROOT or FUTURE; FUTURE names only modules that still sit flat (it empties as
+    they move), and its folders are GROUPS'."""
+    flat = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert sorted(flat - set(ROOT) - set(FUTURE)) == []
+    assert sorted(set(FUTURE) - flat) == [], "moved: remove them from FUTURE"
+    assert set(FUTURE.values()) <= set(GROUPS) and not set(ROOT) & set(FUTURE)
+
+
+def test_every_import_points_down():
+    """Function-level imports count; siblings of the same rank never import each other."""
+    assert wrong_imports(import_graph(), KNOWN_UPWARD) == []
+    graph = import_graph()
+    assert all(target in graph[source] for source, target in KNOWN_UPWARD), "fixed: remove it from KNOWN_UPWARD"
+
+
+def test_an_upward_import_is_caught():
+    graph = {name: set(edges) for name, edges in import_graph().items()}
+    added = {
+        ("selection", "trainer_mixin"): "selection -> trainer_mixin (engine -> training)",
+        ("probe", "data"): "probe -> data (modeling -> data)",  # siblings
+        ("analysis", "run"): "analysis -> run (insight -> training)",
+        ("evaluation", "report"): "evaluation -> report (evaluation -> insight)",
+        ("files", "config"): "files -> config (root -> engine)",
+        ("integrations.axolotl", "cli"): "integrations.axolotl -> cli (integrations -> cli)",
+        ("kept_batch", "__init__"): "kept_batch -> the facade qtuning/__init__",
+        ("engine.types", "training.run_metrics"): "engine.types -> training.run_metrics (engine -> training)",
+    }
+    for source, target in added:
+        graph.setdefault(source, set()).add(target)
+    graph["config"].add("errors")  # down: allowed
+    graph["report"].add("run_metrics")  # the known exception, when allowed
+    assert wrong_imports(graph, KNOWN_UPWARD) == sorted(added.values())
+    assert "report -> run_metrics (insight -> training)" in wrong_imports(graph)
+
+
+def test_no_module_imports_the_facade():
+    importers = sorted(name for name, edges in import_graph().items() if "__init__" in edges and name != "__init__")
+    assert importers == []
+
+
+def test_only_training_imports_trl_at_module_level():
+    importers = sorted(name for name, tree in _trees().items() if "trl" in _module_level_imports(tree))
+    assert importers and all(group_of(name) == "training" for name in importers), importers
+
+
+def test_the_engine_names_no_model_library_even_in_functions():
+    offenders = {
+        name: sorted(_all_imports(tree) & set(MODEL_LIBRARIES))
+        for name, tree in _trees().items()
+        if name != "__init__" and group_of(name) == "engine"
+    }
+    assert {name: libs for name, libs in offenders.items() if libs} == {}
+
+
+def test_no_module_over_the_line_limit():
+    lines = {module_name(path): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
+    long = sorted(name for name, n in lines.items() if n > MAX_LINES)
+    assert sorted(set(long) - set(KNOWN_LONG)) == []
+    assert sorted(set(KNOWN_LONG) - set(long)) == [], f"split or shortened: remove them from KNOWN_LONG ({lines})"
 
 
 def test_the_graph_reader_sees_every_kind_of_import():
