@@ -258,18 +258,6 @@ def test_bad_run_directories_are_named(tmp_path, capsys):
     assert "nope: no such directory" in capsys.readouterr().err
 
 
-def test_run_file_names_come_from_their_writers():
-    from transformers.trainer import TRAINER_STATE_NAME
-
-    from qtuning.plan_log import PLAN_LOG_FILE, plan_log_path
-    from qtuning.report import TRAINER_STATE_FILE
-    from qtuning.trainer import CHECKPOINT_STATE_FILE, SUMMARY_FILE
-
-    assert TRAINER_STATE_FILE == TRAINER_STATE_NAME  # written by transformers' Trainer, read by the report
-    assert len({TRAINER_STATE_FILE, CHECKPOINT_STATE_FILE, SUMMARY_FILE, PLAN_LOG_FILE}) == 4
-    assert plan_log_path("out").name == PLAN_LOG_FILE and plan_log_path("out", 3).name == "qtuning_plans.rank3.jsonl"
-
-
 def test_one_plan_log_reader_strict_for_reports_and_lenient_on_resume(tmp_path):
     from qtuning.errors import PlanLogError
     from qtuning.plan_log import PlanLog, read_plan_log, read_run_plans

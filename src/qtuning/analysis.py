@@ -41,12 +41,20 @@ from . import signatures
 from .config import QTuningConfig
 from .errors import AnalysisError
 from .files import atomic_write_text, check_output_file, check_output_folder
+from .run_files import (
+    ANALYSIS_SUMMARY_HTML_FILE,
+    ANALYSIS_SUMMARY_MD_FILE,
+    EU_PLANE_FILE,
+    META_FILE,
+    SCORES_CSV_FILE,
+    SCORES_FILE,
+    SHARD_DIR,
+    SHARD_GLOB,
+    STABILITY_FILE,
+    TOKEN_SCORES_FILE,
+    shard_name,
+)
 from .selection import ROLE_NAMES, Role, select_samples
-
-SHARD_DIR = "shards"
-META_FILE = "meta.json"
-SCORES_FILE = "scores.parquet"
-TOKEN_SCORES_FILE = "token_scores.parquet"
 
 
 @dataclass
@@ -159,7 +167,7 @@ def check_or_write_meta(out_dir: Path, meta: dict) -> None:
                 f"{out_dir} holds scores of another analysis ({details}); use another output folder or remove it"
             )
         return
-    if any((out_dir / SHARD_DIR).glob("part-*.parquet")):
+    if any((out_dir / SHARD_DIR).glob(SHARD_GLOB)):
         raise AnalysisError(
             f"{out_dir} holds score shards but no {META_FILE}: they cannot be matched to this data "
             "and model; use another output folder or remove it"
@@ -257,7 +265,7 @@ def shards_to_score(out_dir: str | os.PathLike, n: int, shard_rows: int) -> list
 
 
 def shard_path(shard_dir: Path, k: int) -> Path:
-    return shard_dir / f"part-{k:05d}.parquet"
+    return shard_dir / shard_name(k)
 
 
 def _shard_schema():
@@ -297,7 +305,7 @@ def read_shards(out_dir: str | os.PathLike):
     import pyarrow.parquet as pq
 
     shard_dir = Path(out_dir) / SHARD_DIR
-    paths = sorted(shard_dir.glob("part-*.parquet"))
+    paths = sorted(shard_dir.glob(SHARD_GLOB))
     if not paths:
         raise AnalysisError(f"{shard_dir}: no score shards (expected part-*.parquet from `qtuning analyze`)")
     frames = [pq.read_table(p).to_pandas() for p in paths]
@@ -600,7 +608,7 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
         table[f"role_{_column(label)}"] = [ROLE_NAMES.get(r, str(r)) for r in runs[0].kept_role.tolist()]
         table[f"supplemented_{_column(label)}"] = runs[0].supplemented.numpy()
     table.to_parquet(out / SCORES_FILE, index=False)
-    table.to_csv(out / "scores.csv", index=False)
+    table.to_csv(out / SCORES_CSV_FILE, index=False)
     scores[["index", "id", "positions", "response_tokens_total", "token_ids", "token_nll"]].to_parquet(
         out / TOKEN_SCORES_FILE, index=False
     )
@@ -637,7 +645,7 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
         ent_hi=thresholds["ent_hi"],
         title=f"{cfg.data} scored by {cfg.model}: whole dataset as one pool",
     )
-    (out / "eu_plane.png").write_bytes(png)
+    (out / EU_PLANE_FILE).write_bytes(png)
     examples = quadrant_examples(scores, whole, cfg.examples)
     rank_correlation = spearman(ppl[valid], ent[valid])
     populations = {
@@ -672,9 +680,9 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
         "settings": dataclasses.asdict(qcfg),
     }
     doc = analysis_doc(result, records, scores, examples, png)
-    (out / "summary.md").write_text(doc.markdown(), encoding="utf-8")
-    (out / "summary.html").write_text(doc.html(), encoding="utf-8")
-    (out / "stability.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (out / ANALYSIS_SUMMARY_MD_FILE).write_text(doc.markdown(), encoding="utf-8")
+    (out / ANALYSIS_SUMMARY_HTML_FILE).write_text(doc.html(), encoding="utf-8")
+    (out / STABILITY_FILE).write_text(json.dumps(result, indent=1, default=str) + "\n")
     result["elapsed_s"] = time.perf_counter() - started
     _print_result(result, out)
     return result

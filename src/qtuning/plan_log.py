@@ -26,9 +26,8 @@ import torch
 
 from .errors import PlanLogError, StorageError
 from .files import atomic_write_text, write_failure
+from .run_files import PLAN_LOG_FILE, PLAN_LOG_RANKS_GLOB, plan_log_name  # noqa: F401  (PLAN_LOG_FILE: its old home)
 from .selection import Role, SelectionPlan
-
-PLAN_LOG_FILE = "qtuning_plans.jsonl"  # rank 0's log in output_dir; rank N writes qtuning_plans.rankN.jsonl
 
 # the plan's scalars, but the kept samples' trainable tokens (the "samples" columns give them)
 _SCALARS = tuple(name for name in SelectionPlan.SCALARS if name != "num_trainable_tokens_kept_samples")
@@ -162,14 +161,13 @@ def read_plan_log(path: str | os.PathLike) -> list[dict]:
 
 def plan_log_path(output_dir: str | os.PathLike, rank: int = 0) -> Path:
     """Where rank `rank` of a run logs its plans: PLAN_LOG_FILE, or qtuning_plans.rank<N>.jsonl."""
-    name = PLAN_LOG_FILE if rank == 0 else PLAN_LOG_FILE.replace(".jsonl", f".rank{rank}.jsonl")
-    return Path(output_dir) / name
+    return Path(output_dir) / plan_log_name(rank)
 
 
 def plan_log_paths(output_dir: str | os.PathLike) -> list[Path]:
     """Every rank's plan log in a run's output_dir (rank 0 first), those that exist."""
     folder = Path(output_dir)
-    ranks = sorted(folder.glob(PLAN_LOG_FILE.replace(".jsonl", ".rank*.jsonl")))
+    ranks = sorted(folder.glob(PLAN_LOG_RANKS_GLOB))
     return [p for p in [plan_log_path(folder), *ranks] if p.is_file()]
 
 

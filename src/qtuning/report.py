@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PlanLogError, ReportError
-from .plan_log import PLAN_LOG_FILE, plan_log_path, read_run_plans
-from .run_metrics import SUMMARY_FILE  # the summary's writer (qtuning.run_metrics: no trl needed to read a run)
+from .plan_log import plan_log_path, read_run_plans
+from .run_files import (  # a run's file names (qtuning.run_files: no trl or transformers needed to read a run)
+    CHECKPOINT_GLOB,
+    EU_PLANE_FILE,
+    PLAN_LOG_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    TRAINER_STATE_FILE,
+)
 from .selection import Role
-
-REPORT_FILE = "qtuning_report.html"  # written here
-# Written by transformers' Trainer (transformers.trainer.TRAINER_STATE_NAME; a test pins the two together),
-# named here so that reading a run does not import transformers. The other names come from their writers:
-# plan_log.PLAN_LOG_FILE, run_metrics.SUMMARY_FILE.
-TRAINER_STATE_FILE = "trainer_state.json"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;
@@ -188,7 +189,7 @@ def find_state(run_dir: Path) -> Path | None:
         suffix = path.parent.name.rsplit("-", 1)[-1]
         return int(suffix) if suffix.isdigit() else -1
 
-    checkpoints = sorted(run_dir.glob("checkpoint-*/" + TRAINER_STATE_FILE), key=number)
+    checkpoints = sorted(run_dir.glob(f"{CHECKPOINT_GLOB}/{TRAINER_STATE_FILE}"), key=number)
     return checkpoints[-1] if checkpoints else None
 
 
@@ -207,7 +208,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
     path = Path(run_dir).expanduser()
     expected = (
         f"the output_dir of a `qtuning train` run (holding {TRAINER_STATE_FILE} and {PLAN_LOG_FILE}, "
-        f"or a checkpoint-*/{TRAINER_STATE_FILE})"
+        f"or a {CHECKPOINT_GLOB}/{TRAINER_STATE_FILE})"
     )
     if not path.exists():
         raise ReportError(f"{path}: no such directory; expected {expected}")
@@ -323,7 +324,7 @@ def load_run_tokenizer(run: Run, tokenizer: str | None = None):
         from .models import load_tokenizer
 
         return load_tokenizer(tokenizer)
-    checkpoints = sorted(run.path.glob("checkpoint-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    checkpoints = sorted(run.path.glob(CHECKPOINT_GLOB), key=lambda p: p.stat().st_mtime, reverse=True)
     for candidate in [run.path, *checkpoints]:
         if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():
             try:
@@ -528,7 +529,7 @@ def analysis_doc(result: dict, records: list[dict], scores, examples: dict[int, 
         f"{t['ent_lo']:.4g}, Q4 = PPL <= {t['ppl_lo']:.4g} and Ent > {t['ent_hi']:.4g}. Outlined: kept samples "
         "(the supplement may keep samples outside the corners)."
     )
-    doc.image(png, "EU plane: log-PPL x entropy, coloured by quadrant", "eu_plane.png", wide=True)
+    doc.image(png, "EU plane: log-PPL x entropy, coloured by quadrant", EU_PLANE_FILE, wide=True)
     doc.heading("Quadrant population")
     labels = list(result["populations"])
     headers = ["quadrant"] + [h for label in labels for h in (f"pool {label}: samples", f"pool {label}: kept")]

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from .notices import notice
+from .run_files import CHECKPOINT_GLOB, RUN_FILE, SUMMARY_FILE
 from .sft_config import QTuningSFTConfig, RunConfig
 
 
@@ -125,7 +126,6 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     return trainer, reports
 
 
-RUN_FILE = "qtuning_run.json"  # in output_dir: the recipe of the run that writes there (see check_output_dir)
 # the trainer settings that, with every RunConfig and Q-Tuning field, make a run what it is
 _RECIPE_TRAINER_FIELDS = (
     "seed",
@@ -187,7 +187,7 @@ def check_output_dir(run: RunConfig, args: QTuningSFTConfig) -> Path:
             "with --resume_from_checkpoint true, or replace it with --overwrite_output_dir true"
         )
     if int(os.environ.get("RANK", "0")) == 0:  # replace it: its checkpoints and plan logs would mix with ours
-        for path in [*out.glob("checkpoint-*"), *plan_log_paths(out), previous]:
+        for path in [*out.glob(CHECKPOINT_GLOB), *plan_log_paths(out), previous]:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -243,7 +243,6 @@ def _disk_full_is_a_storage_error(output_dir):
 
 def _train_and_save(run: RunConfig, args: QTuningSFTConfig) -> dict:
     from .files import atomic_write_text
-    from .run_metrics import SUMMARY_FILE
 
     trainer, reports = build_trainer(run, args)
     if trainer.is_world_process_zero():  # the recipe of the run that now writes here (check_output_dir)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import torch
 
+from .run_files import SUMMARY_FILE  # noqa: F401  (re-exported: its old home)
 from .selection import SelectionPlan
 
-SUMMARY_FILE = "qtuning_summary.json"  # in output_dir at the end of training (run.py adds the held-out losses)
 ESTIMATE_BASIS = "forward = 1, forward+backward = 3 per token position; full data = 3 x all positions"
 
 Reduce = Callable[[torch.Tensor], torch.Tensor] | None

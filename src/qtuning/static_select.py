@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .analysis import META_FILE, TOKEN_SCORES_FILE, AnalysisError, check_qtuning_selection, data_fingerprint
+from .analysis import AnalysisError, check_qtuning_selection, data_fingerprint
 from .config import QTuningConfig
 from .data import MASK_FIELD, MASK_MODEL_FIELD, load_records, read_rows
 from .errors import UsageError
 from .files import atomic_path, check_output_file
+from .run_files import META_FILE, TOKEN_SCORES_FILE
 from .scoring import SampleScores
 from .selection import Role, ScoredBatch, build_plan, select_samples
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 from .extras import missing_extra
 from .row_ids import ID_KEY, TOKEN_ID_KEY
 from .row_ids import segment_ids as _segment_ids  # noqa: F401  (its old name here; tests import it)
-from .run_metrics import SUMMARY_FILE  # noqa: F401  (re-exported: its old home)
+from .run_files import CHECKPOINT_STATE_FILE, SCORE_CACHE_FILE, SUMMARY_FILE  # noqa: F401  (re-exported: old home)
 from .sft_config import QTuningSFTConfig
 from .trainer_mixin import (  # noqa: F401  (re-exported: their old home)
-    CHECKPOINT_STATE_FILE,
     PACKED_KEY,
     PLAN_KEY,
-    SCORE_CACHE_FILE,
     QTuningTrainerMixin,
 )
 

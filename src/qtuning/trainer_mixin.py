@@ -62,7 +62,15 @@ from .probe import (
     scores_from_hidden,
 )
 from .row_ids import ID_KEY, TOKEN_ID_KEY, CollatorWithIds, carries_row_ids, with_row_ids
-from .run_metrics import SUMMARY_FILE, RunMetrics
+from .run_files import (
+    CHECKPOINT_GLOB,
+    CHECKPOINT_STATE_FILE,
+    SCORE_CACHE_FILE,
+    SUMMARY_FILE,
+    checkpoint_dir_name,
+    score_cache_name,
+)
+from .run_metrics import RunMetrics
 from .scoring import IGNORE_INDEX, shift_labels, shift_mask
 from .scoring_mode import ScoringModeChooser
 from .seeds import derive_seed
@@ -78,8 +86,6 @@ except ModuleNotFoundError as exc:
 
 PLAN_KEY = "qtuning_plan"  # where a micro-batch carries its plan from get_batch_samples to compute_loss
 PACKED_KEY = "qtuning_packed"  # a micro-batch unpacked from a padding-free row: train it packed again
-CHECKPOINT_STATE_FILE = "qtuning_state.json"  # in each checkpoint-*/: the running totals, for resuming
-SCORE_CACHE_FILE = "qtuning_score_cache_rank{rank}.pt"  # in each checkpoint-*/ with scoring="stale"
 # transformers < 5 has no Trainer.loss_is_scaled_for_ga: it divides the loss by the accumulation steps
 # unless the model "accepts loss kwargs" and get_batch_samples returned a token count
 _LEGACY_GA_SCALING = not hasattr(Trainer, "loss_is_scaled_for_ga")
@@ -104,7 +110,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
         return None
     complete = [
         (int(p.name.rsplit("-", 1)[1]), p)
-        for p in folder.glob("checkpoint-*")
+        for p in folder.glob(CHECKPOINT_GLOB)
         if p.name.rsplit("-", 1)[1].isdigit() and (p / CHECKPOINT_STATE_FILE).is_file()
     ]
     return str(max(complete)[1]) if complete else None
@@ -561,7 +567,7 @@ class QTuningTrainerMixin:
         from .files import atomic_path, atomic_write_text
 
         run_dir = self._get_output_dir(trial)
-        folder = Path(run_dir) / f"checkpoint-{self.state.global_step}"
+        folder = Path(run_dir) / checkpoint_dir_name(self.state.global_step)
         limit = self.args.save_total_limit
         try:
             if self._plan_log is not None:
@@ -572,7 +578,7 @@ class QTuningTrainerMixin:
             finally:
                 self.args.save_total_limit = limit
             if self._qt_cache is not None and folder.is_dir():  # every rank its own: the rows it has seen
-                with atomic_path(folder / SCORE_CACHE_FILE.format(rank=self.args.process_index)) as tmp:
+                with atomic_path(folder / score_cache_name(self.args.process_index)) as tmp:
                     torch.save(self._qt_cache.state_dict(), tmp)
             if self.args.world_size > 1:  # the marker below only once every rank's files (RNG states, caches) are in
                 self.accelerator.wait_for_everyone()
@@ -633,7 +639,7 @@ class QTuningTrainerMixin:
             if self._qt_chooser is not None and "scoring_auto" in saved:
                 self._qt_chooser.load_state_dict(saved["scoring_auto"])
         if resume_from and self._qt_cache is not None:
-            path = Path(resume_from) / SCORE_CACHE_FILE.format(rank=self.args.process_index)
+            path = Path(resume_from) / score_cache_name(self.args.process_index)
             if path.is_file():
                 self._qt_cache = ScoreCache.from_state_dict(torch.load(path, weights_only=True))
         if self.qt_settings.plan_log and self.qt_settings.pruning_method != "none":
