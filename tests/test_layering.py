@@ -24,6 +24,9 @@ ENGINE = (
     "config",
     "scoring",
     "selection",
+    "types",
+    "thresholds",
+    "history",
     "policies",
     "bootstrap",
     "comparison",
@@ -66,6 +69,7 @@ FUTURE = {
             "seeds",
             "signatures",
             "selection",
+            "types",
         ),
         "engine",
     ),
@@ -86,7 +90,7 @@ FUTURE = {
 KNOWN_UPWARD: set[tuple[str, str]] = set()
 # modules over MAX_LINES, each split by its step of the restructuring
 MAX_LINES = 500
-KNOWN_LONG = ("evaluation", "analysis", "trainer_mixin", "selection", "report", "data")
+KNOWN_LONG = ("evaluation", "analysis", "trainer_mixin", "report", "data")
 MODEL_LIBRARIES = ("transformers", "trl", "datasets", "peft", "accelerate", "deepspeed")
 
 

@@ -337,6 +337,32 @@ def test_a_plan_is_its_parts_and_its_counts_are_derived():
     assert set(plan.kept_role.tolist()) <= {int(r) for r in Role} and plan.kept_role.dtype == torch.int64
 
 
+def test_the_threshold_scalars_are_declared_once_in_thresholds():
+    import dataclasses
+    import inspect
+
+    from qtuning import SelectionPlan
+    from qtuning.history import select_with_history
+    from qtuning.selection import SampleSelection
+    from qtuning.thresholds import Thresholds
+
+    nll, ent, mask, attn = _three_sample_pool()
+    plan = plan_batch(nll, ent, mask, QTuningConfig(), attention_mask=attn)
+    # the selection holds one Thresholds; the scalars are read-only attributes of the selection and the plan
+    assert isinstance(plan.selection.thresholds, Thresholds) and plan.thresholds is plan.selection.thresholds
+    assert not {f.name for f in dataclasses.fields(SampleSelection)} & set(Thresholds.SCALARS)
+    assert plan.thresholds.scalars() == {name: getattr(plan, name) for name in Thresholds.SCALARS}
+    assert plan.bisection_kept_fraction == plan.thresholds.kept_fraction
+    with pytest.raises(AttributeError):
+        plan.selection.alpha = 0.5
+    # the logged order: the pool's counts, the thresholds, then the plan's counts
+    scalars = list(Thresholds.SCALARS)
+    assert list(SelectionPlan.SCALARS[2 : 2 + len(scalars)]) == scalars
+    assert SelectionPlan.SCALARS[:2] == ("pool_size", "target_count")
+    # the history takes its roles from Role, not from parameters
+    assert not {"role_high", "role_low"} & set(inspect.signature(select_with_history).parameters)
+
+
 def test_keep_all_is_full_data_training():
     from qtuning import Role, SelectionPlan
 

@@ -55,6 +55,7 @@ from .run_files import (
     shard_name,
 )
 from .selection import ROLE_NAMES, Role, select_samples
+from .thresholds import Thresholds
 
 
 @dataclass
@@ -325,7 +326,7 @@ class PoolRun:
     kept_role: torch.Tensor  # (N,) int64 Role values; DROPPED also for samples left out of every pool
     quadrant: torch.Tensor  # (N,) int64 1..4 by the pool's mid thresholds, 0 without a response
     supplemented: torch.Tensor  # (N,) bool
-    pools: list[dict]  # per pool: size, kept, supplemented, converged, iterations, alpha, thresholds
+    pools: list[dict]  # per pool: size, kept, supplemented, then Thresholds.SCALARS (alpha, ..., converged)
 
     def kept(self) -> set[int]:
         return set((self.kept_role != Role.DROPPED).nonzero().flatten().tolist())
@@ -362,17 +363,7 @@ def select_in_pools(
                 "size": sel.pool_size,
                 "kept": int((sel.kept_role != Role.DROPPED).sum()),
                 "supplemented": int(sel.supplemented.sum()),
-                "converged": sel.converged,
-                "iterations": sel.iterations,
-                "alpha": sel.alpha,
-                "beta": sel.beta,
-                "bisection_kept_fraction": sel.bisection_kept_fraction,
-                "ppl_lo": sel.ppl_lo,
-                "ppl_hi": sel.ppl_hi,
-                "ent_lo": sel.ent_lo,
-                "ent_hi": sel.ent_hi,
-                "ppl_mid": (sel.ppl_lo + sel.ppl_hi) / 2,
-                "ent_mid": (sel.ent_lo + sel.ent_hi) / 2,
+                **sel.thresholds.scalars(),
             }
         )
     return PoolRun(
@@ -615,21 +606,8 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     warnings = []
     for runs in stability.runs.values():
         warnings += [w for w in failure_signatures(runs[0], valid, qcfg.sample_ratio) if w not in warnings]
-    thresholds = {
-        k: whole.pools[0][k]
-        for k in (
-            "ppl_lo",
-            "ppl_hi",
-            "ent_lo",
-            "ent_hi",
-            "ppl_mid",
-            "ent_mid",
-            "alpha",
-            "beta",
-            "iterations",
-            "converged",
-        )
-    }
+    # the whole-dataset pool's threshold scalars (its kept fraction is reported by the warnings)
+    thresholds = {k: whole.pools[0][k] for k in Thresholds.SCALARS if k != "bisection_kept_fraction"}
     from . import plots
     from .report import analysis_doc
 

@@ -29,6 +29,7 @@ import torch
 
 from .policies import target_count
 from .thresholds import Thresholds, bisect_thresholds, corner_closeness, corner_membership
+from .types import Role
 
 
 @dataclass
@@ -64,7 +65,7 @@ class ScoreWindow:
 class HistorySelection:
     """What `select_with_history` decided for one pool (per-sample tensors are (B,))."""
 
-    kept_role: torch.Tensor  # int64: 0 dropped, 2 Q2, 4 Q4
+    kept_role: torch.Tensor  # int64 Role values: DROPPED, Q2 or Q4
     supplemented: torch.Tensor  # bool: kept from outside the kept corners
     quadrant: torch.Tensor  # int64 1..4 by the window's mid lines; 0 without a trainable position
     thresholds: Thresholds  # from the window
@@ -92,14 +93,12 @@ def select_with_history(
     tolerance: float,
     upper: float,
     kept_quadrants: str = "q2_q4",
-    role_high: int = 2,
-    role_low: int = 4,
     fill_toward: str = "nearest",
 ) -> HistorySelection:
     """Stage 1 with score-history thresholds (module docstring); updates `window` with the pool.
 
     ppl, ent: (B,) float; valid: (B,) bool (samples without a trainable position take no part and
-    are never kept). role_high / role_low: the role values of the two kept corners. fill_toward:
+    are never kept). The high-PPL kept corner gives the Q2 role, the low-PPL one Q4. fill_toward:
     'nearest' (outside samples ranked by their depth toward either corner, role of the nearer one)
     or 'low_ppl' (ranked by their depth toward the low-PPL corner, all in its role).
     """
@@ -113,7 +112,7 @@ def select_with_history(
     supplemented = torch.zeros(batch, dtype=torch.bool)
     quadrant = torch.zeros(batch, dtype=torch.int64)
     if n == 0 or len(window) == 0:
-        empty = Thresholds(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, False, 0.0)
+        empty = Thresholds.none()
         zeros = torch.zeros(batch, dtype=torch.float64)
         return HistorySelection(kept_role, supplemented, quadrant, empty, n, 0, 0, len(window), zeros, zeros)
     w_ppl = torch.tensor(window.ppl, dtype=torch.float64)
@@ -139,8 +138,9 @@ def select_with_history(
     k = target_count(n, sample_ratio)
     chosen = order[:k]
     nearer_high = (toward_high[chosen] >= toward_low[chosen]) & (fill_toward != "low_ppl")
+    high, low = int(Role.Q2), int(Role.Q4)
     role_of_chosen = torch.where(
-        in_high[chosen], role_high, torch.where(in_low[chosen], role_low, torch.where(nearer_high, role_high, role_low))
+        in_high[chosen], high, torch.where(in_low[chosen], low, torch.where(nearer_high, high, low))
     )
     kept_role[chosen] = role_of_chosen
     supplemented[chosen] = ~in_corner[chosen]

@@ -12,8 +12,6 @@ model's dtype or device; the bisection loops over iterations, never over samples
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from enum import IntEnum
 
 import torch
 
@@ -25,213 +23,22 @@ from .scoring import SampleScores, sample_scores
 from .seeds import derive_seed
 from .thresholds import Thresholds, bisect_thresholds, corner_closeness, corner_membership, quantile_sorted  # noqa: F401
 
-
-class Role(IntEnum):
-    """A sample's role in a plan; `kept_role` tensors (int64) hold these values."""
-
-    DROPPED = 0
-    KEPT = 1  # kept by a baseline sample pruner (qtuning.policies); token-prunable
-    Q2 = 2  # kept, token-prunable ("valuable misconception"; the kept high-PPL corner)
-    Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
-
-
-ROLE_DROPPED, ROLE_KEPT, ROLE_Q2, ROLE_Q4 = Role.DROPPED, Role.KEPT, Role.Q2, Role.Q4  # the earlier public names
-ROLE_NAMES = {Role.DROPPED: "dropped", Role.KEPT: "kept", Role.Q2: "Q2", Role.Q4: "Q4"}
-QUADRANT_NAMES = {
-    1: "Q1 harmful noise",
-    2: "Q2 valuable misconception",
-    3: "Q3 redundant knowledge",
-    4: "Q4 calibration data",
-}
+# The types live in qtuning.types; their earlier home re-exports them.
+from .types import (  # noqa: F401
+    QUADRANT_NAMES,
+    ROLE_DROPPED,
+    ROLE_KEPT,
+    ROLE_NAMES,
+    ROLE_Q2,
+    ROLE_Q4,
+    Role,
+    SampleSelection,
+    ScoredBatch,
+    SelectionPlan,
+)
 
 # exp() overflows float64 above ~709.78; a token NLL that large is already "infinitely" surprising.
 _MAX_TOKEN_NLL = 700.0
-
-
-@dataclass
-class SampleSelection:
-    """Stage 1's result for a pool of samples: who is kept, in which role, and the pool's thresholds."""
-
-    kept_role: torch.Tensor  # (B,) int64 Role values: DROPPED, KEPT (a baseline), Q2 or Q4
-    supplemented: torch.Tensor  # (B,) bool: kept by the supplement rather than by the bisection corners
-    quadrant: torch.Tensor  # (B,) int64, 1..4 by the mid thresholds, 0 without a trainable position
-    pool_size: int = 0  # N: samples with at least one trainable position
-    target_count: int = 0  # K = min(N, max(1, round(sample_ratio * N)))
-    alpha: float = 0.0  # final quantile level on the PPL axis
-    beta: float = 0.0  # final quantile level on the entropy axis
-    ppl_lo: float = 0.0
-    ppl_hi: float = 0.0
-    ent_lo: float = 0.0
-    ent_hi: float = 0.0
-    iterations: int = 0  # bisection iterates computed
-    converged: bool = False  # the last iterate was within the tolerance
-    bisection_kept_fraction: float = 0.0  # kept fraction of the last iterate, before the supplement
-    weight: torch.Tensor | None = None  # (B,) float64 loss weights (InfoBatch); None = all 1
-
-    @property
-    def ppl_mid(self) -> float:
-        """The quadrant line on the PPL axis."""
-        return (self.ppl_lo + self.ppl_hi) / 2
-
-    @property
-    def ent_mid(self) -> float:
-        """The quadrant line on the entropy axis."""
-        return (self.ent_lo + self.ent_hi) / 2
-
-    def rows(self, start: int, stop: int) -> SampleSelection:
-        """The selection of samples start..stop-1 of the pool (the pool-level fields are shared)."""
-        return replace(
-            self,
-            kept_role=self.kept_role[start:stop],
-            supplemented=self.supplemented[start:stop],
-            quadrant=self.quadrant[start:stop],
-            weight=None if self.weight is None else self.weight[start:stop],
-        )
-
-
-def _part(part: str, name: str, doc: str) -> property:
-    """A read-only attribute of the plan that is a field of one of its parts."""
-    return property(lambda self: getattr(getattr(self, part), name), doc=doc)
-
-
-@dataclass
-class SelectionPlan:
-    """What to train on for one selection pool: stage 1's selection, the samples' scores and stage 2's
-    token mask. Tensors live on the CPU.
-
-    The parts' fields read as the plan's own (plan.kept_role, plan.alpha, plan.sample_ppl, ...) and
-    the counts are derived from them (plan.num_kept, plan.num_kept_tokens, ...), so nothing is stored twice.
-    """
-
-    selection: SampleSelection  # per sample (B,): roles, supplement, quadrants, weights; the pool's thresholds
-    scores: SampleScores  # per sample (B,): PPL, Ent, trainable tokens
-    token_keep: torch.Tensor  # (B, T) bool, subset of loss_mask: the positions that carry a loss
-    token_score: torch.Tensor  # (B, T) float64, smoothed perplexity s_i (or a baseline's priority) at the
-    # token-pruning candidates, 0 elsewhere
-
-    # per sample, (B,)
-    kept_role = _part(
-        "selection",
-        "kept_role",
-        "(B,) int64 Role values: 0 dropped, 1 kept by a baseline, "
-        "2 kept as Q2 (token-prunable), 4 kept as Q4 (kept whole)",
-    )
-    supplemented = _part("selection", "supplemented", "(B,) bool: kept by the supplement, not by the corners")
-    quadrant = _part("selection", "quadrant", "(B,) int64: 1..4 by the mid thresholds, 0 without a trainable position")
-    sample_weight = _part("selection", "weight", "(B,) float64 loss weight (InfoBatch's rescaling); None = all 1")
-    sample_ppl = _part("scores", "ppl", "(B,) float64, 0 where the sample has no trainable position")
-    sample_entropy = _part("scores", "entropy", "(B,) float64, 0 where the sample has no trainable position")
-    num_trainable_tokens = _part("scores", "num_tokens", "(B,) int64: trainable positions per sample")
-    # the pool
-    pool_size = _part("selection", "pool_size", "N: samples with at least one trainable position")
-    target_count = _part("selection", "target_count", "K = min(N, max(1, round(sample_ratio * N)))")
-    alpha = _part("selection", "alpha", "final quantile level on the PPL axis")
-    beta = _part("selection", "beta", "final quantile level on the entropy axis")
-    ppl_lo = _part("selection", "ppl_lo", "low PPL threshold of the last iterate")
-    ppl_hi = _part("selection", "ppl_hi", "high PPL threshold of the last iterate")
-    ent_lo = _part("selection", "ent_lo", "low entropy threshold of the last iterate")
-    ent_hi = _part("selection", "ent_hi", "high entropy threshold of the last iterate")
-    ppl_mid = _part("selection", "ppl_mid", "quadrant line on the PPL axis, (ppl_lo + ppl_hi) / 2")
-    ent_mid = _part("selection", "ent_mid", "quadrant line on the entropy axis, (ent_lo + ent_hi) / 2")
-    iterations = _part("selection", "iterations", "bisection iterates computed")
-    converged = _part("selection", "converged", "the last iterate was within the tolerance")
-    bisection_kept_fraction = _part(
-        "selection", "bisection_kept_fraction", "kept fraction of the last iterate, before the supplement"
-    )
-
-    # the scalars of stats() and of the logs, in this order
-    SCALARS = (
-        "pool_size",
-        "target_count",
-        "alpha",
-        "beta",
-        "ppl_lo",
-        "ppl_hi",
-        "ent_lo",
-        "ent_hi",
-        "ppl_mid",
-        "ent_mid",
-        "iterations",
-        "converged",
-        "bisection_kept_fraction",
-        "num_kept",
-        "num_supplemented",
-        "num_trainable_tokens_kept_samples",
-        "num_kept_tokens",
-        "num_pruned_tokens",
-    )
-
-    @property
-    def sample_keep(self) -> torch.Tensor:
-        """(B,) bool: the samples trained on."""
-        return self.kept_role != Role.DROPPED
-
-    @property
-    def num_kept(self) -> int:
-        return int(self.sample_keep.sum())
-
-    @property
-    def num_supplemented(self) -> int:
-        return int(self.supplemented.sum())
-
-    @property
-    def num_trainable_tokens_kept_samples(self) -> int:
-        """Trainable tokens of the kept samples, before token pruning."""
-        return int(self.num_trainable_tokens[self.sample_keep].sum())
-
-    @property
-    def num_kept_tokens(self) -> int:
-        """token_keep.sum(): the positions that carry a loss."""
-        return int(self.token_keep.sum())
-
-    @property
-    def num_pruned_tokens(self) -> int:
-        """Trainable tokens of kept samples masked by stage 2."""
-        return self.num_trainable_tokens_kept_samples - self.num_kept_tokens
-
-    @classmethod
-    def keep_all(cls, loss_mask: torch.Tensor) -> SelectionPlan:
-        """The 'plan' of full-data training: every sample with a trainable position, every trainable token.
-
-        loss_mask: (B, T) bool. Samples are kept as Q4 (whole); scores are 0 (nothing was scored)."""
-        keep = loss_mask.any(dim=1)  # (B,)
-        n = int(keep.sum())
-        batch = loss_mask.shape[0]
-        zeros = torch.zeros(batch, dtype=torch.float64)
-        selection = SampleSelection(
-            kept_role=torch.where(keep, Role.Q4, Role.DROPPED),
-            supplemented=torch.zeros_like(keep),
-            quadrant=torch.zeros(batch, dtype=torch.int64),
-            pool_size=n,
-            target_count=n,
-            converged=True,
-            bisection_kept_fraction=1.0,
-        )
-        scores = SampleScores(ppl=zeros, entropy=zeros, num_tokens=loss_mask.sum(dim=1), has_response=keep)
-        return cls(
-            selection=selection,
-            scores=scores,
-            token_keep=loss_mask.clone(),
-            token_score=torch.zeros(loss_mask.shape, dtype=torch.float64),
-        )
-
-    def take(self, start: int, stop: int, width: int | None = None) -> SelectionPlan:
-        """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared."""
-        rows, cols = slice(start, stop), slice(0, width)
-        scores = SampleScores(**{f.name: getattr(self.scores, f.name)[rows] for f in fields(SampleScores)})
-        return SelectionPlan(
-            selection=self.selection.rows(start, stop),
-            scores=scores,
-            token_keep=self.token_keep[rows, cols],
-            token_score=self.token_score[rows, cols],
-        )
-
-    def stats(self) -> dict[str, float | int | bool]:
-        """The scalars, for logging: SCALARS, then the count of samples in each quadrant."""
-        out = {name: getattr(self, name) for name in self.SCALARS}
-        for q in range(1, 5):
-            out[f"quadrant_{q}"] = int((self.quadrant == q).sum())
-        return out
 
 
 def _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTuningConfig) -> None:
@@ -257,18 +64,6 @@ def _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTun
                 f"position {t}: {values[b, t].item()}. Refusing to select from broken scores "
                 "(check the model's dtype or for a diverged run)."
             )
-
-
-@dataclass
-class ScoredBatch:
-    """A batch's scores, checked and on the CPU in float64: everything a selection reads."""
-
-    token_nll: torch.Tensor  # (B, T) float64, 0 outside loss_mask
-    loss_mask: torch.Tensor  # (B, T) bool
-    attention_mask: torch.Tensor | None  # (B, T) bool
-    scores: SampleScores  # per-sample PPL, Ent, token counts
-    reference_nll: torch.Tensor | None = None  # (B, T) float64: a reference model's NLL (token_pruner="rho1")
-    non_finite_rows: int = 0  # rows left out because their scores were NaN/inf (prepare_scores(non_finite="drop"))
 
 
 def prepare_scores(
@@ -403,8 +198,7 @@ def select_pool(
         quadrant=torch.zeros(keep.shape[0], dtype=torch.int64),
         pool_size=n,
         target_count=target_count(n, cfg.sample_ratio),
-        converged=True,
-        bisection_kept_fraction=int(keep.sum()) / n if n else 0.0,
+        thresholds=Thresholds.none(converged=True, kept_fraction=int(keep.sum()) / n if n else 0.0),
         weight=None if bool((weight == 1).all()) else weight,
     )
 
@@ -445,8 +239,6 @@ def select_samples(
             tolerance=cfg.bisection_tolerance,
             upper=cfg.bisection_upper,
             kept_quadrants=cfg.kept_quadrants,
-            role_high=int(Role.Q2),
-            role_low=int(Role.Q4),
             fill_toward=cfg.supplement_toward,
         )
         result = _selection_from(h.kept_role, h.supplemented, h.quadrant, h.thresholds, n, h.target_count)
@@ -465,15 +257,7 @@ def _selection_from(kept_role, supplemented, quadrant, t: Thresholds, n: int, ta
         quadrant=quadrant,
         pool_size=n,
         target_count=target,
-        alpha=t.alpha,
-        beta=t.beta,
-        ppl_lo=t.ppl_lo,
-        ppl_hi=t.ppl_hi,
-        ent_lo=t.ent_lo,
-        ent_hi=t.ent_hi,
-        iterations=t.iterations,
-        converged=t.converged,
-        bisection_kept_fraction=t.kept_fraction,
+        thresholds=t,
     )
 
 

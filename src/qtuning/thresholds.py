@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -29,13 +30,46 @@ class Thresholds:
     converged: bool  # |kept fraction - target| < tolerance at the last iterate
     kept_fraction: float  # fraction of the searched points in the kept corners at the last iterate
 
+    # The scalars a selection reports, by their logged names, in their logged order (the plan log, the
+    # trainer's log metrics, `qtuning analyze`): the one list of them. SampleSelection and
+    # SelectionPlan read each as an attribute of their own (plan.alpha, plan.bisection_kept_fraction).
+    SCALARS: ClassVar[dict[str, str]] = {
+        "alpha": "final quantile level on the PPL axis",
+        "beta": "final quantile level on the entropy axis",
+        "ppl_lo": "low PPL threshold of the last iterate",
+        "ppl_hi": "high PPL threshold of the last iterate",
+        "ent_lo": "low entropy threshold of the last iterate",
+        "ent_hi": "high entropy threshold of the last iterate",
+        "ppl_mid": "quadrant line on the PPL axis, (ppl_lo + ppl_hi) / 2",
+        "ent_mid": "quadrant line on the entropy axis, (ent_lo + ent_hi) / 2",
+        "iterations": "bisection iterates computed",
+        "converged": "the last iterate was within the tolerance",
+        "bisection_kept_fraction": "kept fraction of the last iterate, before the supplement",
+    }
+
+    @classmethod
+    def none(cls, *, converged: bool = False, kept_fraction: float = 0.0) -> Thresholds:
+        """No bisection ran (an empty pool, a baseline, full-data training): every line at 0."""
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, converged, kept_fraction)
+
     @property
     def ppl_mid(self) -> float:
+        """The quadrant line on the PPL axis."""
         return (self.ppl_lo + self.ppl_hi) / 2
 
     @property
     def ent_mid(self) -> float:
+        """The quadrant line on the entropy axis."""
         return (self.ent_lo + self.ent_hi) / 2
+
+    @property
+    def bisection_kept_fraction(self) -> float:
+        """`kept_fraction` by its logged name."""
+        return self.kept_fraction
+
+    def scalars(self) -> dict[str, float | int | bool]:
+        """SCALARS -> their values, in the logged order."""
+        return {name: getattr(self, name) for name in self.SCALARS}
 
 
 def quantile_sorted(sorted_values: list[float], q: float) -> float:
