@@ -23,7 +23,7 @@ import torch
 from qtuning import QTuningConfig
 from qtuning.analysis import pool_stability, spearman
 from qtuning.distributed import _shareable
-from qtuning.selection import prepare_scores
+from qtuning.engine.selection import prepare_scores
 
 RESULTS = Path(__file__).parent / "results"
 

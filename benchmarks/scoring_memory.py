@@ -38,7 +38,7 @@ def _inputs(batch: int, seq: int, hidden: int, vocab: int):
 def _naive(h, w, labels):
     import torch
 
-    from qtuning.scoring import shift_labels
+    from qtuning.engine.scoring import shift_labels
 
     logits = (h @ w.T).float()  # (B, T, V)
     log_probs = torch.log_softmax(logits, dim=-1)  # (B, T, V)
@@ -50,7 +50,7 @@ def _naive(h, w, labels):
 
 
 def _chunked(h, w, labels, chunk):
-    from qtuning.scoring import token_scores_from_hidden
+    from qtuning.engine.scoring import token_scores_from_hidden
 
     s = token_scores_from_hidden(h, w, labels, chunk_size=chunk)
     return s.nll, s.entropy

@@ -9,7 +9,7 @@ training run rescores with its current weights every step, so these are the firs
    the whole data set as one pool. For pools of 8 and 16 (5 shuffles each), every variant selects
    pool after pool in order, and the union of the kept sets is compared with the reference
    (Jaccard). Variants: `paper` (lines from each pool) and `history` (lines from the last W scored
-   samples, qtuning.history), plus the noise-aware options below. Beside them: the ceiling that any
+   samples, qtuning.engine.history), plus the noise-aware options below. Beside them: the ceiling that any
    selection keeping exactly round(r_s N) rows per pool can reach, and history thresholds with the
    window already full from an earlier pass (a later epoch, if the scores had not moved).
 2. Noise. The evidence suite's noisy arith rows (20% of the responses swapped with another row's,
@@ -56,9 +56,9 @@ def score_records(records: list[dict], max_length: int, cache_name: str) -> list
 
     from qtuning import QTuningConfig
     from qtuning.data import collate, tokenize_record
+    from qtuning.engine.selection import prepare_scores
     from qtuning.models import load_model_and_tokenizer
     from qtuning.probe import score_batch
-    from qtuning.selection import prepare_scores
 
     model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
     features = [tokenize_record(tokenizer, r, max_length) for r in records]
@@ -87,8 +87,8 @@ def run_pools(rows: list, order: list[int], pool: int, cfg, seed: int, window=No
     """Plan pool after pool (in `order`), each pool alone, with one score window carried across pools
     when cfg.thresholds == 'history' (a fresh one unless `window` is given, e.g. already filled by an
     earlier pass). Returns one SelectionPlan per row, in `order`."""
-    from qtuning.history import ScoreWindow
-    from qtuning.selection import plan_pool
+    from qtuning.engine.history import ScoreWindow
+    from qtuning.engine.selection import plan_pool
 
     if window is None and cfg.thresholds == "history":
         window = ScoreWindow(cfg.history_window)
@@ -142,7 +142,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks" / "evidence"))
     from qtuning import QTuningConfig
     from qtuning.data import load_records, split_records
-    from qtuning.selection import plan_pool
+    from qtuning.engine.selection import plan_pool
 
     base = dict(sample_ratio=0.25, token_ratio=0.5, history_window=args.window)
     out: dict = {
@@ -175,7 +175,7 @@ def main() -> None:
     # rows per pool (every variant is), and history thresholds in a window already full from an
     # earlier pass over the same scores (a later epoch whose scores have not moved), rather than the
     # one-pass run above, whose first pools see a window of 16, 32, ... points.
-    from qtuning.history import ScoreWindow
+    from qtuning.engine.history import ScoreWindow
 
     ceiling: dict = {}
     warm: dict = {}

@@ -14,7 +14,7 @@ model weights:
   - the kept set from those scores against the kept set from the fresh scores of the log
     (Jaccard = |both| / |either|, summed over the pools that held at least one cached row),
     averaged over `--draws` seeds of the re-probe draw (its range is reported too).
-Both selections run through `qtuning.selection.select_samples` with the run's ratios (paper
+Both selections run through `qtuning.engine.selection.select_samples` with the run's ratios (paper
 thresholds). As a check, the fresh selection recomputed from the log's (rounded) scores must match
 the logged kept set. For scale: two random 4-of-16 sets agree about 0.14.
 
@@ -34,8 +34,8 @@ import torch
 
 from qtuning import QTuningConfig
 from qtuning.analysis import spearman
+from qtuning.engine.selection import select_samples
 from qtuning.plan_log import read_run_plans
-from qtuning.selection import select_samples
 from qtuning.stale import rows_to_probe
 
 RESULTS = Path(__file__).parent / "results"

@@ -187,7 +187,7 @@ def optimizer_step(trainer, batch, plans: list | None = None) -> float:
 def fresh_plan(trainer, batch):
     """The plan that a fresh probe of `batch` gives with the trainer's current weights (stale's reference)."""
     from qtuning.distributed import plan_step
-    from qtuning.seeds import derive_seed
+    from qtuning.engine.seeds import derive_seed
 
     part = trainer._score_micro_batch(dict(batch))
     seed = derive_seed(trainer.args.seed, trainer.state.global_step, "step")

@@ -39,7 +39,7 @@ def cut_after(batch: dict, mask: torch.Tensor) -> tuple[dict, int]:
     """The batch with each row ending at its last position in `mask` (B, T, shifted grid: position t
     predicts token t + 1), and the width the longest such row needs. Rows without a response keep
     their length. The probe's length-sorted sub-batches then trim to prompt + k, not the response."""
-    from qtuning.scoring import IGNORE_INDEX, shift_labels
+    from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 
     columns = torch.arange(mask.shape[1])
     last = torch.where(mask, columns, -1).max(dim=1).values  # (B,)

@@ -50,13 +50,13 @@ def run_config_class():
 def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
     """(title, note, fields) per table, in the order they appear in the document."""
     _import_qtuning()
-    from qtuning.config import QTuningConfig
+    from qtuning.engine.config import QTuningConfig
+    from qtuning.engine.training_config import QTuningTrainingConfig
     from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.training_config import QTuningTrainingConfig
 
     out = [
         (
-            "`QTuningConfig`: the engine (`qtuning.config`)",
+            "`QTuningConfig`: the engine (`qtuning.engine.config`)",
             "The selection's own settings. `QTuningSFTConfig` inherits all of them; `QTuner`, "
             "`plan_batch`, `qtuning plan`, `analyze` and `select` take them too.",
             list(dataclasses.fields(QTuningConfig)),
@@ -64,7 +64,7 @@ def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
     ]
     out.append(
         (
-            "`QTuningTrainingConfig`: how Q-Tuning runs inside a trainer (`qtuning.training_config`)",
+            "`QTuningTrainingConfig`: how Q-Tuning runs inside a trainer (`qtuning.engine.training_config`)",
             "The fields `QTuningTrainingConfig` adds to `QTuningConfig`; `QTuningSFTConfig` inherits them, and "
             "`QTuningTrainerMixin` reads them (from `args`, or from `qtuning_config=`).",
             _own_fields(QTuningTrainingConfig),
@@ -101,7 +101,7 @@ def _declared_annotation(f: dataclasses.Field) -> object:
     """The field's annotation as its class declares it. `Field.type` is not used: argument parsers
     (transformers' HfArgumentParser among them) overwrite it in place, e.g. `str | None` -> `str`."""
     _import_qtuning()
-    from qtuning.config import QTuningConfig
+    from qtuning.engine.config import QTuningConfig
     from qtuning.sft_config import QTuningSFTConfig
 
     classes = [QTuningSFTConfig, QTuningConfig]

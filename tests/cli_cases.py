@@ -66,8 +66,8 @@ def build_workspace(root: Path, tiny_model: Path) -> dict[str, Path]:
     """The files the cells point at: valid inputs (so that only the one bad argument is bad), a missing
     path, unreadable copies (mode 000) and a regular file to put outputs under (so they cannot be written)."""
     from qtuning.analysis import META_FILE, TOKEN_SCORES_FILE, data_fingerprint
-    from qtuning.config import QTuningConfig
     from qtuning.data import load_records
+    from qtuning.engine.config import QTuningConfig
 
     root.mkdir(parents=True, exist_ok=True)
     w = {"root": root, "tiny": tiny_model, "missing": root / "missing", "blocker": root / "blocker"}

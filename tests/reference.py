@@ -1,7 +1,7 @@
 """A deliberately naive re-implementation of docs/algorithm.md sections 3 and 4, for the property tests.
 
 Written from the spec with Python loops, numpy.quantile and plain lists, sharing no code with
-`qtuning.selection`, so that the two implementations check each other.
+`qtuning.engine.selection`, so that the two implementations check each other.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from qtuning.analysis import (
 )
 from qtuning.cli import main
 from qtuning.data import load_records, tokenize_record
-from qtuning.selection import select_samples
+from qtuning.engine.selection import select_samples
 
 # ---------------------------------------------------------------------------------- pure parts
 
@@ -128,7 +128,7 @@ def test_failure_signatures_fire_on_their_case_only():
     collapsed = _run([1] * 19 + [2] * 19 + [3] * 1 + [4] * 1, [True] * 10 + [False] * 30, [False] * 40, [True] * 4)
     (warning,) = failure_signatures(collapsed, valid, 0.25)
     assert "quadrant collapse" in warning and "Q3 2.5%, Q4 2.5%" in warning and "Q1" not in warning
-    # one quadrant under 5% is not a collapse: the rule is the trainer's (qtuning.signatures), two or more
+    # one quadrant under 5% is not a collapse: the rule is the trainer's (qtuning.engine.signatures), two or more
     one_small = _run([1] * 13 + [2] * 13 + [3] * 1 + [4] * 13, [True] * 10 + [False] * 30, [False] * 40, [True] * 4)
     assert failure_signatures(one_small, valid, 0.25) == []
     # 3 of 4 pools missed the tolerance; 8 of 12 kept samples came from the supplement

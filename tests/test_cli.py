@@ -344,8 +344,8 @@ def test_every_error_class_derives_from_qtuning_error():
         assert issubclass(cls, QTuningError), f"qtuning.{module}.{name}"
     # their historical homes still export them, with their standard bases
     from qtuning.assets import AssetError
-    from qtuning.config import ConfigError
     from qtuning.data import DataError
+    from qtuning.engine.config import ConfigError
     from qtuning.models import ModelSpecError
 
     assert issubclass(ConfigError, ValueError) and issubclass(DataError, ValueError)

@@ -179,7 +179,7 @@ def test_the_probe_scores_every_assistant_turn_as_response():
     from helpers import tiny_tokenizer
 
     from qtuning.data import _normalise_fields, collate, tokenize_record
-    from qtuning.scoring import shift_labels
+    from qtuning.engine.scoring import shift_labels
 
     tokenizer = tiny_tokenizer()
     encoded = tokenize_record(tokenizer, _normalise_fields(THREE_TURNS, 0, "test"), None)

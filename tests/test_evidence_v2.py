@@ -286,8 +286,8 @@ def test_plan_log_lists_the_tokens_of_every_token_prunable_kept_sample():
     import torch
 
     from qtuning import QTuningConfig, plan_batch
+    from qtuning.engine.selection import Role
     from qtuning.plan_log import plan_records
-    from qtuning.selection import Role
 
     g = torch.Generator().manual_seed(0)
     nll, entropy = torch.rand(8, 12, generator=g) * 3, torch.rand(8, 12, generator=g)

@@ -1,4 +1,4 @@
-"""Score-history thresholds (qtuning.history): window handling, a naive reference, hand-worked pools,
+"""Score-history thresholds (qtuning.engine.history): window handling, a naive reference, hand-worked pools,
 hypothesis invariants, and exact resume from the window's state."""
 
 import math
@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qtuning.history import ScoreWindow, select_with_history
-from qtuning.thresholds import bisect_thresholds
+from qtuning.engine.history import ScoreWindow, select_with_history
+from qtuning.engine.thresholds import bisect_thresholds
 
 KW = dict(max_iters=10, tolerance=0.01, upper=0.49)
 
@@ -208,7 +208,7 @@ def test_noise_options_hold_the_budget_and_the_cap(pools, r_s, thresholds, towar
     bisection iterate may keep more); the Q2 share respects the cap whenever enough not-kept samples
     exist to swap in."""
     from qtuning import QTuningConfig
-    from qtuning.selection import select_samples
+    from qtuning.engine.selection import select_samples
 
     cfg = QTuningConfig(
         sample_ratio=r_s, thresholds=thresholds, history_window=24, supplement_toward=toward, max_q2_share=cap

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from qtuning.engine.training_config import QTuningTrainingConfig
 from qtuning.errors import ConfigError
 from qtuning.integrations import axolotl, llamafactory
-from qtuning.training_config import QTuningTrainingConfig
 
 PLUGIN = {"plugins": [axolotl.PLUGIN]}
 

@@ -21,19 +21,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qtuning"
 HEAVY = ("transformers", "trl", "datasets", "peft")
 # the pure engine: importable with torch (and numpy) alone
 ENGINE = (
-    "config",
-    "scoring",
-    "selection",
-    "types",
-    "thresholds",
-    "history",
-    "policies",
+    "engine.config",
+    "engine.scoring",
+    "engine.selection",
+    "engine.types",
+    "engine.thresholds",
+    "engine.history",
+    "engine.policies",
+    "engine.training_config",
+    "engine.signatures",
+    "engine.seeds",
     "bootstrap",
     "comparison",
     "procedural_data",
     "errors",
     "cli_args",
-    "training_config",
     "row_ids",
     "run_metrics",
     "extras",
@@ -58,21 +60,6 @@ GROUPS = {
 ROOT = ("errors", "extras", "files", "notices")
 # a flat module today -> the folder it moves to
 FUTURE = {
-    **dict.fromkeys(
-        (
-            "config",
-            "training_config",
-            "scoring",
-            "thresholds",
-            "history",
-            "policies",
-            "seeds",
-            "signatures",
-            "selection",
-            "types",
-        ),
-        "engine",
-    ),
     **dict.fromkeys(("probe", "kept_batch", "padding_free", "qtuner"), "modeling"),
     **dict.fromkeys(
         ("data", "builtin_data", "procedural_data", "assets", "models", "plan_log", "row_ids", "run_files"),
@@ -237,18 +224,18 @@ def test_every_import_points_down():
 def test_an_upward_import_is_caught():
     graph = {name: set(edges) for name, edges in import_graph().items()}
     added = {
-        ("selection", "trainer_mixin"): "selection -> trainer_mixin (engine -> training)",
+        ("engine.selection", "trainer_mixin"): "engine.selection -> trainer_mixin (engine -> training)",
         ("probe", "data"): "probe -> data (modeling -> data)",  # siblings
         ("analysis", "run"): "analysis -> run (insight -> training)",
         ("evaluation", "report"): "evaluation -> report (evaluation -> insight)",
-        ("files", "config"): "files -> config (root -> engine)",
+        ("files", "engine.config"): "files -> engine.config (root -> engine)",
         ("integrations.axolotl", "cli"): "integrations.axolotl -> cli (integrations -> cli)",
         ("kept_batch", "__init__"): "kept_batch -> the facade qtuning/__init__",
         ("engine.types", "training.run_metrics"): "engine.types -> training.run_metrics (engine -> training)",
     }
     for source, target in added:
         graph.setdefault(source, set()).add(target)
-    graph["config"].add("errors")  # down: allowed
+    graph["engine.config"].add("errors")  # down: allowed
     assert wrong_imports(graph, KNOWN_UPWARD) == sorted(added.values())
     graph["report"].add("run_metrics")  # the edge that run_files.py removed (insight -> training)
     assert "report -> run_metrics (insight -> training)" in wrong_imports(graph, {("analysis", "run")})
@@ -347,3 +334,21 @@ def test_the_three_ways_in_import_from_the_package():
     for name in qtuning.__all__:
         assert getattr(qtuning, name) is not None, name
     assert set(qtuning.__all__) <= set(dir(qtuning))
+
+
+def test_moved_modules_keep_their_old_paths():
+    """A module that moved into a folder stays importable by its old path, as the same module object
+    (`import qtuning.scoring`, `from qtuning.config import ...`); its old file is gone."""
+    import importlib
+
+    import qtuning
+
+    assert qtuning._MOVED
+    for old, new in qtuning._MOVED.items():
+        module = importlib.import_module(new, "qtuning")
+        assert importlib.import_module(f"qtuning.{old}") is module is getattr(qtuning, old), old
+        assert not (PACKAGE / f"{old}.py").exists(), old
+    from qtuning.config import QTuningConfig
+    from qtuning.selection import SelectionPlan
+
+    assert QTuningConfig is qtuning.QTuningConfig and SelectionPlan is qtuning.SelectionPlan

@@ -6,10 +6,10 @@ import torch
 from helpers import tiny_dataset, tiny_llama
 from test_trainer import first_batch, make_trainer
 
+from qtuning.engine.scoring import IGNORE_INDEX
 from qtuning.errors import ConfigError
 from qtuning.padding_free import pack, scatter_rows, segment_lengths, unpack
 from qtuning.probe import check_packed_attention
-from qtuning.scoring import IGNORE_INDEX
 from qtuning.trainer import ID_KEY, PLAN_KEY
 
 

@@ -1,4 +1,4 @@
-"""The baselines (qtuning.policies) and the Q-Tuning ablations, on hand-worked pools, plus their
+"""The baselines (qtuning.engine.policies) and the Q-Tuning ablations, on hand-worked pools, plus their
 trainer integration on the tiny model."""
 
 import math
@@ -10,11 +10,11 @@ from helpers import random_batch, tiny_llama
 from test_trainer import first_batch, make_trainer
 
 from qtuning import QTuningConfig, plan_batch
-from qtuning.config import ConfigError
-from qtuning.policies import baseline_keep, needs_scores, target_count, token_priority
+from qtuning.engine.config import ConfigError
+from qtuning.engine.policies import baseline_keep, needs_scores, target_count, token_priority
+from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
+from qtuning.engine.selection import ROLE_KEPT, ROLE_Q2, ROLE_Q4, prepare_scores, select_pool
 from qtuning.probe import backbone_and_head, forward_final_hidden, nll_sum
-from qtuning.scoring import IGNORE_INDEX, shift_labels
-from qtuning.selection import ROLE_KEPT, ROLE_Q2, ROLE_Q4, prepare_scores, select_pool
 
 
 def _keep(method, ppl=None, ent=None, tokens=None, valid=None, ratio=0.25, **kw):

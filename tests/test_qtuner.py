@@ -8,8 +8,8 @@ import torch
 from helpers import random_batch, tiny_llama
 
 from qtuning import QTuningConfig
+from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 from qtuning.qtuner import QTuner, kept_token_count
-from qtuning.scoring import IGNORE_INDEX, shift_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 

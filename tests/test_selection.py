@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qtuning import ConfigError, QTuningConfig, ScoreError, plan_batch, select_samples
-from qtuning.selection import quantile_sorted, smoothed_token_ppl
+from qtuning.engine.selection import quantile_sorted, smoothed_token_ppl
 
 # The pool of 8 used below: (PPL, Ent) per sample. Both axes take each of the values 1..8 once.
 #   s0 (8, 1)  s1 (1, 8)  s2 (7, 7)  s3 (2, 2)  s4 (3, 3)  s5 (4, 6)  s6 (5, 4)  s7 (6, 5)
@@ -320,8 +320,8 @@ def test_stats_are_plain_scalars():
 
 def test_a_plan_is_its_parts_and_its_counts_are_derived():
     from qtuning import ROLE_DROPPED, ROLE_Q2, ROLE_Q4, Role
-    from qtuning.scoring import SampleScores
-    from qtuning.selection import SampleSelection
+    from qtuning.engine.scoring import SampleScores
+    from qtuning.engine.selection import SampleSelection
 
     nll, ent, mask, attn = _three_sample_pool()
     plan = plan_batch(nll, ent, mask, QTuningConfig(), attention_mask=attn)
@@ -342,9 +342,9 @@ def test_the_threshold_scalars_are_declared_once_in_thresholds():
     import inspect
 
     from qtuning import SelectionPlan
-    from qtuning.history import select_with_history
-    from qtuning.selection import SampleSelection
-    from qtuning.thresholds import Thresholds
+    from qtuning.engine.history import select_with_history
+    from qtuning.engine.selection import SampleSelection
+    from qtuning.engine.thresholds import Thresholds
 
     nll, ent, mask, attn = _three_sample_pool()
     plan = plan_batch(nll, ent, mask, QTuningConfig(), attention_mask=attn)

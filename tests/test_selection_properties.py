@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from reference import reference_prune, reference_select
 
 from qtuning import QTuningConfig, plan_batch
-from qtuning.selection import ROLE_Q2, ROLE_Q4
+from qtuning.engine.selection import ROLE_Q2, ROLE_Q4
 
 # Few distinct values on purpose: ties between samples and between tokens are the hard cases.
 score_values = st.one_of(st.sampled_from([0.0, 0.25, 1.0, 2.0, 3.5]), st.floats(0.0, 6.0, allow_nan=False))
@@ -154,7 +154,7 @@ def _supplement_has_ties(plan, valid) -> bool:
 @SETTINGS
 @given(batches(), st.integers(1, 4))
 def test_a_pool_of_parts_plans_like_their_concatenation(batch, n_parts):
-    from qtuning.selection import concat_scored, plan_pool, prepare_scores
+    from qtuning.engine.selection import concat_scored, plan_pool, prepare_scores
 
     nll, ent, loss_mask, attention, cfg = batch
     B = nll.shape[0]

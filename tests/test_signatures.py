@@ -2,8 +2,8 @@
 
 import pytest
 
-from qtuning.seeds import SCALES, derive_seed
-from qtuning.signatures import collapsed_quadrants, failure_signatures
+from qtuning.engine.seeds import SCALES, derive_seed
+from qtuning.engine.signatures import collapsed_quadrants, failure_signatures
 
 HEALTHY = dict(plans=4, converged=4, kept=10, supplemented=0)
 

@@ -345,7 +345,7 @@ def test_outputs_are_checked_before_the_work(blocker, tmp_path, monkeypatch):
     """An output under a regular file: refused before the model loads, the rows are scored or the bootstrap
     runs (each of those is made to fail the test)."""
     from qtuning import analysis, comparison, evaluation, models, static_select
-    from qtuning.config import QTuningConfig
+    from qtuning.engine.config import QTuningConfig
 
     monkeypatch.setattr(models, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model loaded"))
     monkeypatch.setattr(comparison, "compare_runs", lambda *a, **k: pytest.fail("the comparison ran"))

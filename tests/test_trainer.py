@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 from qtuning import QTuningConfig, plan_batch
+from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 from qtuning.plan_log import read_plan_log
 from qtuning.probe import backbone_and_head, score_batch
-from qtuning.scoring import IGNORE_INDEX, shift_labels
 from qtuning.sft_config import QTuningSFTConfig
 from qtuning.trainer import PLAN_KEY, QTuningSFTTrainer
 
@@ -206,7 +206,7 @@ def test_lora_trains_only_the_adapter(tmp_path):
 
 
 def test_packing_that_cuts_samples_and_packed_reuse_are_refused_at_start_up(tmp_path):
-    from qtuning.config import ConfigError
+    from qtuning.engine.config import ConfigError
 
     for strategy in ("bfd_split", "wrapped"):
         with pytest.raises(ConfigError, match=f"packing_strategy='{strategy}' is not supported"):

@@ -13,7 +13,7 @@ from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 from transformers import Trainer, TrainingArguments
 
 from qtuning import QTuningTrainerMixin, QTuningTrainingConfig
-from qtuning.config import ConfigError
+from qtuning.engine.config import ConfigError
 from qtuning.plan_log import read_plan_log
 
 # the TrainingArguments both trainers share; the SFT trainer gets them inside its QTuningSFTConfig

@@ -16,10 +16,10 @@ extra (`pip install "qtuning[trl]"`); without it they raise MissingExtraError, w
 """
 
 import importlib
+import sys
 
-from .config import QTuningConfig
-from .errors import ConfigError, MissingExtraError, QTuningError, ScoreError
-from .scoring import (
+from .engine.config import QTuningConfig
+from .engine.scoring import (
     IGNORE_INDEX,
     SampleScores,
     TokenScores,
@@ -29,7 +29,7 @@ from .scoring import (
     token_scores_from_hidden,
     token_scores_from_logits,
 )
-from .selection import (
+from .engine.selection import (
     ROLE_DROPPED,
     ROLE_Q2,
     ROLE_Q4,
@@ -40,14 +40,33 @@ from .selection import (
     prune_tokens,
     select_samples,
 )
+from .errors import ConfigError, MissingExtraError, QTuningError, ScoreError
 
 __version__ = "0.1.0"
+
+# Modules that moved into a folder -> their old path, kept importable (`import qtuning.scoring`,
+# `from qtuning.config import QTuningConfig`, pickles naming them): the same module object under both
+# names. Only light modules (torch at most) are listed, so `import qtuning` stays light.
+_MOVED = {
+    "config": ".engine.config",
+    "training_config": ".engine.training_config",
+    "scoring": ".engine.scoring",
+    "thresholds": ".engine.thresholds",
+    "history": ".engine.history",
+    "policies": ".engine.policies",
+    "seeds": ".engine.seeds",
+    "signatures": ".engine.signatures",
+    "selection": ".engine.selection",
+}
+for _old, _new in _MOVED.items():
+    sys.modules[f"{__name__}.{_old}"] = globals()[_old] = importlib.import_module(_new, __name__)
+del _old, _new
 
 # name -> the module that defines it, imported on first access
 _LAZY = {
     "QTuningSFTTrainer": ".trainer",
     "QTuningTrainerMixin": ".trainer_mixin",
-    "QTuningTrainingConfig": ".training_config",
+    "QTuningTrainingConfig": ".engine.training_config",
     "QTuningSFTConfig": ".sft_config",
     "RunConfig": ".sft_config",
     "QTuner": ".qtuner",

@@ -37,8 +37,10 @@ from pathlib import Path
 
 import torch
 
-from . import signatures
-from .config import QTuningConfig
+from .engine import signatures
+from .engine.config import QTuningConfig
+from .engine.selection import ROLE_NAMES, Role, select_samples
+from .engine.thresholds import Thresholds
 from .errors import AnalysisError
 from .files import atomic_write_text, check_output_file, check_output_folder
 from .run_files import (
@@ -54,8 +56,6 @@ from .run_files import (
     TOKEN_SCORES_FILE,
     shard_name,
 )
-from .selection import ROLE_NAMES, Role, select_samples
-from .thresholds import Thresholds
 
 
 @dataclass
@@ -200,8 +200,8 @@ def score_dataset(
     from tqdm import tqdm
 
     from .data import collate, tokenize_record
+    from .engine.scoring import sample_scores, shift_labels
     from .probe import score_batch
-    from .scoring import sample_scores, shift_labels
 
     shard_dir = Path(out_dir) / SHARD_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -464,7 +464,7 @@ def quadrant_shares(run: PoolRun, valid: torch.Tensor) -> list[float]:
 
 
 def failure_signatures(run: PoolRun, valid: torch.Tensor, sample_ratio: float) -> list[str]:
-    """The warnings of `qtuning.signatures` for one pool size: collapse, a missed bisection, a dominant
+    """The warnings of `qtuning.engine.signatures` for one pool size: collapse, a missed bisection, a dominant
     supplement (the rule is the trainer's; the wording names the pool size)."""
     out = []
     where = "the whole dataset as one pool" if run.label == "all" else f"pools of {run.label}"
@@ -719,10 +719,10 @@ def preview_plans(
     from tqdm import tqdm
 
     from .data import collate, load_records, tokenize_record
-    from .history import ScoreWindow
+    from .engine.history import ScoreWindow
+    from .engine.selection import plan_batch
     from .models import load_model_and_tokenizer
     from .probe import score_batch
-    from .selection import plan_batch
 
     if output:  # before the model loads and the rows are scored: fail in a second, not after the work
         output = str(check_output_file(output, "--output", AnalysisError))

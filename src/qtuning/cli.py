@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .cli_args import add_dataclass_arguments, dataclass_from_args
-from .config import QTuningConfig
+from .engine.config import QTuningConfig
 from .errors import QTuningError, UsageError
 
 

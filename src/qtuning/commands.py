@@ -26,7 +26,7 @@ def register(sub) -> None:
     """Add the four subcommands to cli.py's subparsers."""
     from .analysis import AnalyzeConfig
     from .comparison import CompareConfig
-    from .config import QTuningConfig
+    from .engine.config import QTuningConfig
     from .report import ReportConfig
     from .static_select import SelectConfig
 
@@ -75,7 +75,7 @@ def _need_plots() -> None:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import AnalyzeConfig, run_analyze
-    from .config import QTuningConfig
+    from .engine.config import QTuningConfig
 
     _need_plots()
     result = run_analyze(dataclass_from_args(AnalyzeConfig, args), dataclass_from_args(QTuningConfig, args))
@@ -92,7 +92,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from .config import QTuningConfig
+    from .engine.config import QTuningConfig
     from .static_select import SelectConfig, run_select
 
     cfg = dataclass_from_args(SelectConfig, args)

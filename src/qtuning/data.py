@@ -64,8 +64,8 @@ from pathlib import Path
 
 import torch
 
+from .engine.scoring import IGNORE_INDEX
 from .errors import DataError
-from .scoring import IGNORE_INDEX
 
 MASK_FIELD = "qtuning_token_keep"  # 0/1 per response token: a static token mask (see `qtuning select`)
 MASK_MODEL_FIELD = "qtuning_token_keep_model"  # the model (tokenizer) the mask was computed with

@@ -10,7 +10,7 @@ traceback, exiting with the class's `exit_code` (2 for bad command-line or confi
 argparse does; 1 for the rest). Each class keeps a standard base too (ValueError, RuntimeError),
 so `except ValueError` callers keep working. The classes are defined here, not next to the code
 that raises them, so that any module can raise them without importing another (no import cycles);
-their historical homes re-export them (`qtuning.config.ConfigError`, `qtuning.data.DataError`, ...).
+their historical homes re-export them (`qtuning.engine.config.ConfigError`, `qtuning.data.DataError`, ...).
 """
 
 from __future__ import annotations

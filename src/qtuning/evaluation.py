@@ -638,8 +638,8 @@ def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) ->
     import torch
 
     from .data import tokenize_record
+    from .engine.scoring import IGNORE_INDEX
     from .probe import score_batch
-    from .scoring import IGNORE_INDEX
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

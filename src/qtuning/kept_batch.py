@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from .engine.scoring import IGNORE_INDEX, shift_labels
+from .engine.selection import SelectionPlan
 from .probe import forward_final_hidden, nll_sum
-from .scoring import IGNORE_INDEX, shift_labels
-from .selection import SelectionPlan
 
 LOSS_WEIGHT_KEY = "loss_weight"
 

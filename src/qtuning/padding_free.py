@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .engine.scoring import IGNORE_INDEX
 from .kept_batch import LOSS_WEIGHT_KEY
-from .scoring import IGNORE_INDEX
 
 POSITION_IDS = "position_ids"
 

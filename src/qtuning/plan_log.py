@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
+from .engine.selection import Role, SelectionPlan
 from .errors import PlanLogError, StorageError
 from .files import atomic_write_text, write_failure
 from .run_files import PLAN_LOG_FILE, PLAN_LOG_RANKS_GLOB, plan_log_name  # noqa: F401  (PLAN_LOG_FILE: its old home)
-from .selection import Role, SelectionPlan
 
 # the plan's scalars, but the kept samples' trainable tokens (the "samples" columns give them)
 _SCALARS = tuple(name for name in SelectionPlan.SCALARS if name != "num_trainable_tokens_kept_samples")

@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .engine.selection import Role
 from .errors import PlanLogError, ReportError
 from .plan_log import plan_log_path, read_run_plans
 from .run_files import (  # a run's file names (qtuning.run_files: no trl or transformers needed to read a run)
@@ -33,7 +34,6 @@ from .run_files import (  # a run's file names (qtuning.run_files: no trl or tra
     SUMMARY_FILE,
     TRAINER_STATE_FILE,
 )
-from .selection import Role
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;
@@ -503,7 +503,7 @@ def _clip(text: str, limit: int) -> str:
 
 def analysis_doc(result: dict, records: list[dict], scores, examples: dict[int, list[int]], png: bytes) -> Doc:
     """The summary of `qtuning analyze` (see commands.analyze for `result`)."""
-    from .selection import QUADRANT_NAMES
+    from .engine.selection import QUADRANT_NAMES
 
     meta, settings = result["meta"], result["settings"]
     doc = Doc(title=f"EU-plane analysis: {meta['data']} scored by {meta['model']}")

@@ -146,7 +146,7 @@ def run_recipe(run: RunConfig, args: QTuningSFTConfig) -> dict:
     """What makes a run what it is (model, data, selection and optimisation settings), as JSON values."""
     import dataclasses
 
-    from .training_config import QTuningTrainingConfig
+    from .engine.training_config import QTuningTrainingConfig
 
     names = [f.name for cls in (RunConfig, QTuningTrainingConfig) for f in dataclasses.fields(cls)]
     values = {name: getattr(run if hasattr(run, name) else args, name, None) for name in names}

@@ -1,7 +1,7 @@
 """The two configs of a fine-tuning run: `QTuningSFTConfig` (the trainer's) and `RunConfig` (the run's).
 
 - `QTuningSFTConfig`: TRL's SFTConfig + `QTuningTrainingConfig` (the Q-Tuning engine's settings + how
-  Q-Tuning runs inside a trainer, qtuning.training_config); what `QTuningSFTTrainer(args=...)` reads.
+  Q-Tuning runs inside a trainer, qtuning.engine.training_config); what `QTuningSFTTrainer(args=...)` reads.
   Its Q-Tuning fields are inherited, not repeated; the module imports trl (the `trl` extra).
 - `RunConfig`: what `qtuning train` (`run.build_trainer`) loads around the trainer: the model, the
   data and its held-out split, LoRA. The trainer never reads these, so they are not its fields.
@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
-from .extras import missing_extra
-from .training_config import (  # noqa: F401  (PRUNING_METHODS ... cpu_has_native_bf16: their old home)
+from .engine.training_config import (  # noqa: F401  (PRUNING_METHODS ... cpu_has_native_bf16: their old home)
     PROBE_PRECISIONS,
     PRUNING_METHODS,
     SCORING_MODES,
@@ -27,6 +25,8 @@ from .training_config import (  # noqa: F401  (PRUNING_METHODS ... cpu_has_nativ
     resolved_probe_batch_size,
     resolved_probe_precision,
 )
+from .errors import ConfigError
+from .extras import missing_extra
 
 try:
     from trl import SFTConfig

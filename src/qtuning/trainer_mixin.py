@@ -45,14 +45,19 @@ from pathlib import Path
 import torch
 
 from .distributed import all_reduce_sum, plan_step
+from .engine.history import ScoreWindow
+from .engine.policies import needs_scores
+from .engine.scoring import IGNORE_INDEX, shift_labels, shift_mask
+from .engine.seeds import derive_seed
+from .engine.selection import ScoredBatch, SelectionPlan, prepare_scores
+from .engine.signatures import COLLAPSE_SHARE, failure_signatures
+from .engine.training_config import QTuningTrainingConfig
 from .errors import ConfigError
 from .extras import missing_extra
-from .history import ScoreWindow
 from .kept_batch import apply_plan, loss_on_kept
 from .notices import notice
 from .padding_free import pack, scatter_rows, unpack
 from .plan_log import PlanLog, plan_log_path, plan_records
-from .policies import needs_scores
 from .probe import (
     ProbeSettings,
     check_head_path,
@@ -71,13 +76,8 @@ from .run_files import (
     score_cache_name,
 )
 from .run_metrics import RunMetrics
-from .scoring import IGNORE_INDEX, shift_labels, shift_mask
 from .scoring_mode import ScoringModeChooser
-from .seeds import derive_seed
-from .selection import ScoredBatch, SelectionPlan, prepare_scores
-from .signatures import COLLAPSE_SHARE, failure_signatures
 from .stale import ScoreCache, rows_to_probe
-from .training_config import QTuningTrainingConfig
 
 try:
     from transformers import Trainer, TrainerCallback
@@ -528,7 +528,7 @@ class QTuningTrainerMixin:
         return out
 
     def _notice_failure_signatures(self, w: dict[str, float]) -> None:
-        """The failure signatures (qtuning.signatures) over the samples since the last log, as one-line
+        """The failure signatures (qtuning.engine.signatures) over the samples since the last log, as one-line
         `[qtuning]` notices on rank 0 (qtuning.notices); each kind at most every warn_every_steps steps."""
         if self.qt_settings.pruning_method == "none" or not w.get("samples") or not w.get("trainable_tokens"):
             return  # nothing scored since the last log (every row without a trainable token): nothing to judge

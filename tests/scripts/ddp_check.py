@@ -24,10 +24,10 @@ from helpers import random_batch, tiny_llama  # noqa: E402
 
 from qtuning import QTuningConfig  # noqa: E402
 from qtuning.distributed import all_reduce_sum, plan_step  # noqa: E402
-from qtuning.history import ScoreWindow  # noqa: E402
+from qtuning.engine.history import ScoreWindow  # noqa: E402
+from qtuning.engine.selection import prepare_scores  # noqa: E402
 from qtuning.probe import score_batch  # noqa: E402
 from qtuning.qtuner import apply_plan, loss_on_kept  # noqa: E402
-from qtuning.selection import prepare_scores  # noqa: E402
 
 MICRO_BATCHES = 2  # per rank and step
 ROWS = 4  # per micro-batch

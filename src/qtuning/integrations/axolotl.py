@@ -37,8 +37,8 @@ import difflib
 import typing
 from collections.abc import Mapping
 
+from ..engine.training_config import QTuningTrainingConfig
 from ..errors import ConfigError
-from ..training_config import QTuningTrainingConfig
 
 try:
     from axolotl.integrations.base import BasePlugin

@@ -33,9 +33,9 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
+from ..engine.training_config import QTuningTrainingConfig
 from ..errors import ConfigError, QTuningError
 from ..extras import require_extra
-from ..training_config import QTuningTrainingConfig
 
 BLOCK = "qtuning"
 FIELDS = tuple(f.name for f in dataclasses.fields(QTuningTrainingConfig))

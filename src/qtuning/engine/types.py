@@ -1,9 +1,9 @@
 """The types of a selection (docs/algorithm.md sections 3 and 4): a sample's `Role`, stage 1's
 `SampleSelection`, a pool's `SelectionPlan`, and the checked scores a selection reads (`ScoredBatch`).
 
-Pure data: the functions that fill them live in `qtuning.selection` (stage 1 and stage 2) and
-`qtuning.history` (score-history thresholds). The threshold scalars are declared once, by
-`qtuning.thresholds.Thresholds`, which a selection holds; its plan reads them as its own attributes.
+Pure data: the functions that fill them live in `qtuning.engine.selection` (stage 1 and stage 2) and
+`qtuning.engine.history` (score-history thresholds). The threshold scalars are declared once, by
+`qtuning.engine.thresholds.Thresholds`, which a selection holds; its plan reads them as its own attributes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class Role(IntEnum):
     """A sample's role in a plan; `kept_role` tensors (int64) hold these values."""
 
     DROPPED = 0
-    KEPT = 1  # kept by a baseline sample pruner (qtuning.policies); token-prunable
+    KEPT = 1  # kept by a baseline sample pruner (qtuning.engine.policies); token-prunable
     Q2 = 2  # kept, token-prunable ("valuable misconception"; the kept high-PPL corner)
     Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
 

@@ -3,7 +3,7 @@
 Pure torch on float64 CPU tensors. `bisect_thresholds` searches the quantile level that puts a
 target fraction of a set of (PPL, Ent) points into the two kept corners; `corner_membership`
 applies thresholds to any points. Q-Tuning's selection uses both on the same pool; the
-score-history variant (`qtuning.history`) searches over a window of recent points and applies the
+score-history variant (`qtuning.engine.history`) searches over a window of recent points and applies the
 result to the current pool.
 """
 

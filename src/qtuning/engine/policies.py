@@ -23,7 +23,7 @@ Sample pruners (besides "qtuning", docs/algorithm.md section 3, and "none"):
 
 Token pruners give each candidate token a priority, highest pruned first (prune_direction="low"
 reverses every ranking):
-- qtuning: the neighbour-smoothed perplexity s_i (computed in `qtuning.selection`);
+- qtuning: the neighbour-smoothed perplexity s_i (computed in `qtuning.engine.selection`);
 - ppl:     the token's own perplexity (no smoothing);
 - random:  uniform noise;
 - rho1:    minus the excess loss, nll - nll_ref, against a frozen reference model (by default

@@ -15,15 +15,15 @@ import math
 
 import torch
 
+from ..errors import ConfigError, ScoreError
 from .config import QTuningConfig
-from .errors import ConfigError, ScoreError
 from .history import ScoreWindow, select_with_history
 from .policies import baseline_keep, target_count, token_priority
 from .scoring import SampleScores, sample_scores
 from .seeds import derive_seed
 from .thresholds import Thresholds, bisect_thresholds, corner_closeness, corner_membership, quantile_sorted  # noqa: F401
 
-# The types live in qtuning.types; their earlier home re-exports them.
+# The types live in qtuning.engine.types; their earlier home re-exports them.
 from .types import (  # noqa: F401
     QUADRANT_NAMES,
     ROLE_DROPPED,
@@ -135,7 +135,7 @@ def plan_batch(
 
     token_nll, token_entropy: float (B, T); loss_mask: bool (B, T), True at trainable positions;
     attention_mask: bool (B, T), True at non-pad positions (needed for token_budget="batch" and
-    entropy_positions="all"). All are aligned after the causal shift (see `qtuning.scoring`).
+    entropy_positions="all"). All are aligned after the causal shift (see `qtuning.engine.scoring`).
     window: the run's score history, for cfg.thresholds="history" (updated with this pool).
     """
     batch = prepare_scores(token_nll, token_entropy, loss_mask, cfg, attention_mask)
@@ -173,7 +173,7 @@ def select_pool(
     progress: float = 0.0,
     window: ScoreWindow | None = None,
 ) -> SampleSelection:
-    """Stage 1 by `cfg.sample_pruner`: Q-Tuning's bisection, or a baseline of `qtuning.policies`.
+    """Stage 1 by `cfg.sample_pruner`: Q-Tuning's bisection, or a baseline of `qtuning.engine.policies`.
 
     generator: drives the random draws of the baselines; progress: fraction of training done
     (InfoBatch's annealing)."""

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 TOKEN_BUDGETS = ("per_sample", "batch")
 PRUNE_DIRECTIONS = ("high", "low")
@@ -19,7 +19,7 @@ KEPT_QUADRANTS = ("q2_q4", "q1_q4", "q2_q3")
 PRUNE_TOKENS_IN = ("q2", "q2_q4")
 THRESHOLD_SOURCES = ("pool", "history")
 SUPPLEMENT_TOWARD = ("nearest", "low_ppl")
-# implemented in qtuning.policies (which imports these names; this module imports nothing heavy)
+# implemented in qtuning.engine.policies (which imports these names; this module imports nothing heavy)
 SAMPLE_PRUNERS = ("qtuning", "none", "random", "longest", "entropy", "infobatch")
 TOKEN_PRUNERS = ("qtuning", "none", "random", "ppl", "rho1")
 SELECTION_POOLS = ("micro_batch", "global", "accumulation")  # QTuningTrainingConfig.selection_pool (distributed)
