@@ -16,6 +16,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("README.md", "docs", "src", "tests", "benchmarks", "examples", "scripts")
 TEXT_SUFFIXES = {".md", ".py", ".sh", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".ini", ".json", ".jsonl", ".html"}
@@ -30,7 +32,23 @@ def _generator():
     return module
 
 
+def _pinned(package: str) -> str:
+    """The version constraints.txt pins for `package`."""
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.lower().startswith(f"{package}=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError(f"constraints.txt pins no {package}")
+
+
 def test_configuration_reference_is_up_to_date():
+    import transformers
+
+    # The reference documents the pinned versions: some fields follow the installed transformers
+    # (activation_checkpointing from 5.24, overwrite_output_dir where TrainingArguments lacks it).
+    if transformers.__version__ != _pinned("transformers"):
+        pytest.skip(
+            f"docs/configuration.md documents transformers {_pinned('transformers')}, not {transformers.__version__}"
+        )
     generator = _generator()
     doc = ROOT / "docs" / "configuration.md"
     assert not generator.is_stale(doc), (

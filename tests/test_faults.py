@@ -191,6 +191,13 @@ def test_a_killed_rank_ends_the_run_within_seconds_and_is_named(work, moment):
 
 
 def test_resuming_after_a_kill_during_a_checkpoint_continues_like_an_uninterrupted_run(work):
+    import accelerate
+    from packaging.version import Version
+
+    if Version(accelerate.__version__) < Version("1.16"):
+        # accelerate 1.6 puts CPU ranks on torch.device("cpu", 0): the optimizer state is saved tagged
+        # "cpu:0", which torch.load cannot restore on resume (docs/compatibility.md). Works at 1.16 (the pin).
+        pytest.skip(f"resuming a multi-process CPU run needs accelerate >= 1.16 here, not {accelerate.__version__}")
     straight = run_straight(work, 2)
     killed = work / "killed-checkpoint"
     if not killed.exists():
