@@ -159,22 +159,10 @@ def check_config(cfg: Mapping, axolotl_keys: typing.Collection[str] = ()) -> QTu
 
 
 def trainer_class(base: type, settings: QTuningTrainingConfig) -> type:
-    """QTuningTrainerMixin on `base`, constructed with qtuning_config=settings unless given one.
-    (`Instrumented` first: the replay dump and the step-time benchmark, off unless asked for.)"""
-    from ..trainer_mixin import QTuningTrainerMixin
-    from .instrument import Instrumented
+    """QTuningTrainerMixin on `base` (Axolotl's trainer), constructed with qtuning_config=settings unless given one."""
+    from .glue import mixin_trainer
 
-    class QTuningAxolotlTrainer(Instrumented, QTuningTrainerMixin, base):
-        qtuning_settings = settings
-        qtuning_framework = "axolotl"
-        qtuning_base = base
-
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("qtuning_config", self.qtuning_settings)
-            super().__init__(*args, **kwargs)
-
-    QTuningAxolotlTrainer.__name__ = QTuningAxolotlTrainer.__qualname__ = f"QTuning{base.__name__}"
-    return QTuningAxolotlTrainer
+    return mixin_trainer(base, settings, "axolotl", f"QTuning{base.__name__}")
 
 
 def _axolotl_keys() -> set[str]:

@@ -108,29 +108,22 @@ def patch_sft_trainer(settings: QTuningTrainingConfig) -> type:
     from llamafactory.train.sft import workflow
 
     from ..trainer_mixin import QTuningTrainerMixin
-    from .instrument import Instrumented
+    from .glue import mixin_trainer
 
     base = workflow.CustomSeq2SeqTrainer
     if issubclass(base, QTuningTrainerMixin):  # patched before in this process: wrap the original again
         base = base.qtuning_base
 
-    # Instrumented first: the replay dump and the step-time benchmark, off unless asked for
-    class QTuningSeq2SeqTrainer(Instrumented, QTuningTrainerMixin, base):
-        qtuning_settings = settings
-        qtuning_framework = "llamafactory"
-        qtuning_base = base
+    def announce(trainer) -> None:
+        _built.append(type(trainer).__name__)
+        print(
+            f"[qtuning] LLaMA-Factory trainer: {type(trainer).__name__} (QTuningTrainerMixin on {base.__name__}); "
+            f"pruning_method={settings.pruning_method} scoring={settings.scoring} "
+            f"sample_ratio={settings.sample_ratio} token_ratio={settings.token_ratio}",
+            flush=True,
+        )
 
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("qtuning_config", self.qtuning_settings)
-            super().__init__(*args, **kwargs)
-            _built.append(type(self).__name__)
-            print(
-                f"[qtuning] LLaMA-Factory trainer: {type(self).__name__} (QTuningTrainerMixin on {base.__name__}); "
-                f"pruning_method={settings.pruning_method} scoring={settings.scoring} "
-                f"sample_ratio={settings.sample_ratio} token_ratio={settings.token_ratio}",
-                flush=True,
-            )
-
+    QTuningSeq2SeqTrainer = mixin_trainer(base, settings, "llamafactory", "QTuningSeq2SeqTrainer", announce)
     workflow.CustomSeq2SeqTrainer = QTuningSeq2SeqTrainer
     return QTuningSeq2SeqTrainer
 
