@@ -173,9 +173,9 @@ def replay(dump: Path, out: Path, trainer_kind: str = "sft", weights: bool = Fal
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from qtuning.data.row_ids import ID_KEY
     from qtuning.engine.training_config import QTuningTrainingConfig
     from qtuning.integrations import instrument
-    from qtuning.row_ids import ID_KEY
 
     meta = json.loads((dump / "meta.json").read_text())
     fw_args = meta["args"]

@@ -32,8 +32,8 @@ def score_rows(model_name: str, rows: int, max_length: int, batch: int):
     from tqdm import tqdm
 
     from qtuning.data import collate, load_records, split_records, tokenize_record
-    from qtuning.models import load_model_and_tokenizer
-    from qtuning.probe import score_batch
+    from qtuning.data.models import load_model_and_tokenizer
+    from qtuning.modeling.probe import score_batch
 
     model, tokenizer = load_model_and_tokenizer(model_name)
     records, _ = load_records("alpaca-demo")

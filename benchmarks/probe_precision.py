@@ -16,9 +16,9 @@ import torch
 
 from qtuning import QTuningConfig
 from qtuning.data import collate, load_records, split_records, tokenize_record
+from qtuning.data.models import load_model_and_tokenizer
 from qtuning.engine.selection import plan_batch
-from qtuning.models import load_model_and_tokenizer
-from qtuning.probe import score_batch
+from qtuning.modeling.probe import score_batch
 
 RESULTS = Path(__file__).parent / "results"
 

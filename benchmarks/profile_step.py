@@ -93,7 +93,7 @@ def main() -> None:
         if not trainer.args.plan_log:
             trainer._plan_log = None
         else:
-            from qtuning.plan_log import PlanLog
+            from qtuning.data.plan_log import PlanLog
 
             trainer._plan_log = PlanLog(f"/tmp/profile-{name}.jsonl")
         for b in batches[: args.warmup]:

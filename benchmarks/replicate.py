@@ -117,7 +117,7 @@ def prepare_data() -> dict[str, Path]:
     meta_path = WORK / "data_meta.json"
     if all(p.exists() for p in paths.values()) and meta_path.exists():
         return paths
-    from qtuning.builtin_data import load_builtin_records
+    from qtuning.data.builtin import load_builtin_records
 
     records = load_builtin_records("triviaqa")
     order = list(range(len(records)))
@@ -174,8 +174,8 @@ def run_cell(arm: str, seed: int) -> dict:
     """Train (unless zero-shot) and evaluate one cell in this process; returns its record."""
     import torch
 
+    from qtuning.data.models import load_model_and_tokenizer
     from qtuning.evaluation import evaluate
-    from qtuning.models import load_model_and_tokenizer
 
     torch.set_num_threads(int(os.environ.get("QTUNING_THREADS", os.cpu_count() or 1)))
     paths = prepare_data()
@@ -202,7 +202,7 @@ def run_cell(arm: str, seed: int) -> dict:
         model, tokenizer = trainer.model, trainer.processing_class
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
-        from qtuning.plan_log import plan_log_path
+        from qtuning.data.plan_log import plan_log_path
 
         record["plan_log"] = str(plan_log_path(out)) if plan_log_path(out).exists() else None
     model.eval()

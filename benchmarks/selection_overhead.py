@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     args = parser.parse_args()
 
-    from qtuning.models import load_model_and_tokenizer
+    from qtuning.data.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(args.model)
     model.eval()

@@ -56,9 +56,9 @@ def score_records(records: list[dict], max_length: int, cache_name: str) -> list
 
     from qtuning import QTuningConfig
     from qtuning.data import collate, tokenize_record
+    from qtuning.data.models import load_model_and_tokenizer
     from qtuning.engine.selection import prepare_scores
-    from qtuning.models import load_model_and_tokenizer
-    from qtuning.probe import score_batch
+    from qtuning.modeling.probe import score_batch
 
     model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
     features = [tokenize_record(tokenizer, r, max_length) for r in records]

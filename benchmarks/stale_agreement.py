@@ -34,8 +34,8 @@ import torch
 
 from qtuning import QTuningConfig
 from qtuning.analysis import spearman
+from qtuning.data.plan_log import read_run_plans
 from qtuning.engine.selection import select_samples
-from qtuning.plan_log import read_run_plans
 from qtuning.stale import rows_to_probe
 
 RESULTS = Path(__file__).parent / "results"

@@ -67,7 +67,7 @@ def build(method: str, args) -> tuple:
     from trl import SFTConfig, SFTTrainer
 
     from qtuning.data import load_records, split_records, to_dataset
-    from qtuning.models import load_model_and_tokenizer
+    from qtuning.data.models import load_model_and_tokenizer
     from qtuning.sft_config import QTuningSFTConfig
     from qtuning.trainer import QTuningSFTTrainer
 
@@ -75,7 +75,7 @@ def build(method: str, args) -> tuple:
     if args.random_init:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        from qtuning.models import resolve_model
+        from qtuning.data.models import resolve_model
 
         folder = resolve_model(args.model)
         config = AutoConfig.from_pretrained(folder)

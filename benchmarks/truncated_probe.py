@@ -52,7 +52,7 @@ def cut_after(batch: dict, mask: torch.Tensor) -> tuple[dict, int]:
 
 def timed_probe(model, batch: dict, width: int, repeats: int = 2) -> float:
     """Best-of-`repeats` seconds of the no-grad probe on the batch's first `width` columns."""
-    from qtuning.probe import score_batch
+    from qtuning.modeling.probe import score_batch
 
     best = float("inf")
     for _ in range(repeats):
@@ -74,7 +74,7 @@ def measure(
     from tqdm import tqdm
 
     from qtuning.data import collate, load_records, tokenize_record
-    from qtuning.probe import score_batch
+    from qtuning.modeling.probe import score_batch
 
     records, _ = load_records(data)
     features = [tokenize_record(tokenizer, r, max_length) for r in records[:rows]]
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--timed-pools", type=int, default=4)
     args = parser.parse_args()
 
-    from qtuning.models import load_model_and_tokenizer
+    from qtuning.data.models import load_model_and_tokenizer
 
     torch.manual_seed(0)
     model, tokenizer = load_model_and_tokenizer(args.model)

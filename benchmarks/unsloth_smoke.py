@@ -39,7 +39,7 @@ def random_model_folder(tmp: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from qtuning.models import resolve_model
+    from qtuning.data.models import resolve_model
 
     source = resolve_model("smollm2-135m-instruct")
     torch.manual_seed(0)

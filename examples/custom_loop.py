@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
-    from qtuning.models import load_model_and_tokenizer
+    from qtuning.data.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
     if args.tiny:

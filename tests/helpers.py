@@ -42,7 +42,7 @@ def tiny_tokenizer():
     """The real SmolLM2 tokenizer (fetched by the set-up); tiny_dataset only uses ids below 128."""
     from transformers import AutoTokenizer
 
-    from qtuning.models import resolve_model
+    from qtuning.data.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
 

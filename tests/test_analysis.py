@@ -237,7 +237,7 @@ def test_interrupted_analyze_resumes_without_rescoring(tiny_model, tmp_path, mon
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded although every shard is on disk")
 
-    monkeypatch.setattr("qtuning.models.load_model_and_tokenizer", no_model)
+    monkeypatch.setattr("qtuning.data.models.load_model_and_tokenizer", no_model)
     assert run_analyze(AnalyzeConfig(**settings), qcfg, progress=False)["complete"]
     resumed_scores = pd.read_parquet(out / "scores.parquet")
     fresh_scores = pd.read_parquet(tmp_path / "fresh" / "scores.parquet")

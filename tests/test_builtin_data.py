@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from qtuning.assets import fetch_files
-from qtuning.builtin_data import BUILTIN_SOURCES, load_builtin_records
 from qtuning.data import DataError
+from qtuning.data.assets import fetch_files
+from qtuning.data.builtin import BUILTIN_SOURCES, load_builtin_records
 
 EXPECTED_COUNTS = {
     "alpaca-demo": 999,

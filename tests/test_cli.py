@@ -343,10 +343,10 @@ def test_every_error_class_derives_from_qtuning_error():
         cls = getattr(importlib.import_module(f"qtuning.{module}"), name)
         assert issubclass(cls, QTuningError), f"qtuning.{module}.{name}"
     # their historical homes still export them, with their standard bases
-    from qtuning.assets import AssetError
     from qtuning.data import DataError
+    from qtuning.data.assets import AssetError
+    from qtuning.data.models import ModelSpecError
     from qtuning.engine.config import ConfigError
-    from qtuning.models import ModelSpecError
 
     assert issubclass(ConfigError, ValueError) and issubclass(DataError, ValueError)
     assert issubclass(ModelSpecError, ValueError) and issubclass(AssetError, RuntimeError)

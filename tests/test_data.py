@@ -178,7 +178,8 @@ def test_the_probe_scores_every_assistant_turn_as_response():
     """The EU plane's per-sample scores of a conversation average over all three replies' tokens."""
     from helpers import tiny_tokenizer
 
-    from qtuning.data import _normalise_fields, collate, tokenize_record
+    from qtuning.data import collate, tokenize_record
+    from qtuning.data.records import _normalise_fields
     from qtuning.engine.scoring import shift_labels
 
     tokenizer = tiny_tokenizer()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qtuning.plan_log import read_run_plans
+from qtuning.data.plan_log import read_run_plans
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = Path(__file__).parent / "scripts" / "ddp_check.py"

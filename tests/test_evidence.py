@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from qtuning.bootstrap import Interval, mean_interval, paired_difference, verdict
+from qtuning.data.procedural import arith_record, final_answer, letter_record, story_words
 from qtuning.evaluation import score_generation
-from qtuning.procedural_data import arith_record, final_answer, letter_record, story_words
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "evidence"))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qtuning.procedural_data import arith_record
+from qtuning.data.procedural import arith_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "evidence"))
 
@@ -90,7 +90,7 @@ def _rows(path):
 def test_pools_are_disjoint_from_evaluation_and_sized_as_planned(pools):
     import suite_v2
 
-    from qtuning.models import load_tokenizer
+    from qtuning.data.models import load_tokenizer
 
     metas, work = pools
     norm = suite_v2._norm
@@ -286,8 +286,8 @@ def test_plan_log_lists_the_tokens_of_every_token_prunable_kept_sample():
     import torch
 
     from qtuning import QTuningConfig, plan_batch
+    from qtuning.data.plan_log import plan_records
     from qtuning.engine.selection import Role
-    from qtuning.plan_log import plan_records
 
     g = torch.Generator().manual_seed(0)
     nll, entropy = torch.rand(8, 12, generator=g) * 3, torch.rand(8, 12, generator=g)

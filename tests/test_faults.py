@@ -91,7 +91,7 @@ def launch(
 
 
 def plans_of(out: Path) -> list[tuple]:
-    from qtuning.plan_log import read_run_plans
+    from qtuning.data.plan_log import read_run_plans
 
     return [
         (p["step"], p["rank"], p["samples"]["id"], p["samples"]["role"], p["samples"]["kept_tokens"])

@@ -130,7 +130,7 @@ def test_llamafactory_launcher_under_torchrun(inputs):
     )
     log = proc.stdout + proc.stderr
     assert "world size: 2" in log and log.count("[qtuning] LLaMA-Factory trainer: QTuningSeq2SeqTrainer") == 2
-    from qtuning.plan_log import read_run_plans
+    from qtuning.data.plan_log import read_run_plans
 
     plans = read_run_plans(out)
     assert sorted({p["rank"] for p in plans}) == [0, 1]

@@ -13,9 +13,9 @@ from test_trainer_mixin import plain_trainer
 from transformers import TrainerCallback
 
 from qtuning import QTuningConfig, ScoreError
+from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.history import ScoreWindow
 from qtuning.engine.selection import Role, plan_pool, prepare_scores
-from qtuning.plan_log import read_plan_log
 
 B, T = 4, 6
 

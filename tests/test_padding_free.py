@@ -8,8 +8,8 @@ from test_trainer import first_batch, make_trainer
 
 from qtuning.engine.scoring import IGNORE_INDEX
 from qtuning.errors import ConfigError
-from qtuning.padding_free import pack, scatter_rows, segment_lengths, unpack
-from qtuning.probe import check_packed_attention
+from qtuning.modeling.padding_free import pack, scatter_rows, segment_lengths, unpack
+from qtuning.modeling.probe import check_packed_attention
 from qtuning.trainer import ID_KEY, PLAN_KEY
 
 
@@ -122,7 +122,7 @@ def test_padding_free_equals_padded_plans_loss_and_gradients(tmp_path, scoring):
 def test_padding_free_training_runs_and_logs_segments(tmp_path):
     trainer = make_trainer(tmp_path, dataset=tiny_dataset(32), padding_free=True, max_steps=2, max_length=None)
     trainer.train()
-    from qtuning.plan_log import read_plan_log
+    from qtuning.data.plan_log import read_plan_log
 
     lines = read_plan_log(tmp_path / "out" / "qtuning_plans.jsonl")
     assert [len(line["samples"]["id"]) for line in lines] == [8, 8]  # each segment scored as a sample
@@ -172,7 +172,7 @@ def test_packed_rows_equal_the_padded_batch_of_their_samples(tmp_path):
 
 
 def test_packed_training_sees_every_sample_once_per_epoch(tmp_path):
-    from qtuning.plan_log import read_plan_log
+    from qtuning.data.plan_log import read_plan_log
 
     trainer = _packed_trainer(tmp_path, max_steps=-1, num_train_epochs=1)
     trainer.train()

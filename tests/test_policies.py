@@ -14,7 +14,7 @@ from qtuning.engine.config import ConfigError
 from qtuning.engine.policies import baseline_keep, needs_scores, target_count, token_priority
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 from qtuning.engine.selection import ROLE_KEPT, ROLE_Q2, ROLE_Q4, prepare_scores, select_pool
-from qtuning.probe import backbone_and_head, forward_final_hidden, nll_sum
+from qtuning.modeling.probe import backbone_and_head, forward_final_hidden, nll_sum
 
 
 def _keep(method, ppl=None, ent=None, tokens=None, valid=None, ratio=0.25, **kw):

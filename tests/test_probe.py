@@ -5,7 +5,7 @@ import torch
 from helpers import random_batch, tiny_llama
 
 from qtuning import QTuningConfig, plan_batch, token_scores_from_logits
-from qtuning.probe import score_batch
+from qtuning.modeling.probe import score_batch
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -69,7 +69,7 @@ def test_length_sorted_sub_batches_give_the_same_scores(sub_batch_size):
 
 
 def test_probe_switches_to_eval_only_when_the_model_has_dropout(monkeypatch):
-    from qtuning.probe import has_dropout, score_batch
+    from qtuning.modeling.probe import has_dropout, score_batch
 
     input_ids, attention_mask, labels = random_batch(B=3, T=10)
     plain = tiny_llama()
@@ -97,7 +97,7 @@ def test_a_model_that_returns_no_logits_is_refused_with_what_to_set():
     import types
 
     from qtuning.errors import ModelSpecError
-    from qtuning.probe import check_head_path
+    from qtuning.modeling.probe import check_head_path
 
     model = tiny_llama()
     original = model.forward

@@ -9,7 +9,7 @@ from helpers import random_batch, tiny_llama
 
 from qtuning import QTuningConfig
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
-from qtuning.qtuner import QTuner, kept_token_count
+from qtuning.modeling.qtuner import QTuner, kept_token_count
 
 ROOT = Path(__file__).resolve().parents[1]
 

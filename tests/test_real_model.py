@@ -8,8 +8,8 @@ import torch
 
 from qtuning import QTuningConfig, plan_batch, token_scores_from_logits
 from qtuning.data import collate, load_records, tokenize_record
-from qtuning.models import load_model_and_tokenizer
-from qtuning.probe import score_batch
+from qtuning.data.models import load_model_and_tokenizer
+from qtuning.modeling.probe import score_batch
 
 pytestmark = pytest.mark.real_model
 
@@ -122,7 +122,7 @@ def test_train_command_on_the_real_model(tmp_path):
     assert 0.5 < summary["eval_loss_before"] < 5.0  # a pretrained instruct model on Alpaca: ~1.6 measured
     assert abs(summary["eval_loss_after"] - summary["eval_loss_before"]) < 1.0
     assert (out / "adapter_model.safetensors").is_file()
-    from qtuning.plan_log import read_plan_log
+    from qtuning.data.plan_log import read_plan_log
 
     plans = read_plan_log(out / "qtuning_plans.jsonl")
     assert len(plans) == 2 and all(sum(r != 0 for r in p["samples"]["role"]) == 2 for p in plans)

@@ -11,7 +11,7 @@ import pytest
 from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning.cli import main
-from qtuning.plan_log import read_plan_log
+from qtuning.data.plan_log import read_plan_log
 from qtuning.report import (
     ReportConfig,
     ReportError,
@@ -259,8 +259,8 @@ def test_bad_run_directories_are_named(tmp_path, capsys):
 
 
 def test_one_plan_log_reader_strict_for_reports_and_lenient_on_resume(tmp_path):
+    from qtuning.data.plan_log import PlanLog, read_plan_log, read_run_plans
     from qtuning.errors import PlanLogError
-    from qtuning.plan_log import PlanLog, read_plan_log, read_run_plans
 
     log = tmp_path / "qtuning_plans.jsonl"
     log.write_text('{"step": 1, "samples": {}}\n\n{"step": 2, "samples": {}}\n{"step": 3, "samp')

@@ -26,7 +26,7 @@ def _losses(out):
 
 
 def _plans(out):
-    from qtuning.plan_log import read_plan_log
+    from qtuning.data.plan_log import read_plan_log
 
     return read_plan_log(out / "qtuning_plans.jsonl")
 

@@ -1,11 +1,11 @@
-"""The names of a run's files, declared once in qtuning.run_files: distinct, the Trainer's own where it
+"""The names of a run's files, declared once in qtuning.data.run_files: distinct, the Trainer's own where it
 writes them, and the ones every writer and reader uses."""
 
 import ast
 from pathlib import Path
 
 from qtuning import run_files
-from qtuning.run_files import (
+from qtuning.data.run_files import (
     CHECKPOINT_GLOB,
     CHECKPOINT_STATE_FILE,
     PLAN_LOG_FILE,
@@ -37,7 +37,7 @@ def test_the_trainers_own_names():
 
 
 def test_the_per_rank_and_per_step_names():
-    from qtuning.plan_log import plan_log_path
+    from qtuning.data.plan_log import plan_log_path
 
     assert plan_log_name(0) == PLAN_LOG_FILE and plan_log_name(3) == "qtuning_plans.rank3.jsonl"
     assert Path(plan_log_name(3)).match(PLAN_LOG_RANKS_GLOB) and not Path(PLAN_LOG_FILE).match(PLAN_LOG_RANKS_GLOB)
@@ -47,7 +47,7 @@ def test_the_per_rank_and_per_step_names():
 
 def test_the_old_homes_name_the_same_files():
     from qtuning.analysis import META_FILE, TOKEN_SCORES_FILE
-    from qtuning.plan_log import PLAN_LOG_FILE as plan_log_file
+    from qtuning.data.plan_log import PLAN_LOG_FILE as plan_log_file
     from qtuning.report import REPORT_FILE
     from qtuning.report import TRAINER_STATE_FILE as trainer_state_file
     from qtuning.run import RUN_FILE

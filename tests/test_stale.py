@@ -11,9 +11,9 @@ from helpers import tiny_dataset
 from test_trainer import first_batch, make_trainer
 
 from qtuning import QTuningConfig
+from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels, shift_mask
 from qtuning.errors import ConfigError
-from qtuning.plan_log import read_plan_log
 from qtuning.sft_config import QTuningSFTConfig
 from qtuning.stale import ScoreCache, rows_to_probe
 from qtuning.trainer import ID_KEY, PLAN_KEY

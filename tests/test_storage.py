@@ -106,7 +106,7 @@ def test_plan_log_on_a_full_disk_is_one_error_and_resume_drops_the_cut_line(tmp_
         f"""
         import resource, signal
         from qtuning.errors import StorageError
-        from qtuning.plan_log import PlanLog
+        from qtuning.data.plan_log import PlanLog
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         log = PlanLog({str(tmp_path / "p.jsonl")!r})
         for step in (1, 2):
@@ -124,7 +124,7 @@ def test_plan_log_on_a_full_disk_is_one_error_and_resume_drops_the_cut_line(tmp_
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr  # no "Exception ignored" at exit
     assert proc.stdout.startswith(f"plan log {tmp_path / 'p.jsonl'} could not be written: File too large")
-    from qtuning.plan_log import PlanLog, read_plan_log
+    from qtuning.data.plan_log import PlanLog, read_plan_log
 
     PlanLog(tmp_path / "p.jsonl", keep_up_to_step=2).close()
     assert [r["step"] for r in read_plan_log(tmp_path / "p.jsonl")] == [1, 2]
@@ -316,7 +316,7 @@ def test_unreadable_inputs_are_errors_naming_the_file(tmp_path, monkeypatch):
     hold, so the read is made to fail; tests/test_cli_bad_arguments.py checks the real thing)."""
     from qtuning import comparison, evaluation, models, report
     from qtuning.cli import load_recipe
-    from qtuning.plan_log import read_plan_log
+    from qtuning.data.plan_log import read_plan_log
 
     files = {}
     for name in ("recipe.yaml", "records.jsonl", "eval.json", "state.json", "model.gguf"):

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 from qtuning import QTuningConfig, plan_batch
+from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
-from qtuning.plan_log import read_plan_log
-from qtuning.probe import backbone_and_head, score_batch
+from qtuning.modeling.probe import backbone_and_head, score_batch
 from qtuning.sft_config import QTuningSFTConfig
 from qtuning.trainer import PLAN_KEY, QTuningSFTTrainer
 

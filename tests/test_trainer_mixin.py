@@ -13,8 +13,8 @@ from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 from transformers import Trainer, TrainingArguments
 
 from qtuning import QTuningTrainerMixin, QTuningTrainingConfig
+from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.config import ConfigError
-from qtuning.plan_log import read_plan_log
 
 # the TrainingArguments both trainers share; the SFT trainer gets them inside its QTuningSFTConfig
 COMMON = dict(

@@ -180,7 +180,7 @@ def prepare_task(task: str) -> dict:
     meta_path = folder / "meta.json"
     if meta_path.exists():
         return json.loads(meta_path.read_text())
-    from qtuning.builtin_data import load_builtin_records
+    from qtuning.data.builtin import load_builtin_records
 
     spec = TASKS[task]
     records = load_builtin_records(spec["builtin"])
@@ -268,8 +268,8 @@ def _plan_log_digest(path: Path, rows: list[dict]) -> dict:
 def run_cell(task: str, arm: str, seed: int) -> dict:
     import torch
 
+    from qtuning.data.models import load_model_and_tokenizer
     from qtuning.evaluation import arc_question, evaluate, response_nll
-    from qtuning.models import load_model_and_tokenizer
 
     torch.set_num_threads(int(os.environ.get("QTUNING_THREADS", "2")))
     prepare_task(task)

@@ -187,7 +187,7 @@ def _unique_rows(rows: list[dict], held_out: set[str], count: int) -> list[dict]
 
 def _family_split(family: str, train_count: int, eval_count: int) -> tuple[list[dict], list[dict]]:
     """(training rows, evaluation records) of one family, disjoint by prompt."""
-    from qtuning.builtin_data import load_builtin_records
+    from qtuning.data.builtin import load_builtin_records
 
     builtin = FAMILIES[family][0]
     records = load_builtin_records(builtin)
@@ -229,7 +229,7 @@ def prepare_pool(pool: str) -> dict:
         evals = {"arith": eval_rows}
         meta["family_of"] = {r["id"]: "arith" for r in train}
         if pool == "slips":
-            from qtuning.models import load_tokenizer
+            from qtuning.data.models import load_tokenizer
 
             tokenizer = load_tokenizer(BASE["model"])
             rng = random.Random(SLIP_SEED)
@@ -382,8 +382,8 @@ def _eval_records(pool: str) -> tuple[dict, list[dict]]:
 def run_cell(pool: str, arm: str, seed: int) -> dict:
     import torch
 
+    from qtuning.data.models import load_model_and_tokenizer
     from qtuning.evaluation import evaluate, response_nll
-    from qtuning.models import load_model_and_tokenizer
 
     torch.set_num_threads(int(os.environ.get("QTUNING_THREADS", "2")))
     meta = prepare_pool(pool)

@@ -16,6 +16,8 @@ extra (`pip install "qtuning[trl]"`); without it they raise MissingExtraError, w
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 
 from .engine.config import QTuningConfig
@@ -44,23 +46,52 @@ from .errors import ConfigError, MissingExtraError, QTuningError, ScoreError
 
 __version__ = "0.1.0"
 
-# Modules that moved into a folder -> their old path, kept importable (`import qtuning.scoring`,
-# `from qtuning.config import QTuningConfig`, pickles naming them): the same module object under both
-# names. Only light modules (torch at most) are listed, so `import qtuning` stays light.
+# Modules that moved into a folder: old path -> new path. The old path stays importable
+# (`import qtuning.scoring`, `from qtuning.trainer import QTuningSFTTrainer`, pickles naming it) and
+# gives the same module object; the new module is imported only when the old path is, so
+# `import qtuning` stays light. Listed in CHANGELOG.md ("moved").
 _MOVED = {
-    "config": ".engine.config",
-    "training_config": ".engine.training_config",
-    "scoring": ".engine.scoring",
-    "thresholds": ".engine.thresholds",
-    "history": ".engine.history",
-    "policies": ".engine.policies",
-    "seeds": ".engine.seeds",
-    "signatures": ".engine.signatures",
-    "selection": ".engine.selection",
+    "config": "engine.config",
+    "training_config": "engine.training_config",
+    "scoring": "engine.scoring",
+    "thresholds": "engine.thresholds",
+    "history": "engine.history",
+    "policies": "engine.policies",
+    "seeds": "engine.seeds",
+    "signatures": "engine.signatures",
+    "selection": "engine.selection",
+    "probe": "modeling.probe",
+    "kept_batch": "modeling.kept_batch",
+    "padding_free": "modeling.padding_free",
+    "qtuner": "modeling.qtuner",
+    "builtin_data": "data.builtin",
+    "procedural_data": "data.procedural",
+    "assets": "data.assets",
+    "models": "data.models",
+    "plan_log": "data.plan_log",
+    "row_ids": "data.row_ids",
+    "run_files": "data.run_files",
 }
-for _old, _new in _MOVED.items():
-    sys.modules[f"{__name__}.{_old}"] = globals()[_old] = importlib.import_module(_new, __name__)
-del _old, _new
+
+
+class _OldPathFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves `qtuning.<old>` to the module at its new path (one finder on sys.meta_path)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname.removeprefix(__name__ + ".")
+        if fullname.startswith(__name__ + ".") and old in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(f"{__name__}.{_MOVED[spec.name.removeprefix(__name__ + '.')]}")
+
+    def exec_module(self, module):
+        pass  # already executed under its new name
+
+
+if not any(type(f).__name__ == "_OldPathFinder" for f in sys.meta_path):  # once, even after a reload
+    sys.meta_path.append(_OldPathFinder())
 
 # name -> the module that defines it, imported on first access
 _LAZY = {
@@ -69,9 +100,9 @@ _LAZY = {
     "QTuningTrainingConfig": ".engine.training_config",
     "QTuningSFTConfig": ".sft_config",
     "RunConfig": ".sft_config",
-    "QTuner": ".qtuner",
-    "apply_plan": ".kept_batch",
-    "loss_on_kept": ".kept_batch",
+    "QTuner": ".modeling.qtuner",
+    "apply_plan": ".modeling.kept_batch",
+    "loss_on_kept": ".modeling.kept_batch",
 }
 
 
@@ -80,6 +111,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value  # the next access skips this function
         return value
+    if name in _MOVED:  # `qtuning.scoring` as an attribute, as before the move
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -37,13 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .engine import signatures
-from .engine.config import QTuningConfig
-from .engine.selection import ROLE_NAMES, Role, select_samples
-from .engine.thresholds import Thresholds
-from .errors import AnalysisError
-from .files import atomic_write_text, check_output_file, check_output_folder
-from .run_files import (
+from .data.run_files import (
     ANALYSIS_SUMMARY_HTML_FILE,
     ANALYSIS_SUMMARY_MD_FILE,
     EU_PLANE_FILE,
@@ -56,6 +50,12 @@ from .run_files import (
     TOKEN_SCORES_FILE,
     shard_name,
 )
+from .engine import signatures
+from .engine.config import QTuningConfig
+from .engine.selection import ROLE_NAMES, Role, select_samples
+from .engine.thresholds import Thresholds
+from .errors import AnalysisError
+from .files import atomic_write_text, check_output_file, check_output_folder
 
 
 @dataclass
@@ -201,7 +201,7 @@ def score_dataset(
 
     from .data import collate, tokenize_record
     from .engine.scoring import sample_scores, shift_labels
-    from .probe import score_batch
+    from .modeling.probe import score_batch
 
     shard_dir = Path(out_dir) / SHARD_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -565,7 +565,7 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     )
     # 2. scores, resumable
     if model is None and shards_to_score(out, len(records), cfg.shard_rows):
-        from .models import load_model_and_tokenizer
+        from .data.models import load_model_and_tokenizer
 
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_model_and_tokenizer(cfg.model, device=device)
@@ -719,10 +719,10 @@ def preview_plans(
     from tqdm import tqdm
 
     from .data import collate, load_records, tokenize_record
+    from .data.models import load_model_and_tokenizer
     from .engine.history import ScoreWindow
     from .engine.selection import plan_batch
-    from .models import load_model_and_tokenizer
-    from .probe import score_batch
+    from .modeling.probe import score_batch
 
     if output:  # before the model loads and the rows are scored: fail in a second, not after the work
         output = str(check_output_file(output, "--output", AnalysisError))

@@ -43,9 +43,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .assets import cache_root
-    from .builtin_data import load_builtin_records
-    from .models import BUILTIN_MODELS, resolve_model
+    from .data.assets import cache_root
+    from .data.builtin import load_builtin_records
+    from .data.models import BUILTIN_MODELS, resolve_model
 
     for name in args.models:  # what fetch can cache: a built-in model, or a .gguf file (converted once)
         if name.lower() not in BUILTIN_MODELS and not name.lower().endswith(".gguf"):

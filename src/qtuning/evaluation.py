@@ -54,7 +54,7 @@ from .errors import EvalError
 
 @dataclass(frozen=True)
 class EvalTask:
-    builtin: str  # the qtuning.builtin_data set
+    builtin: str  # the qtuning.data.builtin set
     kind: str  # "choice" (log-likelihood) or "generate"
     metrics: tuple[str, ...]
     max_new_tokens: int = 0
@@ -67,7 +67,7 @@ TASKS: dict[str, EvalTask] = {
     "math": EvalTask("math", "generate", ("exact_match",), 384),
     "triviaqa": EvalTask("triviaqa", "generate", ("exact_match", "f1"), 24),
     "squad": EvalTask("squad", "generate", ("exact_match", "f1"), 24),
-    # procedural tasks with worked solutions (qtuning.procedural_data): the integer after "Answer:"
+    # procedural tasks with worked solutions (qtuning.data.procedural): the integer after "Answer:"
     "arith": EvalTask("arith-steps", "generate", ("exact_match",), 160),
     "letters": EvalTask("letter-count-steps", "generate", ("exact_match",), 224),
 }
@@ -267,7 +267,7 @@ def score_generation(task: str, response: str, doc: dict) -> dict[str, float]:
     if task == "math":
         return {"exact_match": float(math_equal(last_boxed(response), doc["answers"][0]))}
     if task in FINAL_ANSWER_TASKS:
-        from .procedural_data import final_answer
+        from .data.procedural import final_answer
 
         return {"exact_match": float(final_answer(response) == doc["answers"][0])}
     answer = first_line(response)
@@ -327,12 +327,12 @@ def prepare_doc(task: str, record: dict) -> dict:
     except KeyError as exc:
         raise EvalError(
             f"{task} record {record.get('id', '?')!r} has no field {exc}; expected the record "
-            "format of qtuning.builtin_data"
+            "format of qtuning.data.builtin"
         ) from exc
 
 
 def read_records_file(path: str | os.PathLike) -> list[dict]:
-    """Records from a .jsonl or .json file (the qtuning.builtin_data record format)."""
+    """Records from a .jsonl or .json file (the qtuning.data.builtin record format)."""
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"records file {path} does not exist")
@@ -377,7 +377,7 @@ def parse_task_args(specs: str | list[str]) -> tuple[list[str], dict[str, list[d
 def task_docs(task: str, limit: int | None = None, records: list[dict] | None = None) -> list[dict]:
     """The prepared documents of a task: the first `limit` of `records` (else of the built-in set)."""
     if records is None:
-        from .builtin_data import load_builtin_records
+        from .data.builtin import load_builtin_records
 
         records = load_builtin_records(TASKS[task].builtin)
     if limit is not None:
@@ -427,7 +427,7 @@ def write_lm_eval_tasks(docs: dict[str, list[dict]], root: Path | None = None) -
     """The task folder for lm_eval: <task>.jsonl + <task>.yaml per task, content-addressed."""
     import yaml
 
-    from .assets import cache_root
+    from .data.assets import cache_root
 
     payload = {t: "\n".join(json.dumps(d, ensure_ascii=False) for d in ds) + "\n" for t, ds in docs.items()}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -639,7 +639,7 @@ def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) ->
 
     from .data import tokenize_record
     from .engine.scoring import IGNORE_INDEX
-    from .probe import score_batch
+    from .modeling.probe import score_batch
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -808,7 +808,7 @@ def load_for_eval(spec: str | os.PathLike, dtype=None):
     """(model, tokenizer) for a model argument: a built-in name, a HF model folder, or a PEFT adapter
     folder as `qtuning train` writes it with LoRA (its base model loaded, the adapter merged in)."""
     path = Path(str(spec)).expanduser()
-    from .models import load_model_and_tokenizer
+    from .data.models import load_model_and_tokenizer
 
     if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
         from peft import PeftModel

@@ -23,10 +23,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine.selection import Role
-from .errors import PlanLogError, ReportError
-from .plan_log import plan_log_path, read_run_plans
-from .run_files import (  # a run's file names (qtuning.run_files: no trl or transformers needed to read a run)
+from .data.plan_log import plan_log_path, read_run_plans
+from .data.run_files import (  # a run's file names (qtuning.data.run_files: no trl or transformers needed to read a run)
     CHECKPOINT_GLOB,
     EU_PLANE_FILE,
     PLAN_LOG_FILE,
@@ -34,6 +32,8 @@ from .run_files import (  # a run's file names (qtuning.run_files: no trl or tra
     SUMMARY_FILE,
     TRAINER_STATE_FILE,
 )
+from .engine.selection import Role
+from .errors import PlanLogError, ReportError
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;
@@ -321,7 +321,7 @@ def load_run_tokenizer(run: Run, tokenizer: str | None = None):
     from transformers import AutoTokenizer
 
     if tokenizer:
-        from .models import load_tokenizer
+        from .data.models import load_tokenizer
 
         return load_tokenizer(tokenizer)
     checkpoints = sorted(run.path.glob(CHECKPOINT_GLOB), key=lambda p: p.stat().st_mtime, reverse=True)

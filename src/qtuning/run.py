@@ -18,8 +18,8 @@ import os
 import warnings
 from pathlib import Path
 
+from .data.run_files import CHECKPOINT_GLOB, RUN_FILE, SUMMARY_FILE
 from .notices import notice
-from .run_files import CHECKPOINT_GLOB, RUN_FILE, SUMMARY_FILE
 from .sft_config import QTuningSFTConfig, RunConfig
 
 
@@ -61,7 +61,7 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     from transformers import set_seed
 
     from .data import count_truncation, load_records, split_records, to_dataset
-    from .models import load_model_and_tokenizer
+    from .data.models import load_model_and_tokenizer
     from .trainer import QTuningSFTTrainer
 
     set_seed(args.seed)
@@ -162,9 +162,9 @@ def check_output_dir(run: RunConfig, args: QTuningSFTConfig) -> Path:
     checkpoints and plan logs). Raises a UsageError naming the folder and the settings that differ."""
     import shutil
 
+    from .data.plan_log import plan_log_paths
     from .errors import UsageError
     from .files import check_output_folder
-    from .plan_log import plan_log_paths
 
     out = check_output_folder(args.output_dir, "output_dir", UsageError)
     previous = out / RUN_FILE

@@ -29,12 +29,12 @@ import torch
 
 from .analysis import AnalysisError, check_qtuning_selection, data_fingerprint
 from .data import MASK_FIELD, MASK_MODEL_FIELD, load_records, read_rows
+from .data.run_files import META_FILE, TOKEN_SCORES_FILE
 from .engine.config import QTuningConfig
 from .engine.scoring import SampleScores
 from .engine.selection import Role, ScoredBatch, build_plan, select_samples
 from .errors import UsageError
 from .files import atomic_path, check_output_file
-from .run_files import META_FILE, TOKEN_SCORES_FILE
 
 ROLE_FIELD = "qtuning_role"
 _ROWS_PER_PART = 512  # stage 2 runs on grids of this many rows at a time (per-sample budget)

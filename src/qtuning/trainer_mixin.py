@@ -25,7 +25,7 @@ only unscored rows and a random share of the others are probed, and the kept row
 refreshed from their training forward.
 
 Row ids (the plan log's sample ids, stale mode's cache keys): a `datasets.Dataset` passed as
-train_dataset= gets an id column and the collator is wrapped to carry it (qtuning.row_ids). Other
+train_dataset= gets an id column and the collator is wrapped to carry it (qtuning.data.row_ids). Other
 datasets get none: the plan log names each sample by its position in the micro-batch instead, and
 `scoring: stale` is refused at start-up.
 """
@@ -44,6 +44,16 @@ from pathlib import Path
 
 import torch
 
+from .data.plan_log import PlanLog, plan_log_path, plan_records
+from .data.row_ids import ID_KEY, TOKEN_ID_KEY, CollatorWithIds, carries_row_ids, with_row_ids
+from .data.run_files import (
+    CHECKPOINT_GLOB,
+    CHECKPOINT_STATE_FILE,
+    SCORE_CACHE_FILE,
+    SUMMARY_FILE,
+    checkpoint_dir_name,
+    score_cache_name,
+)
 from .distributed import all_reduce_sum, plan_step
 from .engine.history import ScoreWindow
 from .engine.policies import needs_scores
@@ -54,11 +64,9 @@ from .engine.signatures import COLLAPSE_SHARE, failure_signatures
 from .engine.training_config import QTuningTrainingConfig
 from .errors import ConfigError
 from .extras import missing_extra
-from .kept_batch import apply_plan, loss_on_kept
-from .notices import notice
-from .padding_free import pack, scatter_rows, unpack
-from .plan_log import PlanLog, plan_log_path, plan_records
-from .probe import (
+from .modeling.kept_batch import apply_plan, loss_on_kept
+from .modeling.padding_free import pack, scatter_rows, unpack
+from .modeling.probe import (
     ProbeSettings,
     check_head_path,
     check_packed_attention,
@@ -66,15 +74,7 @@ from .probe import (
     nll_sum,
     scores_from_hidden,
 )
-from .row_ids import ID_KEY, TOKEN_ID_KEY, CollatorWithIds, carries_row_ids, with_row_ids
-from .run_files import (
-    CHECKPOINT_GLOB,
-    CHECKPOINT_STATE_FILE,
-    SCORE_CACHE_FILE,
-    SUMMARY_FILE,
-    checkpoint_dir_name,
-    score_cache_name,
-)
+from .notices import notice
 from .run_metrics import RunMetrics
 from .scoring_mode import ScoringModeChooser
 from .stale import ScoreCache, rows_to_probe

@@ -23,8 +23,8 @@ ROWS = 272
 
 
 def prepare(out_dir: Path, rows: int = ROWS) -> dict:
-    from qtuning.assets import fetch_file
-    from qtuning.models import resolve_model
+    from qtuning.data.assets import fetch_file
+    from qtuning.data.models import resolve_model
 
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from ..row_ids import ID_KEY
+from ..data.row_ids import ID_KEY
 from ..trainer_mixin import PLAN_KEY, QTuningTrainerMixin
 
 DUMP_ENV = "QTUNING_DUMP_BATCHES"

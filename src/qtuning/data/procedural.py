@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 
-from .engine.seeds import derive_seed
+from ..engine.seeds import derive_seed
 
 ANSWER_PREFIX = "Answer:"
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")

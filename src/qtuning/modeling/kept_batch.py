@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .engine.scoring import IGNORE_INDEX, shift_labels
-from .engine.selection import SelectionPlan
+from ..engine.scoring import IGNORE_INDEX, shift_labels
+from ..engine.selection import SelectionPlan
 from .probe import forward_final_hidden, nll_sum
 
 LOSS_WEIGHT_KEY = "loss_weight"
@@ -58,7 +58,7 @@ def loss_on_kept(
 ):
     """Sum of CE over the kept batch's loss positions / num_items (default: their count here).
     return_hidden: also return the final hidden states (B', T', H), detached (scoring="stale" reads them)."""
-    # (B', T', H); a padding-free batch (qtuning.padding_free.pack) has position_ids and no attention mask
+    # (B', T', H); a padding-free batch (qtuning.modeling.padding_free.pack) has position_ids and no attention mask
     hidden = forward_final_hidden(model, kept["input_ids"], kept.get("attention_mask"), kept.get("position_ids"))
     total = nll_sum(model, hidden, shift_labels(kept["labels"]), chunk_size, kept.get(LOSS_WEIGHT_KEY))
     denominator = kept_token_count(kept) if num_items is None else num_items

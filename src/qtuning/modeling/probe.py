@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .engine.scoring import IGNORE_INDEX, TokenScores, shift_labels, shift_mask, token_scores_from_hidden
-from .engine.training_config import QTuningTrainingConfig, resolved_probe_batch_size, resolved_probe_precision
-from .errors import ConfigError, ModelSpecError
+from ..engine.scoring import IGNORE_INDEX, TokenScores, shift_labels, shift_mask, token_scores_from_hidden
+from ..engine.training_config import QTuningTrainingConfig, resolved_probe_batch_size, resolved_probe_precision
+from ..errors import ConfigError, ModelSpecError
 
 
 def unwrap_model(model):

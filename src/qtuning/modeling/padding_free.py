@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .engine.scoring import IGNORE_INDEX
+from ..engine.scoring import IGNORE_INDEX
 from .kept_batch import LOSS_WEIGHT_KEY
 
 POSITION_IDS = "position_ids"

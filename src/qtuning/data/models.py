@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import AssetError, ModelSpecError
 from .assets import cache_root, fetch_file, sha256_of
-from .errors import AssetError, ModelSpecError
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 ACCEPTED_FORMS = (
@@ -59,7 +59,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     the cache folder: two processes converting the same model convert it once."""
     if (out_dir / _DONE_MARKER).is_file():
         return out_dir
-    from .files import check_output_folder, file_lock
+    from ..files import check_output_folder, file_lock
 
     check_output_folder(out_dir.parent, "the cache folder ($QTUNING_CACHE)", AssetError)
     with file_lock(out_dir.parent / ".convert.lock"):
