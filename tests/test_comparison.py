@@ -6,10 +6,10 @@ import json
 import pytest
 from test_cli import make_tiny_model_dir
 
-from qtuning.bootstrap import paired_difference
 from qtuning.cli import main
-from qtuning.comparison import compare_runs, expand_paths, load_item_scores
 from qtuning.errors import UsageError
+from qtuning.evaluation.bootstrap import paired_difference
+from qtuning.evaluation.compare import compare_runs, expand_paths, load_item_scores
 
 IDS = ["q1", "q2", "q3", "q4"]
 

@@ -287,3 +287,30 @@ def test_lora_adapter_folder_is_merged(tmp_path):
         assert not hasattr(model, "peft_config")  # merged into a plain model
         assert torch.allclose(model(x).logits, expected, atol=1e-5)
     assert loaded_tokenizer.pad_token is not None
+
+
+def test_every_generated_task_yaml_resolves_its_hook_through_lm_eval(tmp_path):
+    """The task YAMLs name their process_results hook as `qtuning.evaluation.<hook>` (also in task folders
+    already cached under older versions); lm_eval's own YAML loader must find each one, wherever in the
+    evaluation package the hook is defined."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from qtuning import evaluation
+    from qtuning.evaluation import TASKS, write_lm_eval_tasks
+
+    doc = {"eval_prompt": "q", "answers": ["1"], "choices": ["a", "b"], "gold": 0}
+    folder = write_lm_eval_tasks({task: [doc] for task in TASKS}, root=tmp_path)
+    hooks = set()
+    for task in TASKS:
+        config = load_yaml(folder / f"{task}.yaml")
+        if "process_results" in config:
+            hook = config["process_results"]
+            assert callable(hook) and hook is getattr(evaluation, hook.__name__), task
+            hooks.add(hook.__name__)
+    assert hooks == {
+        "lm_eval_process_gsm8k",
+        "lm_eval_process_math",
+        "lm_eval_process_final_answer",
+        "lm_eval_process_qa",
+    }

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from qtuning.bootstrap import Interval, mean_interval, paired_difference, verdict
 from qtuning.data.procedural import arith_record, final_answer, letter_record, story_words
 from qtuning.evaluation import score_generation
+from qtuning.evaluation.bootstrap import Interval, mean_interval, paired_difference, verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "evidence"))
 

@@ -31,8 +31,8 @@ ENGINE = (
     "engine.training_config",
     "engine.signatures",
     "engine.seeds",
-    "bootstrap",
-    "comparison",
+    "evaluation.bootstrap",
+    "evaluation.compare",
     "data.procedural",
     "errors",
     "cli_args",
@@ -64,7 +64,6 @@ FUTURE = {
         ("sft_config", "trainer", "distributed", "stale", "scoring_mode", "run_metrics", "run", "trainer_mixin"),
         "training",
     ),
-    **dict.fromkeys(("evaluation", "bootstrap", "comparison"), "evaluation"),
     **dict.fromkeys(("analysis", "static_select", "report", "plots"), "insight"),
     **dict.fromkeys(("cli", "cli_args", "commands"), "cli"),
 }
@@ -72,7 +71,7 @@ FUTURE = {
 KNOWN_UPWARD: set[tuple[str, str]] = set()
 # modules over MAX_LINES, each split by its step of the restructuring
 MAX_LINES = 500
-KNOWN_LONG = ("evaluation", "analysis", "trainer_mixin", "report")
+KNOWN_LONG = ("analysis", "trainer_mixin", "report")
 MODEL_LIBRARIES = ("transformers", "trl", "datasets", "peft", "accelerate", "deepspeed")
 
 

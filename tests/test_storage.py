@@ -350,7 +350,7 @@ def test_outputs_are_checked_before_the_work(blocker, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model loaded"))
     monkeypatch.setattr(comparison, "compare_runs", lambda *a, **k: pytest.fail("the comparison ran"))
     monkeypatch.setattr(static_select, "read_analysis", lambda *a, **k: pytest.fail("the analysis was read"))
-    monkeypatch.setattr(evaluation, "evaluate_dir", lambda *a, **k: pytest.fail("the evaluation ran"))
+    monkeypatch.setattr(evaluation.command, "evaluate_dir", lambda *a, **k: pytest.fail("the evaluation ran"))
     with pytest.raises(AnalysisError, match=rf"--output {blocker}/plan.json cannot be written"):
         analysis.preview_plans("tiny", "data", QTuningConfig(), output=str(blocker / "plan.json"))
     with pytest.raises(UsageError, match=rf"--output {blocker}/cmp.json cannot be written"):

@@ -3,7 +3,7 @@
 Writes benchmarks/results/evidence.json, one accuracy-against-compute plot per task
 (benchmarks/results/evidence_<task>.png) and the evidence section of benchmarks/RESULTS.md
 (between its markers; the rest of that file is left as it is). Statistics: PLAN.md's paired
-two-way bootstrap (qtuning.bootstrap). Run it alone with `python benchmarks/evidence/suite.py --report`.
+two-way bootstrap (qtuning.evaluation.bootstrap). Run it alone with `python benchmarks/evidence/suite.py --report`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from qtuning.analysis import jaccard  # noqa: E402
-from qtuning.bootstrap import mean_interval, paired_difference, verdict  # noqa: E402
+from qtuning.evaluation.bootstrap import mean_interval, paired_difference, verdict  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "results" / "evidence_cells"
 RESULTS = ROOT / "benchmarks" / "results"

@@ -1,7 +1,7 @@
 """The second design's report (benchmarks/evidence/PLAN_v2.md), from its finished cells only.
 
 Writes benchmarks/results/evidence_v2.json. Statistics (PLAN_v2.md, "Statistics"): the paired
-two-way bootstrap of the first design (qtuning.bootstrap) with four outcomes against a smallest
+two-way bootstrap of the first design (qtuning.evaluation.bootstrap) with four outcomes against a smallest
 effect of interest, and beside it a two-way random-effects ANOVA interval (seeds x items,
 Satterthwaite degrees of freedom) as a sensitivity check. `power_table()` gives the minimum
 detectable effects that the plan quotes, from the first design's three-epoch cells.
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from qtuning.bootstrap import paired_difference  # noqa: E402
+from qtuning.evaluation.bootstrap import paired_difference  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "results" / "evidence_v2_cells"
 V1_CELLS = ROOT / "benchmarks" / "results" / "evidence_cells"

@@ -71,6 +71,8 @@ _MOVED = {
     "plan_log": "data.plan_log",
     "row_ids": "data.row_ids",
     "run_files": "data.run_files",
+    "bootstrap": "evaluation.bootstrap",
+    "comparison": "evaluation.compare",
 }
 
 

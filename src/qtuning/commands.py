@@ -25,8 +25,8 @@ SHORT_FLAGS = {"output": ["-o"]}
 def register(sub) -> None:
     """Add the four subcommands to cli.py's subparsers."""
     from .analysis import AnalyzeConfig
-    from .comparison import CompareConfig
     from .engine.config import QTuningConfig
+    from .evaluation.compare import CompareConfig
     from .report import ReportConfig
     from .static_select import SelectConfig
 
@@ -103,7 +103,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .comparison import CompareConfig, run_compare
+    from .evaluation.compare import CompareConfig, run_compare
 
     run_compare(dataclass_from_args(CompareConfig, args))
     return 0

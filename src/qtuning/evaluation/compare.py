@@ -9,7 +9,7 @@ keeps each item's scores), then
 Run i of A pairs with run i of B (the files in natural order: s2 before s10), and every run must
 have scored the same items; one B file (e.g. the untrained model, which has no seed) pairs with
 every A run. For each task and metric the difference A - B is the mean over the paired seeds and
-items, with a 95% interval from the two-way bootstrap of `qtuning.bootstrap` (seeds and items
+items, with a 95% interval from the two-way bootstrap of `qtuning.evaluation.bootstrap` (seeds and items
 resampled independently), and the verdict the whole interval gives. Reads JSON; imports no torch.
 """
 
@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UsageError
+from ..files import atomic_write_text, check_output_file
 from .bootstrap import Interval, paired_difference, verdict
-from .errors import UsageError
-from .files import atomic_write_text, check_output_file
 
 
 @dataclass
