@@ -17,7 +17,13 @@ from __future__ import annotations
 
 
 class QTuningError(Exception):
-    """Base of every qtuning error about the user's input; the message names what and where."""
+    """Base of every qtuning error about the user's input; the message names what and where.
+
+    Attributes:
+        exit_code: What the `qtuning` command exits with when it catches this error: 1 here; subclasses
+            set their own (2 for bad command-line or config values: ConfigError, UsageError, EvalError, as
+            argparse does; 143 for TrainingStopped).
+    """
 
     exit_code = 1  # what `qtuning` exits with
 
@@ -51,7 +57,11 @@ class PlanLogError(DataError):
 
 
 class ScoreError(QTuningError, ValueError):
-    """The scores handed to the selection are unusable (NaN, Inf, wrong shape)."""
+    """The scores handed to the selection are unusable (NaN, Inf, wrong shape).
+
+    Raised by the selection (`plan_batch`, `select_samples`, `prepare_scores`, ...); also a ValueError.
+    The message names the tensor and, for a non-finite token score, the first sample and position.
+    """
 
 
 class ModelSpecError(QTuningError, ValueError):
@@ -69,19 +79,27 @@ class AssetError(QTuningError, RuntimeError):
 
 
 class MissingExtraError(QTuningError, ImportError):
-    """A feature's optional dependencies (a pyproject extra) are not installed; the message names the
-    feature, the missing packages and the `pip install "qtuning[extra]"` that adds them."""
+    """A feature's optional dependencies (a pyproject extra) are not installed.
+
+    The message names the feature, the missing packages and the `pip install "qtuning[extra]"` that
+    adds them (e.g. the trainers without `qtuning[trl]`).
+    """
 
 
 class StorageError(QTuningError, OSError):
-    """A file or folder could not be written or read back: the disk is full, a file size limit was
-    reached, a folder is not writable, or a cached file is damaged. The message names the path, why,
-    and what was kept (the last complete checkpoint, the cached copy, ...)."""
+    """A file or folder could not be written or read back.
+
+    The disk is full, a file size limit was reached, a folder is not writable, or a cached file is
+    damaged. The message names the path, why, and what was kept (the last complete checkpoint, the
+    cached copy, ...).
+    """
 
 
 class CollectiveError(QTuningError, RuntimeError):
-    """A collective of the selection (all_gather, all_reduce across ranks) timed out or lost a rank: another
-    rank died or hung. The message names this rank, the collective and the step."""
+    """A collective of the selection (all_gather, all_reduce across ranks) timed out or lost a rank.
+
+    Another rank died or hung. The message names this rank, the collective and the step.
+    """
 
 
 class TrainingStopped(QTuningError, RuntimeError):

@@ -27,7 +27,17 @@ SELECTION_POOLS = ("micro_batch", "global", "accumulation")  # QTuningTrainingCo
 
 @dataclass
 class QTuningConfig:
-    """Settings of Q-Tuning's two-stage selection (docs/algorithm.md sections 3 and 4)."""
+    """Settings of Q-Tuning's two-stage selection (docs/algorithm.md sections 3 and 4).
+
+    Built with keyword arguments, one per field (`QTuningConfig(sample_ratio=0.25, token_ratio=0.5)`);
+    each field's `help` metadata says what it does and what it allows (docs/configuration.md lists them
+    all). Every value is checked at construction.
+
+    Raises:
+        ConfigError: At construction, a field's value is not allowed (a ratio outside its range, a name
+            not among its choices, a count below 1); the message names the field, the value and what is
+            allowed.
+    """
 
     sample_ratio: float = field(
         default=0.25,
@@ -190,6 +200,11 @@ class QTuningConfig:
 
     @classmethod
     def field_names(cls) -> list[str]:
+        """The names of the settings.
+
+        Returns:
+            The dataclass fields' names, in declaration order.
+        """
         return [f.name for f in dataclasses.fields(cls)]
 
 

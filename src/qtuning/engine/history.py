@@ -34,14 +34,25 @@ from .types import Role
 
 @dataclass
 class ScoreWindow:
-    """The (PPL, Ent) of the last `capacity` scored samples, oldest first."""
+    """The (PPL, Ent) of the last `capacity` scored samples, oldest first.
+
+    Attributes:
+        capacity: How many points are kept (cfg.history_window).
+        ppl: The points' PPL, oldest first.
+        ent: The points' entropy, in the same order.
+    """
 
     capacity: int
     ppl: list[float] = field(default_factory=list)
     ent: list[float] = field(default_factory=list)
 
     def extend(self, ppl: torch.Tensor, ent: torch.Tensor) -> None:
-        """Append points (n,) in pool order; keep the newest `capacity`."""
+        """Append points (n,) in pool order; keep the newest `capacity`.
+
+        Args:
+            ppl: (n,) PPL of the new points.
+            ent: (n,) entropy of the new points.
+        """
         self.ppl.extend(float(v) for v in ppl.tolist())
         self.ent.extend(float(v) for v in ent.tolist())
         if len(self.ppl) > self.capacity:
@@ -52,10 +63,23 @@ class ScoreWindow:
         return len(self.ppl)
 
     def state_dict(self) -> dict:
+        """The window as plain data, for a checkpoint.
+
+        Returns:
+            {"capacity": int, "ppl": list of float, "ent": list of float}.
+        """
         return {"capacity": self.capacity, "ppl": list(self.ppl), "ent": list(self.ent)}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> ScoreWindow:
+        """The window that `state_dict` saved.
+
+        Args:
+            state: What `state_dict` returned.
+
+        Returns:
+            A new ScoreWindow with that capacity and those points.
+        """
         return cls(
             capacity=int(state["capacity"]), ppl=[float(v) for v in state["ppl"]], ent=[float(v) for v in state["ent"]]
         )
@@ -101,6 +125,21 @@ def select_with_history(
     are never kept). The high-PPL kept corner gives the Q2 role, the low-PPL one Q4. fill_toward:
     'nearest' (outside samples ranked by their depth toward either corner, role of the nearer one)
     or 'low_ppl' (ranked by their depth toward the low-PPL corner, all in its role).
+
+    Args:
+        ppl: (B,) float per-sample PPL.
+        ent: (B,) float per-sample entropy.
+        valid: (B,) bool, the samples with a trainable position.
+        window: The run's score window; the pool's valid points are appended first.
+        sample_ratio: r_s; K = min(N, max(1, round(r_s * N))) samples are kept.
+        max_iters: The bisection's maximum iterations.
+        tolerance: The bisection's tolerance.
+        upper: Upper end of the quantile level searched.
+        kept_quadrants: "q2_q4", "q1_q4" or "q2_q3".
+        fill_toward: "nearest" or "low_ppl" (above).
+
+    Returns:
+        The pool's HistorySelection.
     """
     ppl = ppl.detach().to("cpu", torch.float64)
     ent = ent.detach().to("cpu", torch.float64)

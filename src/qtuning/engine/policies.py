@@ -44,12 +44,28 @@ _MAX_TOKEN_NLL = 700.0  # exp() overflows float64 above ~709.78
 
 
 def target_count(num_valid: int, sample_ratio: float) -> int:
-    """K = min(N, max(1, round(r_s * N))), Python's round (half to even)."""
+    """K = min(N, max(1, round(r_s * N))), Python's round (half to even).
+
+    Args:
+        num_valid: N, the pool's samples with a trainable position.
+        sample_ratio: r_s.
+
+    Returns:
+        K, the number of samples a pool keeps.
+    """
     return min(num_valid, max(1, round(sample_ratio * num_valid)))
 
 
 def needs_scores(sample_pruner: str, token_pruner: str) -> bool:
-    """Whether a method needs the probe (a no-grad forward) or only the batch's masks."""
+    """Whether a method needs the probe (a no-grad forward) or only the batch's masks.
+
+    Args:
+        sample_pruner: A QTuningConfig.sample_pruner value.
+        token_pruner: A QTuningConfig.token_pruner value.
+
+    Returns:
+        True where either pruner reads the probe's scores.
+    """
     return sample_pruner in SCORED_SAMPLE_PRUNERS or token_pruner in SCORED_TOKEN_PRUNERS
 
 
@@ -67,9 +83,22 @@ def baseline_keep(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples a baseline sample pruner keeps in one pool, and their loss weights.
 
-    ppl, entropy: (B,) float64; num_tokens: (B,) int64; valid: (B,) bool (has a trainable
-    position; the others are never kept). progress: fraction of training done, in [0, 1]
-    (InfoBatch's annealing). Returns keep (B,) bool and weight (B,) float64 (1 where not rescaled).
+    Args:
+        method: The sample pruner: "none", "random", "longest", "entropy" or "infobatch".
+        ppl: (B,) float64 per-sample PPL.
+        entropy: (B,) float64 per-sample entropy.
+        num_tokens: (B,) int64 trainable tokens per sample.
+        valid: (B,) bool, has a trainable position (the others are never kept).
+        sample_ratio: r_s, the budget K = min(N, max(1, round(r_s * N))).
+        generator: Drives the random draws ("random", "infobatch").
+        progress: Fraction of training done, in [0, 1] (InfoBatch's annealing).
+        infobatch_anneal: The final fraction of training that keeps every sample, unweighted.
+
+    Returns:
+        keep (B,) bool and weight (B,) float64 (1 where not rescaled).
+
+    Raises:
+        ValueError: An unknown method.
     """
     batch = valid.shape[0]
     keep = torch.zeros(batch, dtype=torch.bool)
@@ -122,7 +151,18 @@ def token_priority(
 ) -> torch.Tensor:
     """Pruning priority of every trainable token, (B, T) float64, highest pruned first (0 elsewhere).
 
-    token_nll, reference_nll: (B, T) float NLL on the shifted grid; loss_mask: (B, T) bool.
+    Args:
+        method: The token pruner: "ppl", "random" or "rho1".
+        token_nll: (B, T) float NLL on the shifted grid.
+        loss_mask: (B, T) bool, the trainable positions.
+        generator: Drives "random".
+        reference_nll: (B, T) float NLL of the reference model on the same grid; needed by "rho1".
+
+    Returns:
+        (B, T) float64 priority at the trainable positions, 0 elsewhere.
+
+    Raises:
+        ValueError: An unknown method, or "rho1" without reference_nll.
     """
     nll = token_nll.double()
     if method == "ppl":

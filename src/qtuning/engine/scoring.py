@@ -19,36 +19,64 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the label of a position without a loss (prompt, pad), as in torch's cross_entropy
 DEFAULT_CHUNK_SIZE = 512
 
 
 @dataclass
 class TokenScores:
-    """Per-token scores on the (B, T) grid; 0 where a position was not scored."""
+    """Per-token scores on the (B, T) grid; 0 where a position was not scored.
 
-    nll: torch.Tensor  # (B, T) fp32, -log p(target); 0 where not scored or the target is IGNORE_INDEX
-    entropy: torch.Tensor  # (B, T) fp32, entropy of the predictive distribution; 0 where not scored
+    Attributes:
+        nll: (B, T) fp32, -log p(target); 0 where not scored or the target is IGNORE_INDEX.
+        entropy: (B, T) fp32, entropy of the predictive distribution; 0 where not scored.
+    """
+
+    nll: torch.Tensor
+    entropy: torch.Tensor
 
 
 @dataclass
 class SampleScores:
-    """Per-sample coordinates on the EU plane (float64)."""
+    """Per-sample coordinates on the EU plane (float64).
 
-    ppl: torch.Tensor  # (B,) exp(mean NLL over trainable positions); 0 where has_response is False
-    entropy: torch.Tensor  # (B,) mean entropy over the chosen positions; 0 where has_response is False
-    num_tokens: torch.Tensor  # (B,) int64, trainable positions per sample
-    has_response: torch.Tensor  # (B,) bool, at least one trainable position
+    Attributes:
+        ppl: (B,) exp(mean NLL over trainable positions); 0 where has_response is False.
+        entropy: (B,) mean entropy over the chosen positions (`entropy_positions`); 0 where has_response
+            is False.
+        num_tokens: (B,) int64, trainable positions per sample.
+        has_response: (B,) bool, at least one trainable position.
+    """
+
+    ppl: torch.Tensor
+    entropy: torch.Tensor
+    num_tokens: torch.Tensor
+    has_response: torch.Tensor
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """(B, T) labels -> (B, T) targets: targets[:, t] = labels[:, t + 1], last column ignored."""
+    """(B, T) labels -> (B, T) targets: targets[:, t] = labels[:, t + 1], last column ignored.
+
+    Args:
+        labels: (B, T) int labels of the input tokens, unshifted.
+        ignore_index: The value of the last column (no next token to predict).
+
+    Returns:
+        (B, T) targets on the scores' grid: position t holds the token that position t predicts.
+    """
     pad = torch.full_like(labels[:, :1], ignore_index)
     return torch.cat([labels[:, 1:], pad], dim=1)
 
 
 def shift_mask(mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) mask of input tokens -> (B, T) mask of positions whose *target* token is set."""
+    """(B, T) mask of input tokens -> (B, T) mask of positions whose *target* token is set.
+
+    Args:
+        mask: (B, T) mask (bool or 0/1) of input tokens, e.g. the attention mask.
+
+    Returns:
+        (B, T) bool: mask[:, t + 1] at position t, False in the last column.
+    """
     mask = mask.bool()
     return torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
 
@@ -56,8 +84,13 @@ def shift_mask(mask: torch.Tensor) -> torch.Tensor:
 def nll_and_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX):
     """NLL and entropy of rows of logits, in fp32.
 
-    logits: (N, V) any float dtype; targets: (N,) int, `ignore_index` where there is no target.
-    Returns nll (N,) (0 at ignored targets) and entropy (N,), both fp32.
+    Args:
+        logits: (N, V), any float dtype.
+        targets: (N,) int, `ignore_index` where there is no target.
+        ignore_index: The target value that marks "no target".
+
+    Returns:
+        nll (N,) (0 at ignored targets) and entropy (N,), both fp32.
     """
     log_probs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
     entropy = -(log_probs.exp() * log_probs).sum(dim=-1)  # (N,)
@@ -106,9 +139,21 @@ def token_scores_from_logits(
 ) -> TokenScores:
     """Per-token NLL and entropy from a causal LM's logits.
 
-    logits: (B, T, V), unshifted, as the model returns them; labels: (B, T), unshifted, with
-    IGNORE_INDEX on prompt and pad tokens; positions: optional bool (B, T) on the shifted grid
-    (default: trainable positions, `shift_labels(labels) != IGNORE_INDEX`).
+    Computed over the full vocabulary in fp32, `chunk_size` positions at a time.
+
+    Args:
+        logits: (B, T, V), unshifted, as the model returns them.
+        labels: (B, T), unshifted, with IGNORE_INDEX on prompt and pad tokens.
+        positions: Optional bool (B, T) on the shifted grid: the positions to score (default: trainable
+            positions, `shift_labels(labels) != IGNORE_INDEX`).
+        chunk_size: Positions scored at a time (>= 1); the extra memory is O(chunk_size x V).
+
+    Returns:
+        TokenScores on the shifted (B, T) grid, 0 where a position was not scored.
+
+    Raises:
+        ValueError: logits is not (B, T, V) with labels (B, T), positions is not (B, T), or
+            chunk_size < 1.
     """
     if logits.dim() != 3 or logits.shape[:2] != labels.shape:
         raise ValueError(
@@ -131,9 +176,26 @@ def token_scores_from_hidden(
 ) -> TokenScores:
     """Per-token NLL and entropy from final hidden states and the output embedding.
 
-    Logits are only ever formed for `chunk_size` positions at a time, in fp32:
-    hidden_states (B, T, H), lm_head_weight (V, H), lm_head_bias (V,) or None, labels (B, T)
-    unshifted. `logit_softcap` applies cap * tanh(logits / cap) (Gemma-style models).
+    Logits are only ever formed for `chunk_size` positions at a time, in fp32 (even inside a bf16
+    autocast region), so no (B, T, V) tensor exists. A sharded (FSDP2 DTensor) weight or bias is
+    gathered whole first.
+
+    Args:
+        hidden_states: (B, T, H) final hidden states, unshifted.
+        lm_head_weight: (V, H) output embedding.
+        labels: (B, T), unshifted, with IGNORE_INDEX on prompt and pad tokens.
+        positions: Optional bool (B, T) on the shifted grid: the positions to score (default: trainable
+            positions, `shift_labels(labels) != IGNORE_INDEX`).
+        lm_head_bias: (V,) output bias, or None.
+        logit_softcap: If set, applies cap * tanh(logits / cap) (Gemma-style models).
+        chunk_size: Positions scored at a time (>= 1); the extra memory is O(chunk_size x V).
+
+    Returns:
+        TokenScores on the shifted (B, T) grid, 0 where a position was not scored.
+
+    Raises:
+        ValueError: hidden_states is not (B, T, H) with labels (B, T), positions is not (B, T), or
+            chunk_size < 1.
     """
     if hidden_states.dim() != 3 or hidden_states.shape[:2] != labels.shape:
         raise ValueError(
@@ -171,10 +233,25 @@ def sample_scores(
 ) -> SampleScores:
     """Per-sample PPL and Ent (docs/algorithm.md section 1), in float64.
 
-    token_nll, token_entropy: (B, T); loss_mask: bool (B, T), trainable positions; attention_mask:
-    bool (B, T), non-pad positions (both aligned with the scores). With entropy_positions="all"
-    the entropy is averaged over attention_mask instead of loss_mask. A sample with no trainable
-    position gets ppl = entropy = 0 and has_response = False: it never becomes a NaN.
+    A sample with no trainable position gets ppl = entropy = 0 and has_response = False: it never
+    becomes a NaN.
+
+    Args:
+        token_nll: (B, T) per-token NLL.
+        token_entropy: (B, T) per-token entropy.
+        loss_mask: Bool (B, T), trainable positions (aligned with the scores).
+        attention_mask: Bool (B, T), non-pad positions (aligned with the scores); needed only with
+            entropy_positions="all".
+        entropy_positions: "response" (the entropy is averaged over loss_mask) or "all" (over
+            attention_mask instead).
+
+    Returns:
+        SampleScores: ppl = exp(mean NLL over loss_mask), the mean entropy, the trainable positions
+        per sample and whether there is at least one, each (B,).
+
+    Raises:
+        ValueError: entropy_positions is neither "response" nor "all", or is "all" without an
+            attention_mask.
     """
     loss_mask = loss_mask.bool()
     nll = torch.where(loss_mask, token_nll.double(), 0.0)  # (B, T)

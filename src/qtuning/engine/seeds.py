@@ -26,7 +26,15 @@ SCALES = {"step": (100_003, 1), "pool": (1, 7_919), "stream": (1_000_003, 1), "r
 
 
 def derive_seed(seed: int, index: int, level: str) -> int:
-    """The seed of `index` under `seed` at `level` ("step", "pool", "stream" or "reprobe"): an int, never negative
-    for non-negative inputs."""
+    """The seed of `index` under `seed` at `level`: seed * SCALES[level][0] + index * SCALES[level][1].
+
+    Args:
+        seed: The seed mixed in (the run's, the step's, the pool's, ...).
+        index: The index mixed in (step, pool, stream, row, micro-batch).
+        level: "step", "pool", "stream" or "reprobe" (the module docstring's table).
+
+    Returns:
+        An int, never negative for non-negative inputs.
+    """
     seed_scale, index_scale = SCALES[level]
     return seed * seed_scale + index * index_scale

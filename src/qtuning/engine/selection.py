@@ -19,7 +19,8 @@ from ..errors import ConfigError, ScoreError
 from .config import QTuningConfig
 from .history import ScoreWindow, select_with_history
 from .policies import baseline_keep, target_count, token_priority
-from .scoring import SampleScores, sample_scores
+from .scored import concat_scored, prepare_scores  # defined in .scored; importable from here, their earlier home
+from .scoring import SampleScores
 from .seeds import derive_seed
 from .thresholds import Thresholds, bisect_thresholds, corner_closeness, corner_membership, quantile_sorted  # noqa: F401
 
@@ -41,88 +42,6 @@ from .types import (  # noqa: F401
 _MAX_TOKEN_NLL = 700.0
 
 
-def _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTuningConfig) -> None:
-    if token_nll.dim() != 2:
-        raise ScoreError(f"token_nll must be (B, T), got shape {tuple(token_nll.shape)}")
-    for name, t in (("token_entropy", token_entropy), ("loss_mask", loss_mask), ("attention_mask", attention_mask)):
-        if t is not None and t.shape != token_nll.shape:
-            raise ScoreError(f"{name} has shape {tuple(t.shape)}, expected {tuple(token_nll.shape)} like token_nll")
-    if attention_mask is None and (cfg.token_budget == "batch" or cfg.entropy_positions == "all"):
-        raise ScoreError(
-            f'attention_mask is required with token_budget="{cfg.token_budget}" and '
-            f'entropy_positions="{cfg.entropy_positions}" (non-pad positions, aligned with the scores)'
-        )
-    checks = [("token_nll", token_nll, loss_mask), ("token_entropy", token_entropy, loss_mask)]
-    if cfg.entropy_positions == "all":
-        checks.append(("token_entropy", token_entropy, attention_mask))
-    for name, values, mask in checks:
-        bad = mask & ~torch.isfinite(values)
-        if bad.any():
-            b, t = bad.nonzero()[0].tolist()
-            raise ScoreError(
-                f"{name} is not finite at {int(bad.sum())} scored position(s); first at sample {b}, "
-                f"position {t}: {values[b, t].item()}. Refusing to select from broken scores "
-                "(check the model's dtype or for a diverged run)."
-            )
-
-
-def prepare_scores(
-    token_nll: torch.Tensor,
-    token_entropy: torch.Tensor,
-    loss_mask: torch.Tensor,
-    cfg: QTuningConfig,
-    attention_mask: torch.Tensor | None = None,
-    non_finite: str = "raise",
-) -> ScoredBatch:
-    """Check the scores (shapes, NaN/Inf) and compute the per-sample PPL and Ent.
-
-    non_finite: what a row whose scores are NaN or inf at a scored position (or whose mean NLL overflows
-    exp in float64) does: "raise" a ScoreError (the engine's default), or "drop" the row: it counts as
-    having no trainable position in this pool (never kept, no part in the thresholds), and
-    `non_finite_rows` says how many were dropped (the trainer's choice: one bad row does not end a run).
-    """
-    if non_finite not in ("raise", "drop"):
-        raise ValueError(f"non_finite={non_finite!r} is not allowed: expected 'raise' or 'drop'")
-    loss_mask = loss_mask.detach().to("cpu", torch.bool)
-    attention_mask = None if attention_mask is None else attention_mask.detach().to("cpu", torch.bool)
-    token_nll = token_nll.detach().to("cpu", torch.float64)
-    token_entropy = token_entropy.detach().to("cpu", torch.float64)
-    dropped = 0
-    if non_finite == "drop" and _same_shapes(token_nll, token_entropy, loss_mask, attention_mask):
-        bad = _non_finite_rows(token_nll, token_entropy, loss_mask, attention_mask, cfg)  # (B,)
-        dropped = int(bad.sum())
-        if dropped:
-            loss_mask = loss_mask & ~bad.unsqueeze(1)
-            token_nll = torch.where(bad.unsqueeze(1), 0.0, token_nll)
-            token_entropy = torch.where(bad.unsqueeze(1), 0.0, token_entropy)
-    _check_inputs(token_nll, token_entropy, loss_mask, attention_mask, cfg)
-    # Only positions that the masks select are read, whatever the rest holds.
-    token_nll = torch.where(loss_mask, token_nll, 0.0)
-    scores = sample_scores(token_nll, token_entropy, loss_mask, attention_mask, cfg.entropy_positions)
-    if not torch.isfinite(scores.ppl).all():
-        b = int((~torch.isfinite(scores.ppl)).nonzero()[0])
-        raise ScoreError(
-            f"sample {b} has a perplexity that overflows float64 (mean token NLL "
-            f"{float(token_nll[b][loss_mask[b]].mean()):.1f} nats): refusing to select from broken scores"
-        )
-    return ScoredBatch(
-        token_nll=token_nll, loss_mask=loss_mask, attention_mask=attention_mask, scores=scores, non_finite_rows=dropped
-    )
-
-
-def _same_shapes(*tensors) -> bool:
-    return len({tuple(t.shape) for t in tensors if t is not None}) == 1 and tensors[0].dim() == 2
-
-
-def _non_finite_rows(token_nll, token_entropy, loss_mask, attention_mask, cfg: QTuningConfig) -> torch.Tensor:
-    """(B,) bool: rows with a NaN/inf score at a scored position, or a mean NLL whose exp overflows float64."""
-    bad = (loss_mask & ~(torch.isfinite(token_nll) & torch.isfinite(token_entropy))).any(dim=1)
-    if cfg.entropy_positions == "all" and attention_mask is not None:
-        bad |= (attention_mask & ~torch.isfinite(token_entropy)).any(dim=1)
-    mean_nll = torch.where(loss_mask, torch.nan_to_num(token_nll), 0.0).sum(dim=1) / loss_mask.sum(dim=1).clamp(min=1)
-    return bad | (mean_nll > 709.0)  # exp(709.78) is the largest float64
-
-
 def plan_batch(
     token_nll: torch.Tensor,
     token_entropy: torch.Tensor,
@@ -133,10 +52,28 @@ def plan_batch(
 ) -> SelectionPlan:
     """Select the samples and tokens to train on in one pool.
 
-    token_nll, token_entropy: float (B, T); loss_mask: bool (B, T), True at trainable positions;
-    attention_mask: bool (B, T), True at non-pad positions (needed for token_budget="batch" and
-    entropy_positions="all"). All are aligned after the causal shift (see `qtuning.engine.scoring`).
-    window: the run's score history, for cfg.thresholds="history" (updated with this pool).
+    Stage 1 (the samples, by `cfg.sample_pruner`) then stage 2 (the tokens, by `cfg.token_pruner`), in
+    float64 on the CPU. All tensors are aligned after the causal shift (see `qtuning.engine.scoring`).
+    The random baselines draw from torch's global generator (`plan_pool` takes a seed).
+
+    Args:
+        token_nll: Float (B, T) per-token NLL.
+        token_entropy: Float (B, T) per-token entropy.
+        loss_mask: Bool (B, T), True at trainable positions.
+        cfg: The selection's settings.
+        attention_mask: Bool (B, T), True at non-pad positions (needed for token_budget="batch" and
+            entropy_positions="all").
+        window: The run's score history, for cfg.thresholds="history" (updated with this pool).
+
+    Returns:
+        The pool's SelectionPlan (on the CPU): roles, scores, thresholds and the (B, T) token_keep mask.
+
+    Raises:
+        ScoreError: A tensor is not (B, T) like token_nll, attention_mask is missing where cfg needs it,
+            a score at a scored position is NaN or inf, or a sample's perplexity overflows float64.
+        ConfigError: cfg.thresholds="history" without a `window`.
+        ValueError: cfg.token_pruner="rho1", which needs a reference model's NLL (`plan_pool` with
+            `ScoredBatch.reference_nll`).
     """
     batch = prepare_scores(token_nll, token_entropy, loss_mask, cfg, attention_mask)
     return plan_pool([batch], cfg, window=window)[0]
@@ -147,7 +84,18 @@ def build_plan(
 ) -> SelectionPlan:
     """Stage 2 on a batch whose samples are already selected (possibly within a larger pool).
 
-    `generator` drives token_pruner="random"."""
+    Args:
+        batch: The batch's checked scores (`prepare_scores`).
+        selection: Stage 1's selection of the batch's rows.
+        cfg: The settings (token_pruner, prune_tokens_in, token_ratio, ... are read).
+        generator: Drives token_pruner="random".
+
+    Returns:
+        The batch's SelectionPlan.
+
+    Raises:
+        ValueError: cfg.token_pruner="rho1" and batch.reference_nll is None.
+    """
     kept_role = selection.kept_role
     if cfg.sample_pruner != "qtuning" or cfg.prune_tokens_in == "q2_q4":
         prunable = kept_role != Role.DROPPED  # (B,)
@@ -175,8 +123,20 @@ def select_pool(
 ) -> SampleSelection:
     """Stage 1 by `cfg.sample_pruner`: Q-Tuning's bisection, or a baseline of `qtuning.engine.policies`.
 
-    generator: drives the random draws of the baselines; progress: fraction of training done
-    (InfoBatch's annealing)."""
+    Args:
+        scores: The pool's per-sample scores, (B,) each.
+        cfg: The settings.
+        generator: Drives the random draws of the baselines.
+        progress: Fraction of training done (InfoBatch's annealing).
+        window: The run's score history, for cfg.thresholds="history" (updated with this pool).
+
+    Returns:
+        The pool's SampleSelection (a baseline's kept samples take Role.KEPT).
+
+    Raises:
+        ScoreError: A valid sample's PPL or Ent is NaN or inf (sample_pruner="qtuning").
+        ConfigError: cfg.thresholds="history" without a `window`.
+    """
     if cfg.sample_pruner == "qtuning":
         return select_samples(scores.ppl, scores.entropy, scores.has_response, cfg, window)
     valid = scores.has_response.detach().to("cpu", torch.bool)
@@ -212,10 +172,24 @@ def select_samples(
 ) -> SampleSelection:
     """Stage 1 on per-sample scores (docs/algorithm.md section 3): bisection, then the supplement.
 
-    sample_ppl, sample_entropy: (B,) float; has_response: (B,) bool. Samples without a trainable
-    position take no part in the thresholds and are never kept. With cfg.thresholds="history" the
-    lines come from `window` (updated with this pool; section 3.5); then the noise-aware options
-    (supplement_toward, max_q2_share) apply to either.
+    Samples without a trainable position take no part in the thresholds and are never kept. With
+    cfg.thresholds="history" the lines come from `window` (updated with this pool; section 3.5); then
+    the noise-aware options (supplement_toward, max_q2_share) apply to either.
+
+    Args:
+        sample_ppl: (B,) float per-sample perplexity.
+        sample_entropy: (B,) float per-sample entropy.
+        has_response: (B,) bool, the samples with at least one trainable position.
+        cfg: The settings.
+        window: The run's score history; required with cfg.thresholds="history".
+
+    Returns:
+        The pool's SampleSelection: Q2/Q4 roles, the supplement, quadrants and the last bisection
+        iterate's thresholds.
+
+    Raises:
+        ScoreError: A sample with a trainable position has a NaN or inf PPL or Ent.
+        ConfigError: cfg.thresholds="history" without a `window`.
     """
     ppl = sample_ppl.detach().to("cpu", torch.float64)
     ent = sample_entropy.detach().to("cpu", torch.float64)
@@ -262,8 +236,10 @@ def _selection_from(kept_role, supplemented, quadrant, t: Thresholds, n: int, ta
 
 
 def _closeness(ppl, ent, valid, kept_quadrants: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(toward the high-PPL kept corner, toward the low-PPL one), (B,) each, on the plane min-max
-    normalised over the valid samples; for Q2/Q4 these are p - e and e - p."""
+    """(toward the high-PPL kept corner, toward the low-PPL one), (B,) each.
+
+    On the plane min-max normalised over the valid samples; for Q2/Q4 these are p - e and e - p.
+    """
     return corner_closeness(_min_max(ppl, valid), _min_max(ent, valid), kept_quadrants)
 
 
@@ -317,9 +293,12 @@ def _select_in_pool(ppl, ent, valid, cfg: QTuningConfig) -> tuple[SampleSelectio
 
 
 def _cap_q2_share(selection: SampleSelection, valid, toward_high, toward_low, share: float) -> None:
-    """At most floor(share * kept) samples in the Q2 role: the shallowest Q2 samples (closest to the
-    diagonal) give way, one for one, to the not-kept samples deepest toward the low-PPL corner (Q4,
-    marked supplemented). In place. Fewer candidates than needed: as many swaps as there are."""
+    """At most floor(share * kept) samples in the Q2 role, in place.
+
+    The shallowest Q2 samples (closest to the diagonal) give way, one for one, to the not-kept samples
+    deepest toward the low-PPL corner (Q4, marked supplemented). Fewer candidates than needed: as many
+    swaps as there are.
+    """
     role = selection.kept_role
     kept = int((role != Role.DROPPED).sum())
     q2 = (role == Role.Q2).nonzero().flatten()
@@ -349,6 +328,14 @@ def smoothed_token_ppl(token_nll: torch.Tensor, loss_mask: torch.Tensor, smoothi
 
     A neighbour that is not a trainable position (prompt, pad, the row's edge) contributes 0:
     note the SUM of the neighbours, not their mean (docs/algorithm.md section 4).
+
+    Args:
+        token_nll: (B, T) per-token NLL (clamped at 700 before exp, so ppl_i never overflows).
+        loss_mask: (B, T) bool, the trainable positions.
+        smoothing: lam, in [0, 1].
+
+    Returns:
+        (B, T) float64 smoothed perplexity s, 0 outside loss_mask.
     """
     token_ppl = torch.where(loss_mask, torch.exp(token_nll.double().clamp(max=_MAX_TOKEN_NLL)), 0.0)  # (B, T)
     left = torch.nn.functional.pad(token_ppl[:, :-1], (1, 0))  # ppl_{i-1}
@@ -369,11 +356,23 @@ def prune_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Stage 2 (docs/algorithm.md section 4): mask the highest-s tokens of the Q2 samples.
 
-    token_nll: float64 (B, T); loss_mask, attention_mask: bool (B, T); kept_role: (B,).
-    prunable: (B,) bool, the samples whose tokens may be pruned (default: the Q2 role);
-    priority: (B, T) float, a baseline's pruning priority instead of the smoothed perplexity.
-    Returns token_keep bool (B, T), the scores (B, T) at the candidates (s, or the priority), and
-    the number of pruned tokens.
+    The candidates are the trainable tokens of the prunable samples; with cfg.prune_direction="low" the
+    lowest-s ones are masked instead. cfg.token_budget="per_sample" keeps max(1, floor(r_t * n)) of each
+    sample's n candidates; "batch" keeps round(T_all * r_s * r_t) of the pool's T_all non-pad tokens.
+    Ties go to the earlier token.
+
+    Args:
+        token_nll: Float64 (B, T) per-token NLL.
+        loss_mask: Bool (B, T), the trainable positions.
+        kept_role: (B,) Role values from stage 1.
+        cfg: The settings (smoothing, token_ratio, token_budget, prune_direction, sample_ratio).
+        attention_mask: Bool (B, T), the non-pad positions; needed with cfg.token_budget="batch".
+        prunable: (B,) bool, the samples whose tokens may be pruned (default: the Q2 role).
+        priority: (B, T) float, a baseline's pruning priority instead of the smoothed perplexity.
+
+    Returns:
+        token_keep bool (B, T) (the kept samples' trainable positions minus the pruned ones), the scores
+        (B, T) float64 at the candidates (s, or the priority; 0 elsewhere), and the number of pruned tokens.
     """
     sample_keep = kept_role != Role.DROPPED  # (B,)
     if prunable is None:
@@ -408,33 +407,6 @@ def prune_tokens(
     return token_keep & ~pruned, score, int(pruned.sum())
 
 
-def concat_scored(parts: list[ScoredBatch]) -> ScoredBatch:
-    """One batch made of several (B_i, T_i) batches, right-padded to the widest."""
-    width = max(p.loss_mask.shape[1] for p in parts)
-
-    def pad(t, value):
-        return None if t is None else torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
-
-    attention = (
-        None
-        if any(p.attention_mask is None for p in parts)
-        else torch.cat([pad(p.attention_mask, False) for p in parts])
-    )
-    scores = SampleScores(
-        *(torch.cat([getattr(p.scores, f) for p in parts]) for f in ("ppl", "entropy", "num_tokens", "has_response"))
-    )
-    reference = (
-        None if any(p.reference_nll is None for p in parts) else torch.cat([pad(p.reference_nll, 0.0) for p in parts])
-    )
-    return ScoredBatch(
-        token_nll=torch.cat([pad(p.token_nll, 0.0) for p in parts]),
-        loss_mask=torch.cat([pad(p.loss_mask, False) for p in parts]),
-        attention_mask=attention,
-        scores=scores,
-        reference_nll=reference,
-    )
-
-
 def _generator(seed: int | None, stream: int) -> torch.Generator | None:
     """An independent random stream per (seed, stream), so every rank draws the same numbers."""
     return None if seed is None else torch.Generator().manual_seed(derive_seed(seed, stream, "stream"))
@@ -449,14 +421,28 @@ def plan_pool(
     progress: float = 0.0,
     window: ScoreWindow | None = None,
 ) -> dict[int, SelectionPlan]:
-    """Plan a pool made of several batches (micro-batches, ranks): the same plan as `plan_batch` on
-    their concatenation, returned per part for the parts in `wanted` (default: all).
+    """Plan a pool made of several batches (micro-batches, ranks), returned per part.
 
-    With token_budget="per_sample" only the per-sample scores of the other parts are read, so they
-    may come without token grids (token_nll None); the "batch" budget needs every part's grids.
-    seed: seeds the random draws of the baselines (the same seed gives the same plan on every rank);
-    progress: fraction of training done, for InfoBatch's annealing; window: the run's score history
-    (cfg.thresholds="history"), updated with this pool.
+    The same plan as `plan_batch` on their concatenation, for the parts in `wanted`. With
+    token_budget="per_sample" only the per-sample scores of the other parts are read, so they may come
+    without token grids (token_nll None); the "batch" budget needs every part's grids.
+
+    Args:
+        parts: The pool's batches, checked (`prepare_scores`), in row order.
+        cfg: The settings.
+        wanted: Indices of the parts whose plans are returned (default: all).
+        seed: Seeds the random draws of the baselines (the same seed gives the same plan on every rank);
+            None draws from torch's global generator.
+        progress: Fraction of training done, for InfoBatch's annealing.
+        window: The run's score history (cfg.thresholds="history"), updated with this pool.
+
+    Returns:
+        Part index -> its SelectionPlan (its own rows and width; pool fields shared), for each of `wanted`.
+
+    Raises:
+        ScoreError: A sample with a trainable position has a NaN or inf PPL or Ent.
+        ConfigError: cfg.thresholds="history" without a `window`.
+        ValueError: cfg.token_pruner="rho1" and a part has no reference_nll.
     """
     wanted = list(range(len(parts))) if wanted is None else wanted
     scores = SampleScores(

@@ -22,7 +22,14 @@ SIGNATURES = ("collapse", "bisection", "supplement")
 
 
 def collapsed_quadrants(shares: Sequence[float]) -> list[int]:
-    """The quadrants (1..4) whose share of the samples is under COLLAPSE_SHARE. shares: Q1..Q4."""
+    """The quadrants (1..4) whose share of the samples is under COLLAPSE_SHARE.
+
+    Args:
+        shares: The shares of the samples in Q1..Q4.
+
+    Returns:
+        The collapsed quadrants' numbers, ascending.
+    """
     return [q for q, share in enumerate(shares, start=1) if share < COLLAPSE_SHARE]
 
 
@@ -31,9 +38,17 @@ def failure_signatures(
 ) -> dict[str, bool]:
     """Which signatures fire, in SIGNATURES order.
 
-    shares: the Q1..Q4 shares of the samples; plans: selections made (pools), converged: those
-    whose bisection ended within its tolerance; kept, supplemented: kept samples, and those of
-    them chosen by the supplement. Counts may be floats (sums over ranks).
+    Counts may be floats (sums over ranks).
+
+    Args:
+        shares: The Q1..Q4 shares of the samples.
+        plans: Selections made (pools).
+        converged: Those of them whose bisection ended within its tolerance.
+        kept: Kept samples.
+        supplemented: Those of them chosen by the supplement.
+
+    Returns:
+        Signature name -> whether it fires, for "collapse", "bisection" and "supplement".
     """
     return {
         "collapse": len(collapsed_quadrants(shares)) >= COLLAPSE_QUADRANTS,

@@ -49,7 +49,15 @@ class Thresholds:
 
     @classmethod
     def none(cls, *, converged: bool = False, kept_fraction: float = 0.0) -> Thresholds:
-        """No bisection ran (an empty pool, a baseline, full-data training): every line at 0."""
+        """No bisection ran (an empty pool, a baseline, full-data training): every line at 0.
+
+        Args:
+            converged: The `converged` flag to report.
+            kept_fraction: The `kept_fraction` to report.
+
+        Returns:
+            Thresholds with every level and line at 0 and 0 iterations.
+        """
         return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, converged, kept_fraction)
 
     @property
@@ -68,12 +76,24 @@ class Thresholds:
         return self.kept_fraction
 
     def scalars(self) -> dict[str, float | int | bool]:
-        """SCALARS -> their values, in the logged order."""
+        """SCALARS -> their values, in the logged order.
+
+        Returns:
+            Name -> value for each of SCALARS.
+        """
         return {name: getattr(self, name) for name in self.SCALARS}
 
 
 def quantile_sorted(sorted_values: list[float], q: float) -> float:
-    """The q-quantile of ascending values with linear interpolation, as numpy computes it."""
+    """The q-quantile of ascending values with linear interpolation, as numpy computes it.
+
+    Args:
+        sorted_values: The values, ascending, at least one.
+        q: The quantile level, in [0, 1].
+
+    Returns:
+        The interpolated quantile.
+    """
     n = len(sorted_values)
     position = q * (n - 1)
     below = min(max(math.floor(position), 0), n - 1)
@@ -86,17 +106,31 @@ def quantile_sorted(sorted_values: list[float], q: float) -> float:
 
 
 def corner_flags(kept_quadrants: str) -> tuple[bool, bool]:
-    """(high-PPL corner has LOW entropy, low-PPL corner has HIGH entropy) for a kept_quadrants value:
-    q2_q4 -> (True, True), the method; q1_q4 and q2_q3 are ablations."""
+    """Which entropy half each kept corner lies in, for a kept_quadrants value.
+
+    Args:
+        kept_quadrants: "q2_q4" (the method), "q1_q4" or "q2_q3" (ablations).
+
+    Returns:
+        (high-PPL corner has LOW entropy, low-PPL corner has HIGH entropy): q2_q4 -> (True, True).
+    """
     return kept_quadrants in ("q2_q4", "q2_q3"), kept_quadrants in ("q2_q4", "q1_q4")
 
 
 def corner_closeness(
     p_hat: torch.Tensor, e_hat: torch.Tensor, kept_quadrants: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(toward the high-PPL kept corner, toward the low-PPL one), (B,) each, for points already
-    min-max normalised to [0, 1] (over the pool, or over the score window); for Q2/Q4 these are
-    p - e and e - p. The supplement and the history trimming rank samples by them."""
+    """How deep points lie toward each kept corner; the supplement and the history trimming rank by it.
+
+    Args:
+        p_hat: (B,) PPL, min-max normalised to [0, 1] (over the pool, or over the score window).
+        e_hat: (B,) entropy, normalised the same way.
+        kept_quadrants: "q2_q4", "q1_q4" or "q2_q3".
+
+    Returns:
+        (toward the high-PPL kept corner, toward the low-PPL one), (B,) each; for Q2/Q4 these are
+        p - e and e - p.
+    """
     high_low_ent, low_high_ent = corner_flags(kept_quadrants)
     toward_high = p_hat - e_hat if high_low_ent else p_hat + e_hat - 1
     toward_low = e_hat - p_hat if low_high_ent else 1 - p_hat - e_hat
@@ -106,7 +140,18 @@ def corner_closeness(
 def corner_membership(
     ppl: torch.Tensor, ent: torch.Tensor, valid: torch.Tensor, t: Thresholds, kept_quadrants: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(in the high-PPL kept corner, in the low-PPL kept corner), each (B,) bool, for points (B,)."""
+    """Which points lie in the kept corners that thresholds `t` cut.
+
+    Args:
+        ppl: (B,) float PPL.
+        ent: (B,) float entropy.
+        valid: (B,) bool; invalid points are in no corner.
+        t: The thresholds (ppl_lo, ppl_hi, ent_lo, ent_hi are read).
+        kept_quadrants: "q2_q4", "q1_q4" or "q2_q3".
+
+    Returns:
+        (in the high-PPL kept corner, in the low-PPL kept corner), each (B,) bool.
+    """
     high_low_ent, low_high_ent = corner_flags(kept_quadrants)
     in_high = valid & (ppl > t.ppl_hi) & ((ent <= t.ent_lo) if high_low_ent else (ent > t.ent_hi))
     in_low = valid & (ppl <= t.ppl_lo) & ((ent > t.ent_hi) if low_high_ent else (ent <= t.ent_lo))
@@ -125,10 +170,21 @@ def bisect_thresholds(
 ) -> Thresholds:
     """Bisection over one quantile level for both axes (docs/algorithm.md section 3).
 
-    ppl, ent: (n,) float64, n >= 1, the points searched (all valid). Iterate a = (lo + hi) / 2 from
-    [0, upper]; the lines are the a / 1-a quantiles of each axis; stop once the fraction of points in
+    Iterate a = (lo + hi) / 2 from [0, upper]; the lines are the a / 1-a quantiles of each axis; stop once the fraction of points in
     the kept corners is within `tolerance` of `target`; else move the interval toward it. The
     result is the LAST iterate, not the best one.
+
+    Args:
+        ppl: (n,) float64 PPL of the points searched, n >= 1 (all valid).
+        ent: (n,) float64 entropy of the same points.
+        target: The kept fraction aimed at (sample_ratio).
+        max_iters: Maximum number of iterations (>= 1).
+        tolerance: The search stops once |kept fraction - target| < tolerance.
+        upper: Upper end of the quantile level searched.
+        kept_quadrants: "q2_q4", "q1_q4" or "q2_q3".
+
+    Returns:
+        The last iterate's Thresholds (converged and kept_fraction set).
     """
     ppl_sorted = torch.sort(ppl).values.tolist()
     ent_sorted = torch.sort(ent).values.tolist()

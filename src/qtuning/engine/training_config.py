@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .config import SELECTION_POOLS, ConfigError, QTuningConfig, _check_choice
 
@@ -21,10 +22,23 @@ PRUNING_METHODS = ("qtuning", "none")
 SCORING_MODES = ("probe", "reuse", "auto", "stale")
 PROBE_PRECISIONS = ("auto", "same", "bf16")
 
+if TYPE_CHECKING:
+    import torch
+
 
 @dataclass
 class QTuningTrainingConfig(QTuningConfig):
-    """Q-Tuning's settings inside a Trainer: the engine's (QTuningConfig) and the trainer fields below."""
+    """Q-Tuning's settings inside a Trainer: the engine's (QTuningConfig) and the trainer fields below.
+
+    Built with keyword arguments, one per field, the engine's included
+    (`QTuningTrainingConfig(sample_ratio=0.25, scoring="probe")`), and handed to a trainer as its
+    `qtuning_config`. Each field's `help` metadata says what it does and what it allows
+    (docs/configuration.md lists them all). Every value is checked at construction.
+
+    Raises:
+        ConfigError: At construction, a field's value, or a combination of fields, is not allowed (see
+            `check_training_fields`); the message names the fields, the values and what is allowed.
+    """
 
     # --- how Q-Tuning runs inside the trainer
     pruning_method: str = field(
@@ -114,7 +128,14 @@ class QTuningTrainingConfig(QTuningConfig):
         self.check_training_fields()
 
     def check_training_fields(self) -> None:
-        """The checks of the fields above and of their combinations with the engine's."""
+        """The checks of the fields above and of their combinations with the engine's.
+
+        Raises:
+            ConfigError: A trainer field is not among its choices or out of its range, or a combination
+                is not allowed: scoring="reuse"/"auto" with selection_pool="accumulation" or with a
+                baseline pruner, scoring="stale" with token_pruner="rho1", or sample_pruner and
+                token_pruner both "none" (full data is pruning_method="none").
+        """
         _check_choice("pruning_method", self.pruning_method, PRUNING_METHODS)
         _check_choice("scoring", self.scoring, SCORING_MODES)
         _check_choice("probe_precision", self.probe_precision, PROBE_PRECISIONS)
@@ -154,18 +175,35 @@ class QTuningTrainingConfig(QTuningConfig):
             raise ConfigError(f"loss_chunk_size={self.loss_chunk_size!r} is not allowed: expected an integer >= 0")
 
     def qtuning_config(self) -> QTuningConfig:
-        """The engine's settings alone."""
+        """The engine's settings alone.
+
+        Returns:
+            A new QTuningConfig holding this object's values of the engine's fields.
+        """
         return QTuningConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(QTuningConfig)})
 
     def training_config(self) -> QTuningTrainingConfig:
-        """These settings alone, as a plain QTuningTrainingConfig (from a QTuningSFTConfig: without TRL's)."""
+        """These settings alone, as a plain QTuningTrainingConfig (from a QTuningSFTConfig: without TRL's).
+
+        Returns:
+            A new QTuningTrainingConfig holding this object's values of its fields.
+        """
         return QTuningTrainingConfig(
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(QTuningTrainingConfig)}
         )
 
 
-def resolved_probe_precision(probe_precision: str, device) -> str:
-    """'bf16' or 'same': what probe_precision means on `device` (a torch.device)."""
+def resolved_probe_precision(probe_precision: str, device: torch.device) -> str:
+    """'bf16' or 'same': what probe_precision means on `device`.
+
+    Args:
+        probe_precision: "auto", "same" or "bf16" (QTuningTrainingConfig.probe_precision).
+        device: The device the probe runs on.
+
+    Returns:
+        probe_precision itself unless it is "auto"; for "auto", "bf16" where the device runs it natively
+        (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else "same".
+    """
     if probe_precision != "auto":
         return probe_precision
     import torch
@@ -177,15 +215,27 @@ def resolved_probe_precision(probe_precision: str, device) -> str:
     return "same"
 
 
-def resolved_probe_batch_size(probe_batch_size: int, device) -> int:
-    """probe_batch_size with -1 (auto) resolved for `device`: 4 on a CPU, 0 (the whole batch) elsewhere."""
+def resolved_probe_batch_size(probe_batch_size: int, device: torch.device) -> int:
+    """probe_batch_size with -1 (auto) resolved for `device`: 4 on a CPU, 0 (the whole batch) elsewhere.
+
+    Args:
+        probe_batch_size: QTuningTrainingConfig.probe_batch_size: >= 0, or -1 (auto).
+        device: The device the probe runs on.
+
+    Returns:
+        probe_batch_size where it is >= 0, else 4 on a CPU and 0 elsewhere.
+    """
     if probe_batch_size >= 0:
         return probe_batch_size
     return 4 if device.type == "cpu" else 0
 
 
 def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo); False where unknown."""
+    """Whether this CPU runs bf16 natively.
+
+    Returns:
+        True on x86 CPUs with AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo); False where unknown.
+    """
     try:
         with open("/proc/cpuinfo") as handle:
             flags = handle.read()

@@ -1,9 +1,12 @@
-"""The types of a selection (docs/algorithm.md sections 3 and 4): a sample's `Role`, stage 1's
-`SampleSelection`, a pool's `SelectionPlan`, and the checked scores a selection reads (`ScoredBatch`).
+"""The types of a selection (docs/algorithm.md sections 3 and 4).
 
-Pure data: the functions that fill them live in `qtuning.engine.selection` (stage 1 and stage 2) and
-`qtuning.engine.history` (score-history thresholds). The threshold scalars are declared once, by
-`qtuning.engine.thresholds.Thresholds`, which a selection holds; its plan reads them as its own attributes.
+A sample's `Role`, stage 1's `SampleSelection`, a pool's `SelectionPlan`, and the checked scores a
+selection reads (`ScoredBatch`).
+
+Pure data: the functions that fill them live in `qtuning.engine.selection` (stage 1 and stage 2),
+`qtuning.engine.scored` (the checked scores) and `qtuning.engine.history` (score-history thresholds).
+The threshold scalars are declared once, by `qtuning.engine.thresholds.Thresholds`, which a selection
+holds; its plan reads them as its own attributes.
 """
 
 from __future__ import annotations
@@ -19,12 +22,21 @@ from .thresholds import Thresholds
 
 
 class Role(IntEnum):
-    """A sample's role in a plan; `kept_role` tensors (int64) hold these values."""
+    """A sample's role in a plan; `kept_role` tensors (int64) hold these values.
+
+    Also importable as the constants ROLE_DROPPED, ROLE_KEPT, ROLE_Q2 and ROLE_Q4 (the same members).
+
+    Attributes:
+        DROPPED: 0, not trained on.
+        KEPT: 1, kept by a baseline sample pruner (qtuning.engine.policies); token-prunable.
+        Q2: 2, kept, token-prunable ("valuable misconception"; the kept high-PPL corner).
+        Q4: 4, kept whole ("calibration data"; the kept low-PPL corner).
+    """
 
     DROPPED = 0
-    KEPT = 1  # kept by a baseline sample pruner (qtuning.engine.policies); token-prunable
-    Q2 = 2  # kept, token-prunable ("valuable misconception"; the kept high-PPL corner)
-    Q4 = 4  # kept whole ("calibration data"; the kept low-PPL corner)
+    KEPT = 1
+    Q2 = 2
+    Q4 = 4
 
 
 ROLE_DROPPED, ROLE_KEPT, ROLE_Q2, ROLE_Q4 = Role.DROPPED, Role.KEPT, Role.Q2, Role.Q4  # the earlier public names
@@ -38,8 +50,10 @@ QUADRANT_NAMES = {
 
 
 def _reads_thresholds(path: str):
-    """Class decorator: each of `Thresholds.SCALARS` as a read-only attribute of the class, read from the
-    `Thresholds` at the dotted `path` (so the scalars are declared once, in `Thresholds`)."""
+    """Class decorator: each of `Thresholds.SCALARS` as a read-only attribute of the class.
+
+    Each is read from the `Thresholds` at the dotted `path` (so the scalars are declared once, in `Thresholds`).
+    """
 
     def install(cls):
         for name, doc in Thresholds.SCALARS.items():
@@ -55,18 +69,37 @@ class SampleSelection:
     """Stage 1's result for a pool of samples: who is kept, in which role, and the pool's thresholds.
 
     The threshold scalars (`Thresholds.SCALARS`: alpha, ppl_lo, ..., bisection_kept_fraction) read as
-    read-only attributes of the selection (selection.alpha is selection.thresholds.alpha)."""
+    read-only attributes of the selection (selection.alpha is selection.thresholds.alpha).
 
-    kept_role: torch.Tensor  # (B,) int64 Role values: DROPPED, KEPT (a baseline), Q2 or Q4
-    supplemented: torch.Tensor  # (B,) bool: kept by the supplement rather than by the bisection corners
-    quadrant: torch.Tensor  # (B,) int64, 1..4 by the mid thresholds, 0 without a trainable position
-    pool_size: int = 0  # N: samples with at least one trainable position
-    target_count: int = 0  # K = min(N, max(1, round(sample_ratio * N)))
-    thresholds: Thresholds = field(default_factory=Thresholds.none)  # the last bisection iterate (none: all 0)
-    weight: torch.Tensor | None = None  # (B,) float64 loss weights (InfoBatch); None = all 1
+    Attributes:
+        kept_role: (B,) int64 Role values: DROPPED, KEPT (a baseline), Q2 or Q4.
+        supplemented: (B,) bool: kept by the supplement rather than by the bisection corners.
+        quadrant: (B,) int64, 1..4 by the mid thresholds, 0 without a trainable position.
+        pool_size: N: samples with at least one trainable position.
+        target_count: K = min(N, max(1, round(sample_ratio * N))).
+        thresholds: The last bisection iterate (Thresholds.none(): all 0, when no bisection ran).
+        weight: (B,) float64 loss weights (InfoBatch); None = all 1.
+    """
+
+    kept_role: torch.Tensor
+    supplemented: torch.Tensor
+    quadrant: torch.Tensor
+    pool_size: int = 0
+    target_count: int = 0
+    thresholds: Thresholds = field(default_factory=Thresholds.none)
+    weight: torch.Tensor | None = None
 
     def rows(self, start: int, stop: int) -> SampleSelection:
-        """The selection of samples start..stop-1 of the pool (the pool-level fields are shared)."""
+        """The selection of samples start..stop-1 of the pool (the pool-level fields are shared).
+
+        Args:
+            start: First sample (row) taken.
+            stop: One past the last sample taken.
+
+        Returns:
+            A new SampleSelection whose per-sample tensors are cut to rows start..stop-1; pool_size,
+            target_count and thresholds are those of the whole pool.
+        """
         return replace(
             self,
             kept_role=self.kept_role[start:stop],
@@ -84,18 +117,24 @@ def _part(part: str, name: str, doc: str) -> property:
 @_reads_thresholds("selection.thresholds")
 @dataclass
 class SelectionPlan:
-    """What to train on for one selection pool: stage 1's selection, the samples' scores and stage 2's
-    token mask. Tensors live on the CPU.
+    """What to train on for one selection pool: stage 1's selection, the samples' scores, stage 2's token mask.
 
-    The parts' fields read as the plan's own (plan.kept_role, plan.alpha, plan.sample_ppl, ...) and
-    the counts are derived from them (plan.num_kept, plan.num_kept_tokens, ...), so nothing is stored twice.
+    Tensors live on the CPU. The parts' fields read as the plan's own (plan.kept_role, plan.alpha,
+    plan.sample_ppl, ...) and the counts are derived from them (plan.num_kept, plan.num_kept_tokens, ...),
+    so nothing is stored twice. `plan_batch` makes one; `SelectionPlan.keep_all` makes full data's.
+
+    Attributes:
+        selection: Per sample (B,): roles, supplement, quadrants, weights; the pool's thresholds.
+        scores: Per sample (B,): PPL, Ent, trainable tokens.
+        token_keep: (B, T) bool, subset of loss_mask: the positions that carry a loss.
+        token_score: (B, T) float64, smoothed perplexity s_i (or a baseline's priority) at the
+            token-pruning candidates, 0 elsewhere.
     """
 
-    selection: SampleSelection  # per sample (B,): roles, supplement, quadrants, weights; the pool's thresholds
-    scores: SampleScores  # per sample (B,): PPL, Ent, trainable tokens
-    token_keep: torch.Tensor  # (B, T) bool, subset of loss_mask: the positions that carry a loss
-    token_score: torch.Tensor  # (B, T) float64, smoothed perplexity s_i (or a baseline's priority) at the
-    # token-pruning candidates, 0 elsewhere
+    selection: SampleSelection
+    scores: SampleScores
+    token_keep: torch.Tensor
+    token_score: torch.Tensor
 
     # per sample, (B,)
     kept_role = _part(
@@ -134,10 +173,12 @@ class SelectionPlan:
 
     @property
     def num_kept(self) -> int:
+        """The number of samples trained on."""
         return int(self.sample_keep.sum())
 
     @property
     def num_supplemented(self) -> int:
+        """The number of kept samples chosen by the supplement."""
         return int(self.supplemented.sum())
 
     @property
@@ -159,7 +200,13 @@ class SelectionPlan:
     def keep_all(cls, loss_mask: torch.Tensor) -> SelectionPlan:
         """The 'plan' of full-data training: every sample with a trainable position, every trainable token.
 
-        loss_mask: (B, T) bool. Samples are kept as Q4 (whole); scores are 0 (nothing was scored)."""
+        Args:
+            loss_mask: (B, T) bool, the trainable positions.
+
+        Returns:
+            A plan keeping every sample with a trainable position as Q4 (whole), with token_keep a copy of
+            loss_mask; the scores are 0 (nothing was scored) and the thresholds converged, kept fraction 1.
+        """
         keep = loss_mask.any(dim=1)  # (B,)
         n = int(keep.sum())
         batch = loss_mask.shape[0]
@@ -181,7 +228,17 @@ class SelectionPlan:
         )
 
     def take(self, start: int, stop: int, width: int | None = None) -> SelectionPlan:
-        """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared."""
+        """The plan of samples start..stop-1 (token tensors cut to `width` columns); pool fields shared.
+
+        Args:
+            start: First sample (row) taken.
+            stop: One past the last sample taken.
+            width: Columns of the token tensors kept (the part's own T); None keeps them all.
+
+        Returns:
+            A new SelectionPlan of rows start..stop-1; pool_size, target_count and thresholds are those
+            of the whole pool.
+        """
         rows, cols = slice(start, stop), slice(0, width)
         scores = SampleScores(**{f.name: getattr(self.scores, f.name)[rows] for f in fields(SampleScores)})
         return SelectionPlan(
@@ -192,7 +249,12 @@ class SelectionPlan:
         )
 
     def stats(self) -> dict[str, float | int | bool]:
-        """The scalars, for logging: SCALARS, then the count of samples in each quadrant."""
+        """The scalars, for logging: SCALARS, then the count of samples in each quadrant.
+
+        Returns:
+            Name -> value: each of SCALARS in its order, then quadrant_1 .. quadrant_4, the number of
+            samples in each quadrant.
+        """
         out = {name: getattr(self, name) for name in self.SCALARS}
         for q in range(1, 5):
             out[f"quadrant_{q}"] = int((self.quadrant == q).sum())
@@ -201,11 +263,20 @@ class SelectionPlan:
 
 @dataclass
 class ScoredBatch:
-    """A batch's scores, checked and on the CPU in float64: everything a selection reads."""
+    """A batch's scores, checked and on the CPU in float64: everything a selection reads.
 
-    token_nll: torch.Tensor  # (B, T) float64, 0 outside loss_mask
-    loss_mask: torch.Tensor  # (B, T) bool
-    attention_mask: torch.Tensor | None  # (B, T) bool
-    scores: SampleScores  # per-sample PPL, Ent, token counts
-    reference_nll: torch.Tensor | None = None  # (B, T) float64: a reference model's NLL (token_pruner="rho1")
-    non_finite_rows: int = 0  # rows left out because their scores were NaN/inf (prepare_scores(non_finite="drop"))
+    Attributes:
+        token_nll: (B, T) float64, 0 outside loss_mask.
+        loss_mask: (B, T) bool.
+        attention_mask: (B, T) bool, or None.
+        scores: Per-sample PPL, Ent, token counts.
+        reference_nll: (B, T) float64: a reference model's NLL (token_pruner="rho1"), or None.
+        non_finite_rows: Rows left out because their scores were NaN/inf (prepare_scores(non_finite="drop")).
+    """
+
+    token_nll: torch.Tensor
+    loss_mask: torch.Tensor
+    attention_mask: torch.Tensor | None
+    scores: SampleScores
+    reference_nll: torch.Tensor | None = None
+    non_finite_rows: int = 0
