@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from qtuning import QTuningConfig
-from qtuning.analysis import pool_stability, spearman
 from qtuning.distributed import _shareable
 from qtuning.engine.selection import prepare_scores
+from qtuning.insight.stability import pool_stability, spearman
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -67,7 +67,7 @@ def main() -> None:
     ppl, ent, valid, parts = score_rows(args.model, args.rows, args.max_length, batch=16)
     n = ppl.shape[0]
     cfg = QTuningConfig(sample_ratio=args.sample_ratio)
-    # The threshold stability test of `qtuning analyze` (qtuning.analysis), with whole pools only.
+    # The threshold stability test of `qtuning analyze` (qtuning.insight.analyze), with whole pools only.
     result = pool_stability(
         ppl, ent, valid, [(str(p), p) for p in args.pools], cfg, shuffles=args.shuffles, seed=0, include_remainder=False
     )

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 
 from qtuning import QTuningConfig
-from qtuning.analysis import spearman
 from qtuning.data.plan_log import read_run_plans
 from qtuning.engine.selection import select_samples
+from qtuning.insight.stability import spearman
 from qtuning.stale import rows_to_probe
 
 RESULTS = Path(__file__).parent / "results"

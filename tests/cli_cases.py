@@ -65,9 +65,10 @@ class Outcome:
 def build_workspace(root: Path, tiny_model: Path) -> dict[str, Path]:
     """The files the cells point at: valid inputs (so that only the one bad argument is bad), a missing
     path, unreadable copies (mode 000) and a regular file to put outputs under (so they cannot be written)."""
-    from qtuning.analysis import META_FILE, TOKEN_SCORES_FILE, data_fingerprint
     from qtuning.data import load_records
+    from qtuning.data.run_files import META_FILE, TOKEN_SCORES_FILE
     from qtuning.engine.config import QTuningConfig
+    from qtuning.insight.store import data_fingerprint
 
     root.mkdir(parents=True, exist_ok=True)
     w = {"root": root, "tiny": tiny_model, "missing": root / "missing", "blocker": root / "blocker"}

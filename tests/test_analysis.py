@@ -12,21 +12,21 @@ import torch
 from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning import QTuningConfig
-from qtuning.analysis import (
-    AnalysisError,
-    AnalyzeConfig,
+from qtuning.cli import main
+from qtuning.data import load_records, tokenize_record
+from qtuning.engine.selection import select_samples
+from qtuning.errors import AnalysisError
+from qtuning.insight.analyze import run_analyze
+from qtuning.insight.analyze_config import AnalyzeConfig
+from qtuning.insight.stability import (
     PoolRun,
     failure_signatures,
     jaccard,
     parse_pool_sizes,
     pool_stability,
     quadrant_examples,
-    run_analyze,
     select_in_pools,
 )
-from qtuning.cli import main
-from qtuning.data import load_records, tokenize_record
-from qtuning.engine.selection import select_samples
 
 # ---------------------------------------------------------------------------------- pure parts
 

@@ -46,10 +46,9 @@ def test_the_per_rank_and_per_step_names():
 
 
 def test_the_old_homes_name_the_same_files():
-    from qtuning.analysis import META_FILE, TOKEN_SCORES_FILE
     from qtuning.data.plan_log import PLAN_LOG_FILE as plan_log_file
-    from qtuning.report import REPORT_FILE
-    from qtuning.report import TRAINER_STATE_FILE as trainer_state_file
+    from qtuning.data.run_files import META_FILE, REPORT_FILE, TOKEN_SCORES_FILE
+    from qtuning.data.run_files import TRAINER_STATE_FILE as trainer_state_file
     from qtuning.run import RUN_FILE
     from qtuning.run_metrics import SUMMARY_FILE as summary_file
     from qtuning.trainer_mixin import CHECKPOINT_STATE_FILE as checkpoint_state_file

@@ -10,10 +10,11 @@ import torch
 from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning import QTuningConfig, plan_batch
-from qtuning.analysis import AnalysisError, data_fingerprint
 from qtuning.cli import main
 from qtuning.data import MASK_FIELD, MASK_MODEL_FIELD, DataError, load_records, tokenize_record
-from qtuning.static_select import SelectConfig, read_analysis, run_select, static_select
+from qtuning.errors import AnalysisError
+from qtuning.insight.static_select import SelectConfig, read_analysis, run_select, static_select
+from qtuning.insight.store import data_fingerprint
 
 
 def write_analysis(folder, data_path, samples, model="tiny-model"):

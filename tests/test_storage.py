@@ -314,9 +314,10 @@ def test_an_unwritable_cache_is_an_asset_error(blocker, monkeypatch):
 def test_unreadable_inputs_are_errors_naming_the_file(tmp_path, monkeypatch):
     """PermissionError while reading: each reader's QTuningError, naming the file (as root, mode 000 does not
     hold, so the read is made to fail; tests/test_cli_bad_arguments.py checks the real thing)."""
-    from qtuning import comparison, evaluation, models, report
+    from qtuning import comparison, evaluation, models
     from qtuning.cli import load_recipe
     from qtuning.data.plan_log import read_plan_log
+    from qtuning.insight import run_reading
 
     files = {}
     for name in ("recipe.yaml", "records.jsonl", "eval.json", "state.json", "model.gguf"):
@@ -327,7 +328,7 @@ def test_unreadable_inputs_are_errors_naming_the_file(tmp_path, monkeypatch):
         cases = [
             (UsageError, "recipe.yaml", lambda: load_recipe(files["recipe.yaml"])),
             (EvalError, "records.jsonl", lambda: evaluation.read_records_file(files["records.jsonl"])),
-            (ReportError, "state.json", lambda: report.read_json(files["state.json"], "a state")),
+            (ReportError, "state.json", lambda: run_reading.read_json(files["state.json"], "a state")),
             (UsageError, "eval.json", lambda: comparison.load_item_scores(files["eval.json"])),
         ]
         for error, name, call in cases:
@@ -344,15 +345,16 @@ def test_unreadable_inputs_are_errors_naming_the_file(tmp_path, monkeypatch):
 def test_outputs_are_checked_before_the_work(blocker, tmp_path, monkeypatch):
     """An output under a regular file: refused before the model loads, the rows are scored or the bootstrap
     runs (each of those is made to fail the test)."""
-    from qtuning import analysis, comparison, evaluation, models, static_select
+    from qtuning import comparison, evaluation, models, static_select
     from qtuning.engine.config import QTuningConfig
+    from qtuning.insight import plan_preview, store
 
     monkeypatch.setattr(models, "load_model_and_tokenizer", lambda *a, **k: pytest.fail("the model loaded"))
     monkeypatch.setattr(comparison, "compare_runs", lambda *a, **k: pytest.fail("the comparison ran"))
     monkeypatch.setattr(static_select, "read_analysis", lambda *a, **k: pytest.fail("the analysis was read"))
     monkeypatch.setattr(evaluation.command, "evaluate_dir", lambda *a, **k: pytest.fail("the evaluation ran"))
     with pytest.raises(AnalysisError, match=rf"--output {blocker}/plan.json cannot be written"):
-        analysis.preview_plans("tiny", "data", QTuningConfig(), output=str(blocker / "plan.json"))
+        plan_preview.preview_plans("tiny", "data", QTuningConfig(), output=str(blocker / "plan.json"))
     with pytest.raises(UsageError, match=rf"--output {blocker}/cmp.json cannot be written"):
         comparison.run_compare(comparison.CompareConfig(a="a.json", b="b.json", output=str(blocker / "cmp.json")))
     with pytest.raises(UsageError, match=rf"-o/--output {blocker}/s.jsonl cannot be written"):
@@ -362,11 +364,11 @@ def test_outputs_are_checked_before_the_work(blocker, tmp_path, monkeypatch):
     with pytest.raises(EvalError, match=rf"-o/--output {blocker}/e.json cannot be written"):
         evaluation.run_eval_cli(Namespace(output=str(blocker / "e.json"), tasks="arith"))
     with pytest.raises(AnalysisError, match=rf"output folder {blocker}/a cannot be written"):
-        analysis.check_or_write_meta(blocker / "a", {"model": "m"})
+        store.check_or_write_meta(blocker / "a", {"model": "m"})
 
 
 def test_report_checks_its_output_and_its_tokenizer(blocker, tmp_path):
-    from qtuning.report import ReportConfig, write_run_report
+    from qtuning.insight.run_report import ReportConfig, write_run_report
 
     run = tmp_path / "run"
     run.mkdir()

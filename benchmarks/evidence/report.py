@@ -18,8 +18,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from qtuning.analysis import jaccard  # noqa: E402
 from qtuning.evaluation.bootstrap import mean_interval, paired_difference, verdict  # noqa: E402
+from qtuning.insight.stability import jaccard  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "results" / "evidence_cells"
 RESULTS = ROOT / "benchmarks" / "results"

@@ -73,6 +73,8 @@ _MOVED = {
     "run_files": "data.run_files",
     "bootstrap": "evaluation.bootstrap",
     "comparison": "evaluation.compare",
+    "static_select": "insight.static_select",
+    "plots": "insight.plots",
 }
 
 

@@ -26,7 +26,7 @@ from .errors import QTuningError, UsageError
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .analysis import preview_plans
+    from .insight.plan_preview import preview_plans
 
     cfg = dataclass_from_args(QTuningConfig, args)
     preview_plans(

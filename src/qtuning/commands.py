@@ -24,11 +24,11 @@ SHORT_FLAGS = {"output": ["-o"]}
 
 def register(sub) -> None:
     """Add the four subcommands to cli.py's subparsers."""
-    from .analysis import AnalyzeConfig
     from .engine.config import QTuningConfig
     from .evaluation.compare import CompareConfig
-    from .report import ReportConfig
-    from .static_select import SelectConfig
+    from .insight.analyze import AnalyzeConfig
+    from .insight.run_report import ReportConfig
+    from .insight.static_select import SelectConfig
 
     analyze = sub.add_parser(
         "analyze",
@@ -68,14 +68,14 @@ def register(sub) -> None:
 def _need_plots() -> None:
     """matplotlib is an extra (qtuning[insight], or qtuning[plot] alone): say so before any work is done."""
     try:
-        from . import plots  # noqa: F401
+        from .insight import plots  # noqa: F401
     except ImportError as exc:
         raise UsageError(f"{exc}") from exc
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import AnalyzeConfig, run_analyze
     from .engine.config import QTuningConfig
+    from .insight.analyze import AnalyzeConfig, run_analyze
 
     _need_plots()
     result = run_analyze(dataclass_from_args(AnalyzeConfig, args), dataclass_from_args(QTuningConfig, args))
@@ -83,7 +83,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import ReportConfig, write_run_report
+    from .insight.run_report import ReportConfig, write_run_report
 
     _need_plots()
     out = write_run_report(dataclass_from_args(ReportConfig, args))
@@ -93,7 +93,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_select(args: argparse.Namespace) -> int:
     from .engine.config import QTuningConfig
-    from .static_select import SelectConfig, run_select
+    from .insight.static_select import SelectConfig, run_select
 
     cfg = dataclass_from_args(SelectConfig, args)
     if not cfg.scores:

@@ -27,14 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .analysis import AnalysisError, check_qtuning_selection, data_fingerprint
-from .data import MASK_FIELD, MASK_MODEL_FIELD, load_records, read_rows
-from .data.run_files import META_FILE, TOKEN_SCORES_FILE
-from .engine.config import QTuningConfig
-from .engine.scoring import SampleScores
-from .engine.selection import Role, ScoredBatch, build_plan, select_samples
-from .errors import UsageError
-from .files import atomic_path, check_output_file
+from ..data import MASK_FIELD, MASK_MODEL_FIELD, load_records, read_rows
+from ..data.run_files import META_FILE, TOKEN_SCORES_FILE
+from ..engine.config import QTuningConfig
+from ..engine.scoring import SampleScores
+from ..engine.selection import Role, ScoredBatch, build_plan, select_samples
+from ..errors import AnalysisError, UsageError
+from ..files import atomic_path, check_output_file
+from .analyze_config import check_qtuning_selection
+from .store import data_fingerprint
 
 ROLE_FIELD = "qtuning_role"
 _ROWS_PER_PART = 512  # stage 2 runs on grids of this many rows at a time (per-sample budget)
