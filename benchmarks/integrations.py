@@ -245,8 +245,8 @@ def replay(dump: Path, out: Path, trainer_kind: str = "sft", weights: bool = Fal
     )
     dump_out = out / "dump"
     if trainer_kind == "sft":  # QTuningSFTTrainer, the trainer of `qtuning train`
-        from qtuning.sft_config import QTuningSFTConfig
-        from qtuning.trainer import QTuningSFTTrainer
+        from qtuning.training.sft_config import QTuningSFTConfig
+        from qtuning.training.trainer import QTuningSFTTrainer
 
         base = QTuningSFTTrainer
         config = QTuningSFTConfig(**training, **settings, dataset_kwargs={"skip_prepare_dataset": True})
@@ -254,7 +254,7 @@ def replay(dump: Path, out: Path, trainer_kind: str = "sft", weights: bool = Fal
     else:  # QTuningTrainerMixin on transformers.Trainer (a venv without trl >= 1.16)
         from transformers import Trainer, TrainingArguments
 
-        from qtuning.trainer_mixin import QTuningTrainerMixin
+        from qtuning.training.trainer_mixin import QTuningTrainerMixin
 
         base = type("QTuningTrainer", (QTuningTrainerMixin, Trainer), {})
         kwargs = {"args": TrainingArguments(**training), "qtuning_config": QTuningTrainingConfig(**settings)}

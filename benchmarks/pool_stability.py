@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from qtuning import QTuningConfig
-from qtuning.distributed import _shareable
 from qtuning.engine.selection import prepare_scores
 from qtuning.insight.stability import pool_stability, spearman
+from qtuning.training.distributed import _shareable
 
 RESULTS = Path(__file__).parent / "results"
 

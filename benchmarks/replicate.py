@@ -187,8 +187,8 @@ def run_cell(arm: str, seed: int) -> dict:
         model, tokenizer = load_model_and_tokenizer(BASE["model"])
         record["train_wall_clock_s"] = 0.0
     else:
-        from qtuning.run import build_trainer
-        from qtuning.sft_config import train_configs
+        from qtuning.training.run import build_trainer
+        from qtuning.training.sft_config import train_configs
 
         dataset, overrides = spec
         out = WORK / "runs" / f"{arm}__s{seed}"

@@ -62,8 +62,8 @@ def soak(steps: int, every: int, save_steps: int, output_dir: str | Path, rows: 
     from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
     from transformers import TrainerCallback
 
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import QTuningSFTTrainer
+    from qtuning.training.sft_config import QTuningSFTConfig
+    from qtuning.training.trainer import QTuningSFTTrainer
 
     samples: list[dict] = []
     started = time.perf_counter()

@@ -6,7 +6,7 @@ Reads the plan logs of multi-epoch runs trained with FRESH scores (scoring: prob
 every pool's sample ids and their per-sample (PPL, entropy) at that step. For each pool it then
 replays what `scoring: stale` would have had at the same step, on the same batches and the same
 model weights:
-  - a score cache by row id, as `qtuning.stale` keeps it: a row is cached when it is probed, and
+  - a score cache by row id, as `qtuning.training.stale` keeps it: a row is cached when it is probed, and
     refreshed when it is kept (its training forward gives its scores at that step; with LoRA
     dropout 0 those equal the probe's, up to the probe's bf16 autocast);
   - rows never seen are probed; of the cached rows, round(fraction x cached) drawn at random are
@@ -36,7 +36,7 @@ from qtuning import QTuningConfig
 from qtuning.data.plan_log import read_run_plans
 from qtuning.engine.selection import select_samples
 from qtuning.insight.stability import spearman
-from qtuning.stale import rows_to_probe
+from qtuning.training.stale import rows_to_probe
 
 RESULTS = Path(__file__).parent / "results"
 DRIFT_WINDOW = 64  # re-probed rows whose score change sets the drift rate (replay(drift=True))

@@ -68,8 +68,8 @@ def build(method: str, args) -> tuple:
 
     from qtuning.data import load_records, split_records, to_dataset
     from qtuning.data.models import load_model_and_tokenizer
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import QTuningSFTTrainer
+    from qtuning.training.sft_config import QTuningSFTConfig
+    from qtuning.training.trainer import QTuningSFTTrainer
 
     torch.manual_seed(0)
     if args.random_init:
@@ -166,7 +166,7 @@ def optimizer_step(trainer, batch, plans: list | None = None) -> float:
     batches, num_items = trainer.get_batch_samples(iter([dict(batch)]), 1, trainer.args.device)
     trainer.current_gradient_accumulation_steps = len(batches)
     if plans is not None:
-        from qtuning.trainer import PLAN_KEY
+        from qtuning.training.trainer import PLAN_KEY
 
         plans.extend(b[PLAN_KEY] for b in batches if PLAN_KEY in b)  # (none in a reuse step)
     for inputs in batches:
@@ -186,8 +186,8 @@ def optimizer_step(trainer, batch, plans: list | None = None) -> float:
 
 def fresh_plan(trainer, batch):
     """The plan that a fresh probe of `batch` gives with the trainer's current weights (stale's reference)."""
-    from qtuning.distributed import plan_step
     from qtuning.engine.seeds import derive_seed
+    from qtuning.training.distributed import plan_step
 
     part = trainer._score_micro_batch(dict(batch))
     seed = derive_seed(trainer.args.seed, trainer.state.global_step, "step")

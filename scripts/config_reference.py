@@ -24,7 +24,7 @@ DOC = ROOT / "docs" / "configuration.md"
 START = "<!-- config:start -->"
 END = "<!-- config:end -->"
 # RunConfig moves out of QTuningSFTConfig; look for it where it may live.
-RUN_CONFIG_MODULES = ("qtuning.run_config", "qtuning.sft_config", "qtuning.run")
+RUN_CONFIG_MODULES = ("qtuning.run_config", "qtuning.training.sft_config", "qtuning.training.run")
 
 
 def _import_qtuning() -> None:
@@ -52,7 +52,7 @@ def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
     _import_qtuning()
     from qtuning.engine.config import QTuningConfig
     from qtuning.engine.training_config import QTuningTrainingConfig
-    from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.training.sft_config import QTuningSFTConfig
 
     out = [
         (
@@ -72,7 +72,7 @@ def sections() -> list[tuple[str, str, list[dataclasses.Field]]]:
     )
     out.append(
         (
-            "`QTuningSFTConfig`: the trainer (`qtuning.sft_config`)",
+            "`QTuningSFTConfig`: the trainer (`qtuning.training.sft_config`)",
             "The fields declared by `QTuningSFTConfig` itself, on top of TRL's `SFTConfig` and "
             "`QTuningTrainingConfig`: TRL defaults changed for small-model and CPU runs.",
             _own_fields(QTuningSFTConfig),
@@ -102,7 +102,7 @@ def _declared_annotation(f: dataclasses.Field) -> object:
     (transformers' HfArgumentParser among them) overwrite it in place, e.g. `str | None` -> `str`."""
     _import_qtuning()
     from qtuning.engine.config import QTuningConfig
-    from qtuning.sft_config import QTuningSFTConfig
+    from qtuning.training.sft_config import QTuningSFTConfig
 
     classes = [QTuningSFTConfig, QTuningConfig]
     if run_config_class() is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from qtuning.cli import UsageError, load_recipe, parse_train_config
 from qtuning.errors import ConfigError
-from qtuning.sft_config import QTuningSFTConfig, RunConfig
+from qtuning.training.sft_config import QTuningSFTConfig, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
@@ -129,7 +129,7 @@ def test_train_help_documents_every_qtuning_field():
 def test_run_fields_are_the_runs_not_the_trainers(tmp_path):
     import dataclasses
 
-    from qtuning.sft_config import train_configs
+    from qtuning.training.sft_config import train_configs
 
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
     assert run_fields == {

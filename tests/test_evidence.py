@@ -238,8 +238,8 @@ def test_a_seed_gives_every_arm_the_same_data_order_and_lora_init(tmp_path):
     from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
     from transformers import set_seed
 
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import ID_KEY, QTuningSFTTrainer
+    from qtuning.training.sft_config import QTuningSFTConfig
+    from qtuning.training.trainer import ID_KEY, QTuningSFTTrainer
 
     class Recording(QTuningSFTTrainer):
         def get_batch_samples(self, epoch_iterator, num_batches, device):

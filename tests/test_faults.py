@@ -4,7 +4,7 @@ injected by tests/scripts/faults.py, on the tiny model (2 CPU ranks over gloo un
 - SIGKILL of one rank during the probe, during backward, or while a checkpoint is written: torchrun's agent
   ends the other rank within seconds and names the killed one; nothing hangs.
 - SIGSTOP of one rank inside the selection's all_gather: the other waits at most ddp_timeout, then exits
-  with one line naming itself, the collective and the step (qtuning.distributed.CollectiveError).
+  with one line naming itself, the collective and the step (qtuning.training.distributed.CollectiveError).
 - After a kill while checkpoint-4 was written, checkpoint-4 is passed over (incomplete), checkpoint-2 is
   intact, and resuming from it gives the plans and weights of a run that never failed.
 - SIGTERM to one process: a notice, the step finishes, a complete checkpoint is saved, exit status 143;
@@ -252,7 +252,7 @@ def test_an_incomplete_checkpoint_named_explicitly_is_refused(tmp_path):
     from test_trainer_mixin import plain_trainer
 
     from qtuning.errors import ConfigError
-    from qtuning.trainer_mixin import last_complete_checkpoint
+    from qtuning.training.trainer_mixin import last_complete_checkpoint
 
     trainer = plain_trainer(tmp_path, tiny_dataset(16), training={"max_steps": 2, "save_strategy": "steps",
                                                                   "save_steps": 1})  # fmt: skip

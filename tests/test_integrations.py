@@ -105,7 +105,7 @@ def framework_trainer(tmp_path, max_steps=3, seed=0):
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from qtuning.integrations.instrument import Instrumented
-    from qtuning.trainer_mixin import QTuningTrainerMixin
+    from qtuning.training.trainer_mixin import QTuningTrainerMixin
 
     class FrameworkTrainer(Trainer):  # the framework's own trainer
         own_loss_calls = 0

@@ -10,7 +10,7 @@ from qtuning.engine.scoring import IGNORE_INDEX
 from qtuning.errors import ConfigError
 from qtuning.modeling.padding_free import pack, scatter_rows, segment_lengths, unpack
 from qtuning.modeling.probe import check_packed_attention
-from qtuning.trainer import ID_KEY, PLAN_KEY
+from qtuning.training.trainer import ID_KEY, PLAN_KEY
 
 
 def test_unpack_and_pack_by_hand():
@@ -133,7 +133,7 @@ def test_padding_free_training_runs_and_logs_segments(tmp_path):
 
 
 def test_segment_ids_by_hand():
-    from qtuning.trainer import _segment_ids
+    from qtuning.training.trainer import _segment_ids
 
     assert _segment_ids([7, 7, 7, 3, 3, 9], [3, 2, 1]) == [7, 3, 9]
     assert _segment_ids([4, 4], None) == [4]  # an unpacked row is one segment

@@ -272,8 +272,8 @@ def test_trainer_rho1_reference_is_the_initial_model(tmp_path, lora):
     from helpers import tiny_dataset, tiny_tokenizer
     from peft import LoraConfig
 
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import QTuningSFTTrainer
+    from qtuning.training.sft_config import QTuningSFTConfig
+    from qtuning.training.trainer import QTuningSFTTrainer
 
     cfg = QTuningSFTConfig(
         output_dir=str(tmp_path / "out"),

@@ -22,8 +22,8 @@ OUTPUT = Path(__file__).parent / "output"  # git-ignored: the screenshot is kept
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A real `qtuning train` run on a tiny random model: 2 steps of 8 rows, 50% x 50%, logged every step."""
-    from qtuning.run import run_training
-    from qtuning.sft_config import QTuningSFTConfig, RunConfig
+    from qtuning.training.run import run_training
+    from qtuning.training.sft_config import QTuningSFTConfig, RunConfig
 
     root = tmp_path_factory.mktemp("report-run")
     model = make_tiny_model_dir(root / "model")

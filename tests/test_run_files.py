@@ -49,9 +49,9 @@ def test_the_old_homes_name_the_same_files():
     from qtuning.data.plan_log import PLAN_LOG_FILE as plan_log_file
     from qtuning.data.run_files import META_FILE, REPORT_FILE, TOKEN_SCORES_FILE
     from qtuning.data.run_files import TRAINER_STATE_FILE as trainer_state_file
-    from qtuning.run import RUN_FILE
-    from qtuning.run_metrics import SUMMARY_FILE as summary_file
-    from qtuning.trainer_mixin import CHECKPOINT_STATE_FILE as checkpoint_state_file
+    from qtuning.training.run import RUN_FILE
+    from qtuning.training.run_metrics import SUMMARY_FILE as summary_file
+    from qtuning.training.trainer_mixin import CHECKPOINT_STATE_FILE as checkpoint_state_file
 
     assert (plan_log_file, trainer_state_file, summary_file, checkpoint_state_file) == (
         PLAN_LOG_FILE,

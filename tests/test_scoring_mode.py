@@ -1,8 +1,8 @@
-"""scoring: auto (qtuning.scoring_mode): the schedule, and the choice from injected step times."""
+"""scoring: auto (qtuning.training.scoring_mode): the schedule, and the choice from injected step times."""
 
 import pytest
 
-from qtuning.scoring_mode import ScoringModeChooser
+from qtuning.training.scoring_mode import ScoringModeChooser
 
 
 def feed(chooser, times):

@@ -14,9 +14,9 @@ from qtuning import QTuningConfig
 from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels, shift_mask
 from qtuning.errors import ConfigError
-from qtuning.sft_config import QTuningSFTConfig
-from qtuning.stale import ScoreCache, rows_to_probe
-from qtuning.trainer import ID_KEY, PLAN_KEY
+from qtuning.training.sft_config import QTuningSFTConfig
+from qtuning.training.stale import ScoreCache, rows_to_probe
+from qtuning.training.trainer import ID_KEY, PLAN_KEY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import stale_agreement  # noqa: E402

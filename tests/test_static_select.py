@@ -187,8 +187,8 @@ def test_analyze_select_then_train_on_the_subset(tmp_path, capsys):
     """The whole static path on a tiny model: analyze -> select -> `qtuning train --pruning_method none`."""
     from transformers import AutoTokenizer
 
-    from qtuning.run import build_trainer, run_training
-    from qtuning.sft_config import QTuningSFTConfig, RunConfig
+    from qtuning.training.run import build_trainer, run_training
+    from qtuning.training.sft_config import QTuningSFTConfig, RunConfig
 
     model = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 12)

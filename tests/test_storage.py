@@ -162,9 +162,9 @@ def test_save_total_limit_rotates_only_complete_checkpoints(tmp_path, capsys):
     are complete ones: the older ones are deleted only once the new one is whole."""
     from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import QTuningSFTTrainer
-    from qtuning.trainer_mixin import CHECKPOINT_STATE_FILE
+    from qtuning.training.sft_config import QTuningSFTConfig
+    from qtuning.training.trainer import QTuningSFTTrainer
+    from qtuning.training.trainer_mixin import CHECKPOINT_STATE_FILE
 
     cfg = QTuningSFTConfig(
         output_dir=str(tmp_path),
@@ -196,7 +196,7 @@ def test_save_total_limit_rotates_only_complete_checkpoints(tmp_path, capsys):
 
 
 def test_resume_true_passes_over_a_checkpoint_cut_short(tmp_path):
-    from qtuning.trainer_mixin import CHECKPOINT_STATE_FILE, last_complete_checkpoint
+    from qtuning.training.trainer_mixin import CHECKPOINT_STATE_FILE, last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "absent") is None
     for step, complete in ((2, True), (10, True), (12, False), (3, True)):
@@ -211,14 +211,14 @@ def test_resume_true_passes_over_a_checkpoint_cut_short(tmp_path):
 
 
 def _configs(tmp_path, **overrides):
-    from qtuning.sft_config import train_configs
+    from qtuning.training.sft_config import train_configs
 
     settings = {"output_dir": str(tmp_path / "run"), "report_to": "none", "seed": 0, **overrides}
     return train_configs(settings)
 
 
 def test_output_dir_that_holds_another_run(tmp_path):
-    from qtuning.run import RUN_FILE, check_output_dir, run_recipe
+    from qtuning.training.run import RUN_FILE, check_output_dir, run_recipe
 
     run, args = _configs(tmp_path)
     out = check_output_dir(run, args)  # a new folder: created, nothing to compare
@@ -237,7 +237,7 @@ def test_output_dir_that_holds_another_run(tmp_path):
 
 
 def test_output_dir_that_cannot_be_written(blocker, tmp_path):
-    from qtuning.run import check_output_dir
+    from qtuning.training.run import check_output_dir
 
     with pytest.raises(UsageError, match=rf"output_dir {blocker}/run cannot be written: {blocker} is a file"):
         check_output_dir(*_configs(tmp_path, output_dir=str(blocker / "run")))

@@ -12,8 +12,8 @@ from qtuning import QTuningConfig, plan_batch
 from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 from qtuning.modeling.probe import backbone_and_head, score_batch
-from qtuning.sft_config import QTuningSFTConfig
-from qtuning.trainer import PLAN_KEY, QTuningSFTTrainer
+from qtuning.training.sft_config import QTuningSFTConfig
+from qtuning.training.trainer import PLAN_KEY, QTuningSFTTrainer
 
 
 def make_trainer(tmp_path, dataset=None, model=None, **overrides):
@@ -220,7 +220,7 @@ def test_packing_that_cuts_samples_and_packed_reuse_are_refused_at_start_up(tmp_
 
 
 def test_probe_precision_auto_follows_the_hardware(tmp_path):
-    from qtuning.sft_config import cpu_has_native_bf16
+    from qtuning.training.sft_config import cpu_has_native_bf16
 
     auto = QTuningSFTConfig(output_dir=str(tmp_path), report_to=[])
     assert auto.probe_precision == "auto"

@@ -59,8 +59,8 @@ def plain_trainer(out, dataset, training=None, **qtuning):
 
 
 def sft_trainer(out, dataset):
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import QTuningSFTTrainer
+    from qtuning.training.sft_config import QTuningSFTConfig
+    from qtuning.training.trainer import QTuningSFTTrainer
 
     return QTuningSFTTrainer(
         model=tiny_llama(),
@@ -112,8 +112,8 @@ def test_settings_come_from_the_keyword(tmp_path):
 
 
 def test_sft_settings_come_from_args_not_also_the_keyword(tmp_path):
-    from qtuning.sft_config import QTuningSFTConfig
-    from qtuning.trainer import QTuningSFTTrainer
+    from qtuning.training.sft_config import QTuningSFTConfig
+    from qtuning.training.trainer import QTuningSFTTrainer
 
     data = tiny_dataset(8)
     with pytest.raises(TypeError, match="do not pass qtuning_config= as well"):

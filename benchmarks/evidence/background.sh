@@ -22,7 +22,7 @@ ADDENDUM_COMMIT=4266496  # PLAN.md change log, 2026-12-02 18:25
 # AMX), in fp32 elsewhere (PLAN.md change log, 2026-12-03 19:06).
 (cd "$ROOT" && "$PYTHON" -c '
 import json, os, time
-from qtuning.sft_config import cpu_has_native_bf16
+from qtuning.training.sft_config import cpu_has_native_bf16
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
 bf16 = cpu_has_native_bf16()
 print(json.dumps({"from": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu, "cores": os.cpu_count(),

@@ -290,8 +290,8 @@ def run_cell(task: str, arm: str, seed: int) -> dict:
         record["train_s"] = 0.0
     else:
         from qtuning.data import load_records, split_records
-        from qtuning.run import build_trainer
-        from qtuning.sft_config import train_configs
+        from qtuning.training.run import build_trainer
+        from qtuning.training.sft_config import train_configs
 
         rows_name, overrides = ARMS[arm]
         out = WORK / "runs" / f"{task}__{arm}__s{seed}"

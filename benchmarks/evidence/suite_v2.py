@@ -404,8 +404,8 @@ def run_cell(pool: str, arm: str, seed: int) -> dict:
         record["train_s"] = 0.0
     else:
         from qtuning.data import load_records, split_records
-        from qtuning.run import build_trainer
-        from qtuning.sft_config import train_configs
+        from qtuning.training.run import build_trainer
+        from qtuning.training.sft_config import train_configs
 
         overrides = resolved_overrides(pool, arm)
         record["overrides"] = overrides

@@ -47,7 +47,7 @@ from .errors import ConfigError, MissingExtraError, QTuningError, ScoreError
 __version__ = "0.1.0"
 
 # Modules that moved into a folder: old path -> new path. The old path stays importable
-# (`import qtuning.scoring`, `from qtuning.trainer import QTuningSFTTrainer`, pickles naming it) and
+# (`import qtuning.scoring`, `from qtuning.training.trainer import QTuningSFTTrainer`, pickles naming it) and
 # gives the same module object; the new module is imported only when the old path is, so
 # `import qtuning` stays light. Listed in CHANGELOG.md ("moved").
 _MOVED = {
@@ -75,6 +75,14 @@ _MOVED = {
     "comparison": "evaluation.compare",
     "static_select": "insight.static_select",
     "plots": "insight.plots",
+    "sft_config": "training.sft_config",
+    "trainer": "training.trainer",
+    "trainer_mixin": "training.trainer_mixin",
+    "distributed": "training.distributed",
+    "stale": "training.stale",
+    "scoring_mode": "training.scoring_mode",
+    "run_metrics": "training.run_metrics",
+    "run": "training.run",
 }
 
 
@@ -99,11 +107,11 @@ if not any(type(f).__name__ == "_OldPathFinder" for f in sys.meta_path):  # once
 
 # name -> the module that defines it, imported on first access
 _LAZY = {
-    "QTuningSFTTrainer": ".trainer",
-    "QTuningTrainerMixin": ".trainer_mixin",
+    "QTuningSFTTrainer": ".training.trainer",
+    "QTuningTrainerMixin": ".training.trainer_mixin",
     "QTuningTrainingConfig": ".engine.training_config",
-    "QTuningSFTConfig": ".sft_config",
-    "RunConfig": ".sft_config",
+    "QTuningSFTConfig": ".training.sft_config",
+    "RunConfig": ".training.sft_config",
     "QTuner": ".modeling.qtuner",
     "apply_plan": ".modeling.kept_batch",
     "loss_on_kept": ".modeling.kept_batch",

@@ -73,7 +73,7 @@ def _close(name: str, names) -> str:
 
 def train_fields() -> set[str]:
     """The names `qtuning train` accepts, as YAML keys and --flags: the fields of RunConfig and QTuningSFTConfig."""
-    from .sft_config import QTuningSFTConfig, RunConfig
+    from .training.sft_config import QTuningSFTConfig, RunConfig
 
     return {f.name for cls in (RunConfig, QTuningSFTConfig) for f in dataclasses.fields(cls)}
 
@@ -106,7 +106,7 @@ def parse_train_config(argv: list[str]):
     """`--config recipe.yaml` plus `--key value` overrides -> (RunConfig, QTuningSFTConfig), validated."""
     from transformers import HfArgumentParser
 
-    from .sft_config import QTuningSFTConfig, RunConfig, train_configs
+    from .training.sft_config import QTuningSFTConfig, RunConfig, train_configs
 
     parser = HfArgumentParser(
         (RunConfig, QTuningSFTConfig),
@@ -132,7 +132,7 @@ def _cmd_train(argv: list[str]) -> int:
     from .extras import require_extra
 
     require_extra("trl", "`qtuning train`")  # one line naming the pip command, before transformers is imported
-    from .run import run_training
+    from .training.run import run_training
 
     run, args = parse_train_config(argv)
     run_training(run, args)

@@ -8,7 +8,7 @@ step QT_FAULT_STEP (1-based):
 - backward: when the step's backward pass reaches the loss (the first gradient computed);
 - checkpoint: while checkpoint-N is written (after the weights and optimizer, before the RNG state, the
   trainer state and qtuning_state.json);
-- collective: inside the selection's all_gather (qtuning.distributed.gather_objects), before it sends;
+- collective: inside the selection's all_gather (qtuning.training.distributed.gather_objects), before it sends;
 - step_end: at the end of the step (TERM: a SIGTERM between two steps).
 QT_FAULT_MARK names a file that gets the time the signal was sent. Nothing is patched without QT_FAULT. Then the command runs as `qtuning` does (one-line errors, exit status).
 """
@@ -38,8 +38,8 @@ def install() -> None:
         return
     import transformers
 
-    import qtuning.distributed as distributed
-    from qtuning.trainer_mixin import QTuningTrainerMixin
+    import qtuning.training.distributed as distributed
+    from qtuning.training.trainer_mixin import QTuningTrainerMixin
 
     if fault == "probe":
         probe = QTuningTrainerMixin._probe

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import tiny_dataset, tiny_llama, tiny_tokenizer  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from qtuning.sft_config import QTuningSFTConfig  # noqa: E402
-from qtuning.trainer import QTuningSFTTrainer  # noqa: E402
+from qtuning.training.sft_config import QTuningSFTConfig  # noqa: E402
+from qtuning.training.trainer import QTuningSFTTrainer  # noqa: E402
 
 
 class Sleep(TrainerCallback):

@@ -6,7 +6,7 @@ own trainer (Axolotl, LLaMA-Factory) builds one and hands it to the mixin:
     settings = QTuningTrainingConfig(sample_ratio=0.25, token_ratio=0.5, scoring="probe")
     trainer = MyTrainer(model=model, args=training_args, ..., qtuning_config=settings)
 
-`QTuningSFTConfig` (qtuning.sft_config) is TRL's SFTConfig + this class: the same fields, read from
+`QTuningSFTConfig` (qtuning.training.sft_config) is TRL's SFTConfig + this class: the same fields, read from
 `args`. The engine's fields are inherited from `QTuningConfig`, not repeated.
 """
 

@@ -1,4 +1,5 @@
-"""The evaluation API: `evaluate` (a loaded model), `load_for_eval` and `evaluate_dir` (a folder or built-in name), `format_table`."""
+"""The evaluation API: `evaluate` (a loaded model), `load_for_eval` and `evaluate_dir` (a folder or built-in
+name), `format_table`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The `lm_eval` engine: task documents written as JSONL plus a task YAML into the cache, run through lm-evaluation-harness on the loaded model."""
+"""The `lm_eval` engine: task documents written as JSONL plus a task YAML into the cache, run through lm-
+evaluation-harness on the loaded model."""
 
 from __future__ import annotations
 

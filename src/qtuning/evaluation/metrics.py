@@ -1,4 +1,6 @@
-"""The metrics of the five task families (SQuAD exact match and F1, GSM8K and MATH answers, final answers, choice accuracy) and the lm_eval process_results hooks that the generated task YAMLs name as `qtuning.evaluation.<hook>`."""
+"""The metrics of the five task families (SQuAD exact match and F1, GSM8K and MATH answers, final answers,
+choice accuracy) and the lm_eval process_results hooks that the generated task YAMLs name as
+`qtuning.evaluation.<hook>`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The `native` engine: the same prompts and metrics as lm_eval; each ARC prompt runs once and its choices are scored off the shared KV cache; generation is `model.generate`."""
+"""The `native` engine: the same prompts and metrics as lm_eval; each ARC prompt runs once and its choices are
+scored off the shared KV cache; generation is `model.generate`."""
 
 from __future__ import annotations
 

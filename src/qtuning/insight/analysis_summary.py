@@ -1,4 +1,5 @@
-"""The summary page of `qtuning analyze` (Markdown and HTML): populations and kept samples per quadrant, the EU-plane plot, threshold stability, warnings and example rows."""
+"""The summary page of `qtuning analyze` (Markdown and HTML): populations and kept samples per quadrant, the
+EU-plane plot, threshold stability, warnings and example rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`Doc`: a tiny document model rendered to both Markdown and HTML, so each page is written once. HTML pages embed their PNG plots as base64 data URIs and carry no script: one file, readable offline."""
+"""`Doc`: a tiny document model rendered to both Markdown and HTML, so each page is written once. HTML pages
+embed their PNG plots as base64 data URIs and carry no script: one file, readable offline."""
 
 from __future__ import annotations
 

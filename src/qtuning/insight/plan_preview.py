@@ -1,4 +1,5 @@
-"""`qtuning plan`: the plans Q-Tuning would make on the first batches of a data set, printed without training (model and data as `qtuning train` loads them)."""
+"""`qtuning plan`: the plans Q-Tuning would make on the first batches of a data set, printed without training
+(model and data as `qtuning train` loads them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reading what `qtuning train` leaves in its output_dir (trainer state, plan logs, the summary) and the per-step tables the run report draws."""
+"""Reading what `qtuning train` leaves in its output_dir (trainer state, plan logs, the summary) and the per-
+step tables the run report draws."""
 
 from __future__ import annotations
 

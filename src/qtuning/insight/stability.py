@@ -1,4 +1,6 @@
-"""Selection in pools and how stable it is: pools of N cut from the scored samples (stage 1 per pool), the kept sets against the whole-dataset selection (Jaccard), the spread of the pools' thresholds, quadrant shares, the failure signatures and example rows per quadrant."""
+"""Selection in pools and how stable it is: pools of N cut from the scored samples (stage 1 per pool), the kept
+sets against the whole-dataset selection (Jaccard), the spread of the pools' thresholds, quadrant shares,
+the failure signatures and example rows per quadrant."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The scores of `qtuning analyze` on disk: every record scored once by the probe (no grad) and written in Parquet shards, so an interrupted run resumes at the first missing shard; the data fingerprint that ties the shards to exactly these records."""
+"""The scores of `qtuning analyze` on disk: every record scored once by the probe (no grad) and written in
+Parquet shards, so an interrupted run resumes at the first missing shard; the data fingerprint that ties the
+shards to exactly these records."""
 
 from __future__ import annotations
 

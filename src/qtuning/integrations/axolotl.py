@@ -204,7 +204,7 @@ class QTuningPlugin(BasePlugin):
         return trainer_class(base, settings)
 
     def post_trainer_create(self, cfg, trainer) -> None:
-        from ..trainer_mixin import QTuningTrainerMixin
+        from ..training.trainer_mixin import QTuningTrainerMixin
 
         if not isinstance(trainer, QTuningTrainerMixin):
             raise ConfigError(

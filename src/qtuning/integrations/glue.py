@@ -17,7 +17,7 @@ def mixin_trainer(
     """`class name(Instrumented, QTuningTrainerMixin, base)`, built with qtuning_config=settings unless the
     caller passes one; `on_init(trainer)` runs after construction. `Instrumented` goes first: the replay
     dump and the step-time benchmark, off unless asked for (integrations/instrument.py)."""
-    from ..trainer_mixin import QTuningTrainerMixin
+    from ..training.trainer_mixin import QTuningTrainerMixin
     from .instrument import Instrumented
 
     class FrameworkTrainer(Instrumented, QTuningTrainerMixin, base):

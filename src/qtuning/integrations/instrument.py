@@ -34,7 +34,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..data.row_ids import ID_KEY
-from ..trainer_mixin import PLAN_KEY, QTuningTrainerMixin
+from ..training.trainer_mixin import PLAN_KEY, framework_super
 
 DUMP_ENV = "QTUNING_DUMP_BATCHES"
 DUMP_WEIGHTS_ENV = "QTUNING_DUMP_WEIGHTS"
@@ -211,7 +211,7 @@ class Instrumented:
             self._qt_alternate.started(rows=sum(len(b["input_ids"]) for b in batches))
         self._qt_full_step = mode == "full"
         if self._qt_full_step:  # the framework's own step: its base class, Q-Tuning's methods skipped
-            batches, count = super(QTuningTrainerMixin, self).get_batch_samples(epoch_iterator, num_batches, device)
+            batches, count = framework_super(self).get_batch_samples(epoch_iterator, num_batches, device)
         else:
             batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
             if self._qt_dump is not None:
@@ -221,7 +221,7 @@ class Instrumented:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._qt_full_step and model.training:
             inputs.pop(ID_KEY, None)  # the row ids are Q-Tuning's; the model does not take them
-            return super(QTuningTrainerMixin, self).compute_loss(
+            return framework_super(self).compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)

@@ -107,7 +107,7 @@ def patch_sft_trainer(settings: QTuningTrainingConfig) -> type:
     """Replace `CustomSeq2SeqTrainer` in llamafactory.train.sft.workflow by QTuningTrainerMixin on it."""
     from llamafactory.train.sft import workflow
 
-    from ..trainer_mixin import QTuningTrainerMixin
+    from ..training.trainer_mixin import QTuningTrainerMixin
     from .glue import mixin_trainer
 
     base = workflow.CustomSeq2SeqTrainer

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .engine.training_config import (  # noqa: F401  (PRUNING_METHODS ... cpu_has_native_bf16: their old home)
+from ..engine.training_config import (  # noqa: F401  (PRUNING_METHODS ... cpu_has_native_bf16: their old home)
     PROBE_PRECISIONS,
     PRUNING_METHODS,
     SCORING_MODES,
@@ -25,8 +25,8 @@ from .engine.training_config import (  # noqa: F401  (PRUNING_METHODS ... cpu_ha
     resolved_probe_batch_size,
     resolved_probe_precision,
 )
-from .errors import ConfigError
-from .extras import missing_extra
+from ..errors import ConfigError
+from ..extras import missing_extra
 
 try:
     from trl import SFTConfig

@@ -18,8 +18,8 @@ import os
 import warnings
 from pathlib import Path
 
-from .data.run_files import CHECKPOINT_GLOB, RUN_FILE, SUMMARY_FILE
-from .notices import notice
+from ..data.run_files import CHECKPOINT_GLOB, RUN_FILE, SUMMARY_FILE
+from ..notices import notice
 from .sft_config import QTuningSFTConfig, RunConfig
 
 
@@ -60,8 +60,8 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     run: what to load (model unless given, data, held-out split, LoRA); args: the trainer's settings."""
     from transformers import set_seed
 
-    from .data import count_truncation, load_records, split_records, to_dataset
-    from .data.models import load_model_and_tokenizer
+    from ..data import count_truncation, load_records, split_records, to_dataset
+    from ..data.models import load_model_and_tokenizer
     from .trainer import QTuningSFTTrainer
 
     set_seed(args.seed)
@@ -146,7 +146,7 @@ def run_recipe(run: RunConfig, args: QTuningSFTConfig) -> dict:
     """What makes a run what it is (model, data, selection and optimisation settings), as JSON values."""
     import dataclasses
 
-    from .engine.training_config import QTuningTrainingConfig
+    from ..engine.training_config import QTuningTrainingConfig
 
     names = [f.name for cls in (RunConfig, QTuningTrainingConfig) for f in dataclasses.fields(cls)]
     values = {name: getattr(run if hasattr(run, name) else args, name, None) for name in names}
@@ -162,9 +162,9 @@ def check_output_dir(run: RunConfig, args: QTuningSFTConfig) -> Path:
     checkpoints and plan logs). Raises a UsageError naming the folder and the settings that differ."""
     import shutil
 
-    from .data.plan_log import plan_log_paths
-    from .errors import UsageError
-    from .files import check_output_folder
+    from ..data.plan_log import plan_log_paths
+    from ..errors import UsageError
+    from ..files import check_output_folder
 
     out = check_output_folder(args.output_dir, "output_dir", UsageError)
     previous = out / RUN_FILE
@@ -215,8 +215,8 @@ def run_training(run: RunConfig, args: QTuningSFTConfig) -> dict:
 def _disk_full_is_a_storage_error(output_dir):
     """A disk-full error (or a file size limit) while the run writes: a StorageError naming output_dir, the
     error and the last complete checkpoint to resume from, instead of a traceback."""
-    from .errors import QTuningError, StorageError
-    from .files import is_write_failure, write_failure
+    from ..errors import QTuningError, StorageError
+    from ..files import is_write_failure, write_failure
 
     def resume_hint() -> str:
         from .trainer_mixin import last_complete_checkpoint
@@ -242,7 +242,7 @@ def _disk_full_is_a_storage_error(output_dir):
 
 
 def _train_and_save(run: RunConfig, args: QTuningSFTConfig) -> dict:
-    from .files import atomic_write_text
+    from ..files import atomic_write_text
 
     trainer, reports = build_trainer(run, args)
     if trainer.is_world_process_zero():  # the recipe of the run that now writes here (check_output_dir)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from .data.run_files import SUMMARY_FILE  # noqa: F401  (re-exported: its old home)
-from .engine.selection import SelectionPlan
+from ..data.run_files import SUMMARY_FILE  # noqa: F401  (re-exported: its old home)
+from ..engine.selection import SelectionPlan
 
 ESTIMATE_BASIS = "forward = 1, forward+backward = 3 per token position; full data = 3 x all positions"
 

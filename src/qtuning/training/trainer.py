@@ -1,6 +1,6 @@
 """QTuningSFTTrainer: TRL's SFTTrainer with Q-Tuning's dynamic sample and token pruning.
 
-It is `QTuningTrainerMixin` (qtuning.trainer_mixin: the probe, the plans, the kept-row loss, the
+It is `QTuningTrainerMixin` (qtuning.training.trainer_mixin: the probe, the plans, the kept-row loss, the
 logs, checkpoints and summary; docs/how-a-step-runs.md) on TRL's SFTTrainer, with its settings in
 `args=QTuningSFTConfig(...)`. What is TRL's alone lives here: packing (`packing: true`), where each
 row's id is spread over its tokens before TRL packs the rows, so that every packed segment keeps it.
@@ -8,10 +8,10 @@ row's id is spread over its tokens before TRL packs the rows, so that every pack
 
 from __future__ import annotations
 
-from .data.row_ids import ID_KEY, TOKEN_ID_KEY
-from .data.row_ids import segment_ids as _segment_ids  # noqa: F401  (its old name here; tests import it)
-from .data.run_files import CHECKPOINT_STATE_FILE, SCORE_CACHE_FILE, SUMMARY_FILE  # noqa: F401  (re-exported: old home)
-from .extras import missing_extra
+from ..data.row_ids import ID_KEY, TOKEN_ID_KEY
+from ..data.row_ids import segment_ids as _segment_ids  # noqa: F401  (its old name here; tests import it)
+from ..data.run_files import CHECKPOINT_STATE_FILE, SCORE_CACHE_FILE, SUMMARY_FILE  # noqa: F401  (re-exported: old home)
+from ..extras import missing_extra
 from .sft_config import QTuningSFTConfig
 from .trainer_mixin import (  # noqa: F401  (re-exported: their old home)
     PACKED_KEY,

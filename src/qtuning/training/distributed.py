@@ -30,12 +30,12 @@ import time
 import torch
 import torch.distributed as dist
 
-from .engine.config import SELECTION_POOLS, QTuningConfig
-from .engine.history import ScoreWindow
-from .engine.scoring import SampleScores
-from .engine.seeds import derive_seed
-from .engine.selection import ScoredBatch, SelectionPlan, plan_pool
-from .errors import CollectiveError
+from ..engine.config import SELECTION_POOLS, QTuningConfig
+from ..engine.history import ScoreWindow
+from ..engine.scoring import SampleScores
+from ..engine.seeds import derive_seed
+from ..engine.selection import ScoredBatch, SelectionPlan, plan_pool
+from ..errors import CollectiveError
 
 
 def world(local: bool = False) -> tuple[int, int]:
