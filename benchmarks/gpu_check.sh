@@ -20,7 +20,7 @@ export PYTHONPATH=/tmp/site:$PWD/src:$PWD/tests QTUNING_CACHE=$PWD/.gpu/cache HF
 OUT=${OUT:-/tmp/gpu-check}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
-timeout 120 python3 -m pytest -q -p no:cacheprovider -W ignore -m "not slow" tests/test_trainer.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider -W ignore -m "not long" tests/test_trainer.py \
   tests/test_policies.py tests/test_stale.py tests/test_scoring_mode.py tests/test_probe.py 2>&1 | tee "$OUT/pytest.log" | tail -15
 timeout 60 python3 -m pytest -q -p no:cacheprovider -W ignore tests/test_distributed.py -k deepspeed 2>&1 \
   | tee "$OUT/deepspeed.log" | tail -5

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests against the OLDEST versions qtuning states it supports (the lower bounds in pyproject.toml):
 #   stage 1: transformers, trl, peft, accelerate, datasets at the `trl` extra's bounds
-#            (constraints-oldest.txt), qtuning[all,dev]: the fast tests (pytest -m "not slow");
+#            (constraints-oldest.txt), qtuning[all,dev]: every test but the minutes-long ones (pytest -m "not long":
+#            tests/conftest.py marks `long` what the test files mark slow themselves);
 #   stage 2: QTuningTrainerMixin alone at the `axolotl`/`llamafactory` extras' bounds, no trl
 #            (constraints-oldest-mixin.txt): the mixin's tests that need no trl, and the core-install tests.
 # Every package not pinned there resolves to what pip picks next to the pins. Each stage's environment is
@@ -44,8 +45,8 @@ status=0
 if [[ " $stages " == *" 1 "* ]]; then
   env=$(build_env oldest constraints-oldest.txt -e ".[all,dev]")
   "$env/bin/qtuning" fetch >/dev/null  # the real model and data (cached, shared with scripts/setup.sh)
-  echo "[oldest] stage 1: pytest -m 'not slow' $*"
-  "$env/bin/python" -m pytest -m "not slow" "$@" || status=$?
+  echo "[oldest] stage 1: pytest -m 'not long' $*"
+  "$env/bin/python" -m pytest -m "not long" "$@" || status=$?
 fi
 if [[ " $stages " == *" 2 "* ]]; then
   env=$(build_env oldest-mixin constraints-oldest-mixin.txt -e ".[axolotl,llamafactory]" "pytest>=8" datasets)

@@ -1,4 +1,4 @@
-"""cli_args: one argparse option per dataclass field, typed from the annotation (bool, X | None, Literal)."""
+"""cli.args: one argparse option per dataclass field, typed from the annotation (bool, X | None, Literal)."""
 
 import argparse
 from dataclasses import dataclass, field
@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from qtuning.cli_args import add_dataclass_arguments, dataclass_from_args, parse_bool
+from qtuning.cli.args import add_dataclass_arguments, dataclass_from_args, parse_bool
 
 
 @dataclass
@@ -114,3 +114,24 @@ def test_underscore_spelling_is_an_alias_and_help_shows_the_field_help():
     add_dataclass_arguments(parser, Example)
     text = parser.format_help()
     assert "--count" in text and "a float, 50% by default (default: 0.5)" in text and "RUN_DIR" in text
+
+
+@dataclass
+class Lists:
+    """Lists."""
+
+    names: list[str] = field(default_factory=lambda: ["a"], metadata={"help": "names"})
+    sizes: list[int] = field(default_factory=list, metadata={"help": "sizes"})
+
+
+def test_list_fields_take_zero_or_more_values():
+    def parse_lists(argv):
+        parser = argparse.ArgumentParser(exit_on_error=False)
+        add_dataclass_arguments(parser, Lists)
+        return dataclass_from_args(Lists, parser.parse_args(argv))
+
+    assert parse_lists([]) == Lists(names=["a"], sizes=[])
+    assert parse_lists(["--names", "x", "y", "--sizes", "1", "2"]) == Lists(names=["x", "y"], sizes=[1, 2])
+    assert parse_lists(["--names"]) == Lists(names=[], sizes=[])  # the flag alone: none
+    with pytest.raises(argparse.ArgumentError, match="invalid int value: 'x'"):
+        parse_lists(["--sizes", "x"])

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -362,7 +361,7 @@ def test_outputs_are_checked_before_the_work(blocker, tmp_path, monkeypatch):
             static_select.SelectConfig(scores="s", output=str(blocker / "s.jsonl")), QTuningConfig()
         )
     with pytest.raises(EvalError, match=rf"-o/--output {blocker}/e.json cannot be written"):
-        evaluation.run_eval_cli(Namespace(output=str(blocker / "e.json"), tasks="arith"))
+        evaluation.run_eval(evaluation.EvalConfig(output=str(blocker / "e.json"), tasks="arith"))
     with pytest.raises(AnalysisError, match=rf"output folder {blocker}/a cannot be written"):
         store.check_or_write_meta(blocker / "a", {"model": "m"})
 

@@ -83,6 +83,7 @@ _MOVED = {
     "scoring_mode": "training.scoring_mode",
     "run_metrics": "training.run_metrics",
     "run": "training.run",
+    "cli_args": "cli.args",
 }
 
 

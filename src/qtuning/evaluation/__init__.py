@@ -37,7 +37,7 @@ that sum divided by the choice's length in characters (bytes for non-ASCII text)
 
 from ..errors import EvalError
 from .api import evaluate, evaluate_dir, format_table, load_for_eval
-from .command import add_eval_arguments, run_eval_cli
+from .command import EvalConfig, run_eval
 from .lm_eval_engine import write_lm_eval_tasks
 from .metrics import (
     choice_accuracy,
@@ -66,8 +66,8 @@ __all__ = [
     "ALIASES",
     "FINAL_ANSWER_TASKS",
     "TASKS",
+    "EvalConfig",
     "EvalTask",
-    "add_eval_arguments",
     "arc_question",
     "choice_accuracy",
     "choice_loglikelihoods",
@@ -95,7 +95,7 @@ __all__ = [
     "read_records_file",
     "render_prompt",
     "response_nll",
-    "run_eval_cli",
+    "run_eval",
     "score_generation",
     "task_docs",
     "task_name",

@@ -1,8 +1,10 @@
-"""`qtuning eval`: its flags and the command."""
+"""`qtuning eval`: its settings (EvalConfig, whose fields are the flags) and the command."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from typing import Literal
 
 from ..errors import EvalError
 from .api import evaluate_dir, format_table
@@ -10,67 +12,76 @@ from .records import parse_task_args
 from .tasks import TASKS, task_name
 
 
-def add_eval_arguments(parser) -> None:
-    parser.add_argument(
-        "--model",
+@dataclass
+class EvalConfig:
+    """Settings of `qtuning eval` (a model on the built-in benchmarks or on your own records)."""
+
+    model: str = field(
         default="smollm2-135m-instruct",
-        help="built-in name, HF model folder, or LoRA adapter folder (qtuning train's output_dir)",
+        metadata={
+            "help": "Built-in name, Hugging Face model folder, or LoRA adapter folder (qtuning train's output_dir)."
+        },
     )
-    parser.add_argument(
-        "--tasks",
+    tasks: str = field(
         default="arc_easy,arc_challenge,gsm8k,triviaqa,squad,math",
-        help=f"comma-separated, from {', '.join(TASKS)}; task=path.jsonl scores that task's "
-        "metrics on your own records",
+        metadata={
+            "help": f"Comma-separated, from {', '.join(TASKS)}; task=path.jsonl scores that task's metrics on "
+            "your own records."
+        },
     )
-    parser.add_argument("--limit", type=int, default=None, help="the first N records of each task")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=None, help="context window (default: the model's)")
-    parser.add_argument(
-        "--engine",
-        choices=["lm_eval", "native"],
+    limit: int | None = field(default=None, metadata={"help": "The first N records of each task."})
+    batch_size: int = field(default=8, metadata={"help": "Records per forward."})
+    max_length: int | None = field(default=None, metadata={"help": "Context window (default: the model's)."})
+    engine: Literal["lm_eval", "native"] = field(
         default="lm_eval",
-        help="lm_eval (lm-evaluation-harness) or native (same prompts and metrics; ARC prompts run once "
-        "per question, so log-likelihood tasks are faster)",
+        metadata={
+            "help": "lm_eval (lm-evaluation-harness) or native (same prompts and metrics; ARC prompts run once "
+            "per question, so log-likelihood tasks are faster)."
+        },
     )
-    parser.add_argument(
-        "-o",
-        "--output",
+    output: str | None = field(
         default=None,
-        help="write the results, config and timing as JSON (with --engine native also each item's output and "
-        "scores, which `qtuning compare` reads)",
+        metadata={
+            "help": "Write the results, config and timing as JSON (with --engine native also each item's output "
+            "and scores, which `qtuning compare` reads)."
+        },
     )
 
 
-def run_eval_cli(args) -> int:
-    if args.output:  # before the model loads and the evaluation runs: fail in a second, not after the work
+def run_eval(cfg: EvalConfig) -> int:
+    """`qtuning eval`: evaluate, print the table and the timing, write the JSON; returns the exit code.
+
+    Raises:
+        EvalError: an output that cannot be written (checked before the model loads), unknown tasks, bad records.
+    """
+    if cfg.output:  # before the model loads and the evaluation runs: fail in a second, not after the work
         from ..files import check_output_file
 
-        check_output_file(args.output, "-o/--output", EvalError)
-    tasks, records = parse_task_args(args.tasks)
+        check_output_file(cfg.output, "-o/--output", EvalError)
+    tasks, records = parse_task_args(cfg.tasks)
     print(
-        f"[qtuning] eval {args.model} on {', '.join(tasks)}"
-        f"{f' (first {args.limit} records each)' if args.limit else ''}"
+        f"[qtuning] eval {cfg.model} on {', '.join(tasks)}{f' (first {cfg.limit} records each)' if cfg.limit else ''}"
     )
     result = evaluate_dir(
-        args.model,
+        cfg.model,
         tasks,
         records=records,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        engine=args.engine,
-        samples=bool(args.output) and args.engine == "native",  # per-item scores, for `qtuning compare`
+        limit=cfg.limit,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        engine=cfg.engine,
+        samples=bool(cfg.output) and cfg.engine == "native",  # per-item scores, for `qtuning compare`
     )
-    for task, path in (i.split("=", 1) for i in args.tasks.split(",") if "=" in i):
+    for task, path in (i.split("=", 1) for i in cfg.tasks.split(",") if "=" in i):
         result["config"]["records"][task_name(task)] = path
     print(format_table(result))
     print(
         f"[qtuning] {result['timing']['total_s']:.0f} s in all (model load {result['timing']['load_s']:.0f} s), "
-        f"engine {args.engine}{' ' + result['versions']['lm_eval'] if result['versions']['lm_eval'] else ''}"
+        f"engine {cfg.engine}{' ' + result['versions']['lm_eval'] if result['versions']['lm_eval'] else ''}"
     )
-    if args.output:
+    if cfg.output:
         from ..files import atomic_write_text
 
-        atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
-        print(f"[qtuning] results: {args.output}")
+        atomic_write_text(cfg.output, json.dumps(result, indent=1) + "\n")
+        print(f"[qtuning] results: {cfg.output}")
     return 0

@@ -6,12 +6,46 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass, field
 
 import torch
 
 from ..engine.config import QTuningConfig
 from ..errors import AnalysisError
 from ..files import atomic_write_text, check_output_file
+
+
+@dataclass
+class PlanConfig:
+    """Settings of `qtuning plan` (the selection's own settings are QTuningConfig's)."""
+
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Model that scores the data: built-in name, .gguf file, Hugging Face folder or hub id."},
+    )
+    data: str = field(default="alpaca-demo", metadata={"help": "Built-in data set name."})
+    num_samples: int = field(default=64, metadata={"help": "How many (shuffled) samples to score."})
+    batch_size: int = field(default=16, metadata={"help": "Samples per selection pool."})
+    max_length: int = field(default=256, metadata={"help": "Tokens per sample (longer ones are truncated)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the shuffle."})
+    output: str | None = field(
+        default=None, metadata={"help": "Write the per-batch plan statistics to this JSON file."}
+    )
+
+
+def run_plan(cfg: PlanConfig, qcfg: QTuningConfig) -> int:
+    """`qtuning plan`: `preview_plans` with the command's settings; returns the exit code."""
+    preview_plans(
+        cfg.model,
+        cfg.data,
+        qcfg,
+        num_samples=cfg.num_samples,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        output=cfg.output,
+    )
+    return 0
 
 
 def preview_plans(

@@ -8,7 +8,8 @@ type from the annotation, its default, and its `metadata["help"]` as the help te
 - int, float, str: parsed as such;
 - bool: `--flag true|false|1|0|yes|no`, or `--flag` alone for true;
 - `X | None`: X, or `none` / `null` for None (a None default stays None);
-- `Literal["a", "b"]`, or `metadata["choices"]`: one of those values.
+- `Literal["a", "b"]`, or `metadata["choices"]`: one of those values;
+- `list[X]`: zero or more values after the flag (`--models a b`; the flag alone: an empty list).
 A field with `metadata["positional"]` is a positional argument. Nothing here imports torch.
 """
 
@@ -46,6 +47,14 @@ def _optional(parse):
 
 def _escape(text: str) -> str:
     return text.replace("%", "%%")  # argparse %-formats help texts
+
+
+def list_item_type(cls, f: dataclasses.Field) -> type | None:
+    """X for a field annotated `list[X]`, else None."""
+    annotation = typing.get_type_hints(cls).get(f.name, f.type)
+    if typing.get_origin(annotation) is list:
+        return (typing.get_args(annotation) or (str,))[0]
+    return None
 
 
 def field_type(cls, f: dataclasses.Field) -> tuple[type | None, bool, tuple | None]:
@@ -91,7 +100,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, short_flags: d
             group.add_argument(f.name, metavar=f.name.upper(), help=_escape(help_text))
             continue
         kwargs: dict = {"dest": f.name, "default": default, "help": _escape(f"{help_text} (default: {default!r})")}
-        if base is bool:
+        if (item := list_item_type(cls, f)) is not None:
+            kwargs.update(type=item, nargs="*")
+        elif base is bool:
             kwargs.update(type=parse_bool, nargs="?", const=True, metavar="{true,false}")
         elif base in (int, float, str):
             kwargs["type"] = base
