@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".replication"
 CELLS = WORK / "cells"
@@ -48,28 +50,8 @@ SPLIT_SEED = 1234  # the data split; the cells' seeds only change the training r
 METRIC = "triviaqa_exact_match"
 EVAL_BATCH = 32
 
-# The training recipe shared by every arm (the paper's LoRA settings; one epoch; one pool = one batch of 16).
-BASE = dict(
-    model="smollm2-135m-instruct",
-    max_length=128,
-    lora_r=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    learning_rate=3e-4,
-    lr_scheduler_type="cosine",
-    warmup_steps=0.05,
-    num_train_epochs=1,
-    per_device_train_batch_size=16,
-    gradient_accumulation_steps=1,
-    eval_fraction=0.0,
-    eval_strategy="no",
-    save_strategy="no",
-    logging_steps=8,
-    report_to="none",
-    disable_tqdm=True,
-    plan_log=True,
-    plan_log_tokens=False,
-)
+# The training recipe shared by every arm: benchmarks/recipe_base.yaml, with shorter rows (TriviaQA).
+BASE = {**yaml.safe_load((ROOT / "benchmarks" / "recipe_base.yaml").read_text()), "max_length": 128}
 
 # arm -> (training set, config overrides); None = no training (zero-shot)
 ARMS: dict[str, tuple[str, dict] | None] = {

@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".evidence"  # git-ignored: data files and training runs
 CELLS = ROOT / "benchmarks" / "results" / "evidence_cells"
@@ -48,27 +50,8 @@ NOISE_FRACTION = 0.2
 NLL_ITEMS = 100  # held-out NLL on the first 100 evaluation items (ARC: all)
 EVAL_BATCH = 64
 
-BASE = dict(
-    model="smollm2-135m-instruct",
-    max_length=320,
-    lora_r=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    learning_rate=3e-4,
-    lr_scheduler_type="cosine",
-    warmup_steps=0.05,
-    num_train_epochs=1,
-    per_device_train_batch_size=16,
-    gradient_accumulation_steps=1,
-    eval_fraction=0.0,
-    eval_strategy="no",
-    save_strategy="no",
-    logging_steps=4,
-    report_to="none",
-    disable_tqdm=True,
-    plan_log=True,
-    plan_log_tokens=False,
-)
+# The training recipe: benchmarks/recipe_base.yaml (one epoch), logging every 4 steps.
+BASE = {**yaml.safe_load((ROOT / "benchmarks" / "recipe_base.yaml").read_text()), "logging_steps": 4}
 
 # task -> how its rows are built and scored
 TASKS = {

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".evidence_v2"  # git-ignored: data files and training runs
 CELLS = ROOT / "benchmarks" / "results" / "evidence_v2_cells"
@@ -48,29 +50,14 @@ FAMILY_ROWS = 128  # mixture: 4 x 128
 EVAL_BATCH = 64
 SAMPLE_RATIO = 0.25  # the design's sample budget
 
-# The first design's recipe (suite.py BASE), unchanged but for 3 epochs, the fp32 probe and the token log.
-BASE = dict(
-    model="smollm2-135m-instruct",
-    max_length=320,
-    lora_r=8,
-    lora_alpha=16,
-    lora_dropout=0.0,
-    learning_rate=3e-4,
-    lr_scheduler_type="cosine",
-    warmup_steps=0.05,
-    num_train_epochs=3,
-    per_device_train_batch_size=16,
-    gradient_accumulation_steps=1,
-    eval_fraction=0.0,
-    eval_strategy="no",
-    save_strategy="no",
-    logging_steps=8,
-    report_to="none",
-    disable_tqdm=True,
-    plan_log=True,
-    plan_log_tokens=True,
-    probe_precision="same",  # fp32 on every machine (PLAN_v2.md); recorded in every cell
-)
+# The first design's recipe (benchmarks/recipe_base.yaml), unchanged but for 3 epochs, the token log and
+# the fp32 probe on every machine (PLAN_v2.md; recorded in every cell).
+BASE = {
+    **yaml.safe_load((ROOT / "benchmarks" / "recipe_base.yaml").read_text()),
+    "num_train_epochs": 3,
+    "plan_log_tokens": True,
+    "probe_precision": "same",
+}
 
 POOLS = ("slips", "mixture", "clean")
 # family -> (built-in set, evaluation task, metric, response length)
