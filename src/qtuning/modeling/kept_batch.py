@@ -21,11 +21,22 @@ LOSS_WEIGHT_KEY = "loss_weight"
 def apply_plan(batch: dict, plan: SelectionPlan) -> dict:
     """The kept rows of a right-padded batch, trailing all-pad columns trimmed, pruned labels set to -100.
 
-    batch: input_ids, attention_mask, labels (B, T), unshifted. The plan's token_keep lives on the
-    shifted grid (position t decides the label of token t + 1). A pool in which no row is kept
-    returns row 0 with every label masked, so that a forward/backward still happens (collectives
-    in distributed training stay in step) and contributes zero. A plan with sample weights adds
-    "loss_weight" (B',): `loss_on_kept` applies it (a plain `model(**kept)` would not accept it).
+    The plan's token_keep lives on the shifted grid (position t decides the label of token t + 1). A
+    pool in which no row is kept returns row 0 with every label masked, so that a forward/backward
+    still happens (collectives in distributed training stay in step) and contributes zero.
+
+    Args:
+        batch: input_ids, attention_mask, labels (B, T), unshifted and right-padded.
+        plan: The batch's SelectionPlan (`plan_batch`, `QTuner.plan`): sample_keep (B,), token_keep
+            (B, T) on the shifted grid, and sample weights where the policy sets them.
+
+    Returns:
+        The kept batch: input_ids, attention_mask, labels (B', T'), on the batch's device, T' the
+        last column that a kept row uses + 1. A plan with sample weights adds "loss_weight" (B',)
+        float32: `loss_on_kept` applies it (a plain `model(**kept)` would not accept it).
+
+    Raises:
+        KeyError: `batch` lacks input_ids, attention_mask or labels.
     """
     labels = batch["labels"]
     token_keep = plan.token_keep.to(labels.device)  # (B, T), shifted grid
@@ -49,15 +60,51 @@ def apply_plan(batch: dict, plan: SelectionPlan) -> dict:
 
 
 def kept_token_count(batch: dict) -> int:
-    """Positions of a (kept) batch that carry a loss."""
+    """Positions of a (kept) batch that carry a loss.
+
+    Args:
+        batch: A batch with labels (B, T), unshifted.
+
+    Returns:
+        The number of shifted labels that are not -100.
+    """
     return int((shift_labels(batch["labels"]) != IGNORE_INDEX).sum())
 
 
 def loss_on_kept(
-    model, kept: dict, num_items: int | torch.Tensor | None = None, chunk_size: int = 4096, return_hidden=False
+    model: torch.nn.Module,
+    kept: dict,
+    num_items: int | torch.Tensor | None = None,
+    chunk_size: int = 4096,
+    return_hidden: bool = False,
 ):
-    """Sum of CE over the kept batch's loss positions / num_items (default: their count here).
-    return_hidden: also return the final hidden states (B', T', H), detached (scoring="stale" reads them)."""
+    """Sum of cross-entropy over the kept batch's loss positions, divided by `num_items`.
+
+    One forward of the model (its own top-level call, `logits_to_keep=1`); the LM head and the loss
+    then run, with grad, only at the positions whose shifted label is set, weighted by "loss_weight"
+    when `kept` carries it (per row, or per token in a packed row).
+
+    Args:
+        model: The causal LM being trained (a Hugging Face model with a separate backbone and output
+            embedding; DDP/FSDP and PEFT wrappers are unwrapped).
+        kept: input_ids, attention_mask, labels (B', T') as `apply_plan` returns them (optionally
+            "loss_weight" (B',)), or a padding-free row from `padding_free.pack`: input_ids, labels,
+            position_ids (1, L), no attention mask (optionally "loss_weight" (1, L)).
+        num_items: The denominator (e.g. the kept tokens of a whole optimizer step). None: the loss
+            positions of `kept` itself. Clamped to at least 1.
+        chunk_size: Above this many loss positions, the head and the loss run in checkpointed chunks
+            of this size. 0: never chunk.
+        return_hidden: Also return the final hidden states (B', T', H) ((1, L, H) for a packed row),
+            detached (scoring="stale" reads them).
+
+    Returns:
+        The loss, a scalar float32 tensor with grad; with return_hidden, (loss, hidden).
+
+    Raises:
+        KeyError: `kept` lacks input_ids or labels.
+        ModelSpecError: The model has no separate backbone and output embedding.
+        RuntimeError: The backbone's forward hook did not fire (no final hidden states).
+    """
     # (B', T', H); a padding-free batch (qtuning.modeling.padding_free.pack) has position_ids and no attention mask
     hidden = forward_final_hidden(model, kept["input_ids"], kept.get("attention_mask"), kept.get("position_ids"))
     total = nll_sum(model, hidden, shift_labels(kept["labels"]), chunk_size, kept.get(LOSS_WEIGHT_KEY))

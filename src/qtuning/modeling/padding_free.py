@@ -24,9 +24,20 @@ POSITION_IDS = "position_ids"
 
 
 def segment_lengths(position_ids: torch.Tensor) -> list[int]:
-    """Lengths of the samples in a packed row. position_ids: (1, L), 0 where each sample starts.
+    """Lengths of the samples in a packed row.
+
     Trailing zeros after the last sample (a pad_to_multiple_of tail) count as one-token segments of
-    padding; `unpack` drops those whose input is entirely padding."""
+    padding; `unpack` drops those whose input is entirely padding.
+
+    Args:
+        position_ids: (1, L), 0 where each sample starts.
+
+    Returns:
+        The segments' lengths, in order; they sum to L.
+
+    Raises:
+        ValueError: position_ids is not one row, or does not start a sample at position 0.
+    """
     if position_ids.dim() != 2 or position_ids.shape[0] != 1:
         raise ValueError(f"a padding-free batch has one row; got position_ids of shape {tuple(position_ids.shape)}")
     starts = (position_ids[0] == 0).nonzero().flatten().tolist()
@@ -37,10 +48,21 @@ def segment_lengths(position_ids: torch.Tensor) -> list[int]:
 
 
 def unpack(batch: dict, pad_token_id: int, num_samples: int | None = None) -> dict:
-    """A padding-free batch (input_ids, labels, position_ids: (1, L)) as a right-padded batch
-    (input_ids, attention_mask, labels: (B, T)), one row per sample, in order. num_samples: how
-    many samples the collator received (extra zero-position segments at the end, the pad tail of
-    pad_to_multiple_of, are dropped)."""
+    """A padding-free batch as a right-padded batch, one row per sample, in order.
+
+    Args:
+        batch: input_ids, labels, position_ids (1, L).
+        pad_token_id: The input id of the padding columns.
+        num_samples: How many samples the collator received: extra zero-position segments at the
+            end (the pad tail of pad_to_multiple_of) are dropped. None: keep every segment.
+
+    Returns:
+        input_ids, attention_mask, labels (B, T) on the batch's device, labels -100 at padding.
+
+    Raises:
+        ValueError: The packed row is malformed (`segment_lengths`) or holds fewer than
+            `num_samples` samples.
+    """
     lengths = segment_lengths(batch[POSITION_IDS])
     if num_samples is not None:
         if len(lengths) < num_samples:
@@ -62,9 +84,17 @@ def unpack(batch: dict, pad_token_id: int, num_samples: int | None = None) -> di
 
 
 def pack(kept: dict) -> dict:
-    """Right-padded rows (input_ids, attention_mask, labels: (B', T')) end to end in one row:
-    input_ids, labels, position_ids (1, L'), L' = their non-pad tokens; no attention mask (the
-    position_ids separate the samples); a per-row loss weight becomes a per-token one (1, L')."""
+    """Right-padded rows end to end in one row, padding removed (`unpack` in reverse).
+
+    Each sample's first label is set to -100 (never predict across a sample boundary).
+
+    Args:
+        kept: input_ids, attention_mask, labels (B', T'), optionally "loss_weight" (B',).
+
+    Returns:
+        input_ids, labels, position_ids (1, L'), L' = the rows' non-pad tokens; no attention mask
+        (the position_ids separate the samples); a per-row loss weight becomes a per-token one (1, L').
+    """
     used = kept["attention_mask"].bool()  # (B', T')
     lengths = used.sum(dim=1)  # (B',)
     positions = torch.cat([torch.arange(int(n), device=used.device) for n in lengths])  # (L',)
@@ -80,8 +110,15 @@ def pack(kept: dict) -> dict:
 
 
 def scatter_rows(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Packed per-token values (1, L', ...) back onto the padded grid (B', T', ...) of `pack`'s input
-    (zeros at pad positions): the inverse of pack for e.g. final hidden states."""
+    """Packed per-token values back onto the padded grid of `pack`'s input (e.g. final hidden states).
+
+    Args:
+        values: (1, L', ...) per packed token.
+        attention_mask: (B', T'), the attention mask of `pack`'s input.
+
+    Returns:
+        (B', T', ...), zeros at pad positions.
+    """
     used = attention_mask.bool()
     out = values.new_zeros((*used.shape, *values.shape[2:]))
     out[used] = values[0]

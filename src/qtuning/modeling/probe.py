@@ -22,7 +22,7 @@ from ..engine.training_config import QTuningTrainingConfig, resolved_probe_batch
 from ..errors import ConfigError, ModelSpecError
 
 
-def unwrap_model(model):
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The plain causal LM under DDP/FSDP wrappers and a PEFT wrapper."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
@@ -31,7 +31,7 @@ def unwrap_model(model):
     return model
 
 
-def backbone_and_head(model):
+def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(backbone returning last_hidden_state, output embedding module) of a causal LM."""
     inner = unwrap_model(model)
     head = inner.get_output_embeddings()
@@ -41,14 +41,15 @@ def backbone_and_head(model):
     return backbone, head
 
 
-def logit_softcap(model) -> float | None:
+def logit_softcap(model: torch.nn.Module) -> float | None:
+    """The model's final logit soft-capping (Gemma 2's `final_logit_softcapping`), or None."""
     config = unwrap_model(model).config
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return getattr(config, "final_logit_softcapping", None)
 
 
 @contextmanager
-def capture_final_hidden(model):
+def capture_final_hidden(model: torch.nn.Module):
     """Record the backbone's last_hidden_state (B, T, H) during forwards inside the block."""
     backbone, _ = backbone_and_head(model)
     captured: dict[str, torch.Tensor] = {}
@@ -65,9 +66,12 @@ def capture_final_hidden(model):
 
 @contextmanager
 def gathered(*params):
-    """Whole parameters inside the block. DeepSpeed ZeRO-3 leaves each rank only its shard of a weight
-    (an empty tensor) outside the module's own forward; the probe reads the LM head's weight
-    directly, so it gathers it first. A no-op for ordinary parameters."""
+    """Whole parameters inside the block.
+
+    DeepSpeed ZeRO-3 leaves each rank only its shard of a weight (an empty tensor) outside the
+    module's own forward; the probe reads the LM head's weight directly, so it gathers it first. A
+    no-op for ordinary parameters (and for None).
+    """
     sharded = [p for p in params if p is not None and hasattr(p, "ds_id")]
     if not sharded:
         yield
@@ -79,10 +83,15 @@ def gathered(*params):
 
 
 def forward_final_hidden(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None = None
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One forward of the model; returns the final hidden states (B, T, H), with grad if enabled.
-    A padding-free row: attention_mask None and position_ids (1, L) restarting at 0 per sample."""
+
+    A padding-free row: attention_mask None and position_ids (1, L) restarting at 0 per sample.
+    """
     extra = {} if position_ids is None else {"position_ids": position_ids}
     with capture_final_hidden(model) as captured:
         # logits_to_keep=1: the head runs on one position per row, the rest is done where needed
@@ -94,7 +103,7 @@ def forward_final_hidden(
 
 @torch.no_grad()
 def score_batch(
-    model,
+    model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     labels: torch.Tensor,
@@ -144,10 +153,12 @@ class ProbeSettings:
             entropy_positions=settings.entropy_positions,
         )
 
-    def score(self, model, batch: dict, *, in_probe_precision: bool = True):
-        """score_batch on a batch's input_ids, attention_mask, labels (B, T), moved to the device:
-        (TokenScores, loss mask, attention) on the shifted grid. in_probe_precision=False runs in the
-        training precision (Rho-1's reference model)."""
+    def score(self, model: torch.nn.Module, batch: dict, *, in_probe_precision: bool = True):
+        """`score_batch` on a batch's input_ids, attention_mask, labels (B, T), moved to the device.
+
+        Returns (TokenScores, loss mask, attention) on the shifted grid. in_probe_precision=False runs
+        in the training precision (Rho-1's reference model).
+        """
         precision = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if in_probe_precision and self.precision == "bf16"
@@ -165,7 +176,7 @@ class ProbeSettings:
             )
 
 
-def has_dropout(model) -> bool:
+def has_dropout(model: torch.nn.Module) -> bool:
     """Whether any dropout of the model is active in training mode (cached on the model)."""
     cached = model.__dict__.get("_qtuning_has_dropout")
     if cached is None:
@@ -198,7 +209,14 @@ def _final_hidden_by_length(model, input_ids, attention_mask, sub_batch_size: in
 
 
 @torch.no_grad()
-def scores_from_hidden(model, hidden, attention_mask, labels, entropy_positions="response", chunk_size=512):
+def scores_from_hidden(
+    model: torch.nn.Module, hidden, attention_mask, labels, entropy_positions="response", chunk_size=512
+):
+    """Token scores from final hidden states (B, T, H) already computed: the LM head, no grad, fp32.
+
+    attention_mask, labels: (B, T), unshifted. Returns (TokenScores, loss mask, attention mask), the
+    masks on the shifted grid, as `score_batch` does.
+    """
     _, head = backbone_and_head(model)
     loss_mask = shift_labels(labels) != IGNORE_INDEX  # (B, T)
     shifted_attention = shift_mask(attention_mask)  # (B, T)
@@ -225,7 +243,11 @@ def head_logits(head, rows: torch.Tensor, softcap: float | None) -> torch.Tensor
 
 
 def nll_sum(
-    model, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096, row_weight: torch.Tensor | None = None
+    model: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_size: int = 4096,
+    row_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of cross-entropy over the positions whose target is set, with grad.
 
@@ -268,7 +290,7 @@ def _vocab_size(inner) -> int:
 
 
 @torch.no_grad()
-def check_head_path(model, vocab_size: int | None = None, atol: float = 1e-3) -> None:
+def check_head_path(model: torch.nn.Module, vocab_size: int | None = None, atol: float = 1e-3) -> None:
     """Refuse a model whose logits are not head(final hidden) (+ softcap): our fast path would be wrong."""
     inner = unwrap_model(model)
     device = next(inner.parameters()).device
@@ -301,9 +323,11 @@ def check_head_path(model, vocab_size: int | None = None, atol: float = 1e-3) ->
 
 
 @torch.no_grad()
-def check_packed_attention(model, atol: float = 1e-4) -> None:
-    """Refuse padding-free training where the attention does not keep packed samples apart: two
-    samples end to end, position_ids restarting at 0, must give each the hidden states it gets alone."""
+def check_packed_attention(model: torch.nn.Module, atol: float = 1e-4) -> None:
+    """Refuse padding-free training where the attention does not keep packed samples apart.
+
+    Two samples end to end, position_ids restarting at 0, must give each the hidden states it gets alone.
+    """
     inner = unwrap_model(model)
     device = next(inner.parameters()).device
     vocab = _vocab_size(inner)

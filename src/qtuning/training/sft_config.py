@@ -39,7 +39,15 @@ _ACTIVATION_CHECKPOINTING = "activation_checkpointing" in {f.name for f in datac
 
 @dataclass
 class RunConfig:
-    """What `qtuning train` loads around the trainer: the model, the data, the held-out split, LoRA."""
+    """What `qtuning train` loads around the trainer: the model, the data, the held-out split, LoRA.
+
+    Built with keyword arguments, one per field (`RunConfig(model="smollm2-135m-instruct", lora_r=8)`),
+    or from a recipe with `train_configs`. Each field's `help` metadata says what it does and what it
+    allows (docs/configuration.md lists them all). The trainer never reads these.
+
+    Raises:
+        ConfigError: At construction, eval_fraction is not in [0, 1).
+    """
 
     _argument_group_name = "RunConfig: what `qtuning train` loads around the trainer (model, data, LoRA)"
 
@@ -94,7 +102,22 @@ class RunConfig:
 
 @dataclass
 class QTuningSFTConfig(SFTConfig, QTuningTrainingConfig):
-    """Settings of a Q-Tuning fine-tuning run (TRL SFTConfig fields are accepted too)."""
+    """Settings of a Q-Tuning fine-tuning run (TRL SFTConfig fields are accepted too).
+
+    TRL's SFTConfig + `QTuningTrainingConfig`: built with keyword arguments, one per field of either
+    (`QTuningSFTConfig(output_dir="out", sample_ratio=0.25, token_ratio=0.5)`), and passed to
+    `QTuningSFTTrainer` as `args`. Each field's `help` metadata says what it does and what it allows
+    (docs/configuration.md lists them all). Defaults that differ from TRL's: bf16 None is on where a
+    CUDA device supports it, off elsewhere; gradient (activation) checkpointing is off. At
+    construction, a run launched by torchrun on a machine without an accelerator trains on the CPU
+    (use_cpu, a gloo process group with ddp_timeout), and memory pinning is off without an accelerator.
+
+    Raises:
+        ConfigError: At construction, a Q-Tuning field or combination is not allowed
+            (`QTuningTrainingConfig`), packing with a packing_strategy other than "bfd", or
+            padding_free/packing with scoring="reuse" or "auto".
+        ValueError: A TRL or transformers field is not allowed (SFTConfig's own checks).
+    """
 
     _argument_group_name = "QTuningSFTConfig: the trainer's settings (Q-Tuning's, then TRL's SFTConfig's)"
 
@@ -170,17 +193,30 @@ class QTuningSFTConfig(SFTConfig, QTuningTrainingConfig):
 
 
 def train_configs(settings: dict) -> tuple[RunConfig, QTuningSFTConfig]:
-    """One flat dict of settings (a recipe, with any overrides) as (RunConfig, QTuningSFTConfig)."""
+    """One flat dict of settings (a recipe, with any overrides) as (RunConfig, QTuningSFTConfig).
+
+    Args:
+        settings: Field name -> value, the fields of both configs mixed.
+
+    Returns:
+        (RunConfig of its RunConfig fields, QTuningSFTConfig of the rest).
+
+    Raises:
+        TypeError: A key is a field of neither config.
+        ConfigError: A value is not allowed (the configs' own checks).
+    """
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
     run = RunConfig(**{k: v for k, v in settings.items() if k in run_fields})
     return run, QTuningSFTConfig(**{k: v for k, v in settings.items() if k not in run_fields})
 
 
 def _init_cpu_process_group(timeout_s: int, backend: str | None) -> None:
-    """The gloo process group of a distributed CPU run, with ddp_timeout as its timeout: with use_cpu,
-    TrainingArguments (transformers 5.x) asks accelerate for the group without the timeout, so a rank that
-    hung would hold the others for torch's default 30 minutes whatever ddp_timeout says. accelerate keeps
-    a group that is already there."""
+    """The gloo process group of a distributed CPU run, with ddp_timeout as its timeout.
+
+    With use_cpu, TrainingArguments (transformers 5.x) asks accelerate for the group without the timeout,
+    so a rank that hung would hold the others for torch's default 30 minutes whatever ddp_timeout says.
+    accelerate keeps a group that is already there.
+    """
     from datetime import timedelta
 
     import torch.distributed as dist

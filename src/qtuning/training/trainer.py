@@ -26,7 +26,26 @@ except ModuleNotFoundError as exc:
 
 
 class QTuningSFTTrainer(QTuningTrainerMixin, SFTTrainer):
-    """Drop-in for `trl.SFTTrainer`: pass a `QTuningSFTConfig` as `args`."""
+    """Drop-in for `trl.SFTTrainer`: pass a `QTuningSFTConfig` as `args`.
+
+    `QTuningSFTTrainer(model, args=QTuningSFTConfig(...), train_dataset=..., ...)` takes SFTTrainer's
+    arguments; the Q-Tuning settings are the config's own fields (no `qtuning_config=`). Everything
+    else is `QTuningTrainerMixin`'s: the attributes it sets (qt_settings, qt_config, qtuning_summary),
+    `train` and `compute_loss`. With `packing: true`, each row's id is spread over its tokens before
+    TRL packs the rows (strategy "bfd" only), so every packed segment keeps it.
+
+    Args:
+        *args: SFTTrainer's positional arguments: model, then args (a QTuningSFTConfig), ...
+        **kwargs: SFTTrainer's keyword arguments (args=, train_dataset=, eval_dataset=,
+            processing_class=, data_collator=, peft_config=, ...).
+
+    Raises:
+        TypeError: `args` is not a QTuningSFTConfig (missing, or a plain SFTConfig), or
+            `qtuning_config=` is passed as well.
+        ConfigError: scoring="stale" with a training set that has no row ids, or padding_free=True
+            with an attention that does not keep packed samples apart.
+        ModelSpecError: The model's logits are not its LM head applied to its final hidden states.
+    """
 
     def __init__(self, *args, **kwargs):
         config = kwargs.get("args") if "args" in kwargs else (args[1] if len(args) > 1 else None)
@@ -35,8 +54,11 @@ class QTuningSFTTrainer(QTuningTrainerMixin, SFTTrainer):
         super().__init__(*args, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
-        """packing=True: TRL's preparation without packing (tokenise, labels, truncate), then the row id
-        spread over every token and the rows packed as TRL packs them, so each segment keeps its id."""
+        """packing=True: TRL's preparation without packing (tokenise, labels, truncate), then packing.
+
+        The row id is spread over every token and the rows are packed as TRL packs them, so each
+        segment keeps its id.
+        """
         columns = getattr(dataset, "column_names", None) or []
         if not packing or ID_KEY not in columns:
             return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)

@@ -86,16 +86,51 @@ __all__ = [
 
 
 def framework_super(trainer: QTuningTrainerMixin):
-    """`super()` past every base of QTuningTrainerMixin: the framework Trainer's own methods (a full step)."""
+    """`super()` past every base of QTuningTrainerMixin: the framework Trainer's own methods (a full step).
+
+    For code that must run the framework's own step (e.g. its get_batch_samples or compute_loss) on a
+    trainer that has the mixin, without Q-Tuning's overrides.
+
+    Args:
+        trainer: An instance of a class built as `class T(QTuningTrainerMixin, TheirTrainer)`.
+
+    Returns:
+        A `super` proxy bound to `trainer` that resolves attributes from the class after the mixin's
+        last base in `type(trainer).__mro__`: the framework Trainer (and its own bases).
+    """
     return super(_Bookkeeping, trainer)  # the mixin's last base in the MRO
 
 
 class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
     """Q-Tuning inside a transformers.Trainer subclass: put it first, `class T(QTuningTrainerMixin, Trainer)`.
 
-    Keyword `qtuning_config`: a QTuningTrainingConfig, required unless `args` is one (QTuningSFTConfig).
-    After construction: `qt_settings` (the QTuningTrainingConfig in use), `qt_config` (its engine part),
-    and at the end of training `qtuning_summary` (also written to output_dir/qtuning_summary.json).
+    Construction: `T(*args, qtuning_config=..., **kwargs)`. The Trainer is built first with its own
+    arguments (a `datasets.Dataset` passed as train_dataset= or eval_dataset= gets a row-id column),
+    then the collator is wrapped to carry the row ids and the start-up checks run on the model
+    (deferred to the start of training under DeepSpeed ZeRO-3, where only the engine can run it).
+
+    Args:
+        *args: The Trainer's positional arguments (model, args, ...).
+        qtuning_config: The Q-Tuning settings: required unless `args` is a QTuningTrainingConfig
+            (QTuningSFTConfig is one), and refused if it is.
+        **kwargs: The Trainer's keyword arguments (args=, train_dataset=, data_collator=, ...). The
+            batches must carry input_ids, attention_mask and labels (B, T), right-padded, labels -100
+            where no loss is taken (with the Trainer's padding_free: one row (1, L) of input_ids,
+            labels and position_ids).
+
+    Attributes:
+        qt_settings: The QTuningTrainingConfig in use (the object itself: `args` or `qtuning_config`).
+        qt_config: Its engine part, the QTuningConfig that every selection reads.
+        qtuning_summary: Set at the end of training: the run's totals (also written to
+            output_dir/qtuning_summary.json).
+
+    Raises:
+        TypeError: No QTuningTrainingConfig in `args` or `qtuning_config`, or one in both.
+        ConfigError: scoring="stale" with a training set whose rows carry no row ids (not a
+            `datasets.Dataset`); padding-free training with an attention that does not keep packed
+            samples apart.
+        ModelSpecError: The model's logits are not its LM head applied to its final hidden states (a
+            transform qtuning does not reproduce), or it returns no usable logits.
     """
 
     def __init__(self, *args, qtuning_config: QTuningTrainingConfig | None = None, **kwargs):
@@ -189,6 +224,26 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
         self._qt_checks_pending = False
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """The Trainer's `train`, resuming only from complete checkpoints and stopping cleanly on SIGTERM.
+
+        On SIGTERM the current optimizer step finishes, a checkpoint is saved, and TrainingStopped is
+        raised. The plan log is closed even when training raises.
+
+        Args:
+            resume_from_checkpoint: None or False: start afresh. True: the newest complete checkpoint
+                in output_dir (a newer one cut short while being written is passed over, with a
+                notice). A path: that checkpoint, which must be complete.
+            *args: Passed on to the Trainer's `train`.
+            **kwargs: Passed on to the Trainer's `train`.
+
+        Returns:
+            What the Trainer's `train` returns (a TrainOutput).
+
+        Raises:
+            ConfigError: resume_from_checkpoint=True and output_dir holds no complete checkpoint, or
+                the checkpoint named is incomplete (the message names a complete one beside it).
+            TrainingStopped: SIGTERM was received; the message names the checkpoint to resume from.
+        """
         if resume_from_checkpoint is True:  # the newest complete checkpoint: one cut short is passed over
             from transformers.trainer_utils import get_last_checkpoint
 
@@ -240,7 +295,28 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
                 self._signature_columns = [*self._signature_columns, key]
 
     # ------------------------------------------------------------------ the loss
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(self, model: torch.nn.Module, inputs: dict, return_outputs=False, num_items_in_batch=None):
+        """The loss of one micro-batch: on its kept rows and tokens only (probe mode).
+
+        Probe mode (the micro-batch carries its plan from `get_batch_samples`): forward+backward on the
+        plan's kept rows, trailing pad columns trimmed (packed again for padding-free batches), as
+        sum(CE over kept tokens) / num_items_in_batch x world size. Reuse mode (no plan): one forward
+        with grad over the whole batch gives both the scores and the plan-masked loss, normalised per
+        micro-batch. Outside training (eval mode or no grad): mean CE over every trainable token,
+        nothing pruned. With return_outputs, the Trainer's own compute_loss.
+
+        Args:
+            model: The model the Trainer passes (possibly wrapped by DDP, FSDP or DeepSpeed).
+            inputs: The micro-batch: input_ids, attention_mask, labels (B, T), plus Q-Tuning's keys
+                (the plan, the row ids, the packed flag), which are removed from it.
+            return_outputs: Return (loss, outputs) through the Trainer's own compute_loss (evaluation
+                asking for logits).
+            num_items_in_batch: The kept tokens of the whole optimizer step over all ranks (probe
+                mode's denominator); None: the micro-batch's own.
+
+        Returns:
+            The loss, a scalar tensor with grad in training; (loss, outputs) with return_outputs.
+        """
         plan = inputs.pop(PLAN_KEY, None)
         ids = inputs.pop(ID_KEY, None)
         packed = inputs.pop(PACKED_KEY, False)
@@ -271,8 +347,11 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
         return loss
 
     def _refresh_cache(self, model, inputs, plan: SelectionPlan, ids: torch.Tensor, hidden: torch.Tensor) -> None:
-        """scoring="stale": the kept rows' scores from their own training forward (hidden (B', T', H),
-        detached): the LM head over their response positions, no second pass through the model."""
+        """scoring="stale": the kept rows' scores from their own training forward.
+
+        hidden (B', T', H), detached: the LM head over their response positions, no second pass
+        through the model.
+        """
         started = time.perf_counter()
         rows = plan.sample_keep.nonzero().flatten()  # (B',)
         width = hidden.shape[1]
@@ -287,8 +366,10 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
         self._qt_step_scoring_s += time.perf_counter() - started
 
     def _reuse_loss(self, model, inputs, ids: torch.Tensor | None = None):
-        """One forward with grad over the whole batch: scores from it, loss masked by the plan. ids (B,):
-        the rows' dataset ids, for the plan log."""
+        """One forward with grad over the whole batch: scores from it, loss masked by the plan.
+
+        ids (B,): the rows' dataset ids, for the plan log.
+        """
         started = time.perf_counter()
         hidden = forward_final_hidden(model, inputs["input_ids"], inputs["attention_mask"])  # (B, T, H)
         scores, loss_mask, attention = scores_from_hidden(
