@@ -89,6 +89,13 @@ SLOW_TESTS = (
         ),
     ),
     (
+        "300-example hypothesis properties, 2-4 s each (the naive-reference and invariant ones stay fast)",
+        (
+            "test_selection_properties::test_a_pool_of_parts_plans_like_their_concatenation",
+            "test_selection_properties::test_permuting_the_batch_permutes_the_plan",
+        ),
+    ),
+    (
         "fuzzes data files of one kind with hypothesis (3-6 s per kind), or counts what that fuzzing did",
         (
             "test_fuzz_data::test_fuzzed_files_load_or_name_file_and_row",

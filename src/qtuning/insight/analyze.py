@@ -54,21 +54,49 @@ def _column(label: str) -> str:
 
 
 def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenizer=None, progress: bool = True) -> dict:
-    """The whole `qtuning analyze`; returns {"complete": bool, ...} (False: stopped by max_batches).
+    """The whole `qtuning analyze`, in four steps.
 
     1. load and normalise the data, 2. score it in resumable shards (no grad), 3. select under
     each pool size and shuffle, 4. write scores, the EU-plane plot, the summary (Markdown + HTML)
-    and stability.json, and print the warnings. `model`/`tokenizer`: an already loaded model
-    (default: cfg.model, loaded only if a shard is left to score).
-    """
-    from ..data import load_records
+    and stability.json, and print the warnings.
 
+    Args:
+        cfg: the command's settings.
+        qcfg: the selection's settings (stage 1 runs as in training).
+        model: an already loaded model (default: cfg.model, loaded only if a shard is left to score).
+        tokenizer: its tokenizer, with `model`.
+        progress: show a progress bar while scoring.
+
+    Returns:
+        {"complete": False} when stopped by cfg.max_batches (run again to resume), else the result
+        written to stability.json plus "elapsed_s".
+
+    Raises:
+        AnalysisError: the output is a file, no record has a scored response token, bad settings.
+    """
     started = time.perf_counter()
     check_qtuning_selection(qcfg, "analyze")
     out = Path(cfg.output).expanduser()
     if out.exists() and not out.is_dir():
         raise AnalysisError(f"{out}: is a file; expected an output folder (new or from an earlier analyze)")
-    # 1. the data, as `qtuning train` reads it
+    records, source_rows, meta = _read_data(cfg, qcfg, out)
+    scored = _score(cfg, qcfg, out, records, source_rows, model, tokenizer, progress)
+    if scored is None:
+        return {"complete": False}
+    scores, scoring_s = scored
+    ppl, ent, valid, stability = _select(cfg, qcfg, scores)
+    result = _write_outputs(cfg, qcfg, out, records, scores, (ppl, ent, valid), stability, meta, scoring_s)
+    (out / STABILITY_FILE).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    result["elapsed_s"] = time.perf_counter() - started
+    _print_result(result, out)
+    return result
+
+
+def _read_data(cfg: AnalyzeConfig, qcfg: QTuningConfig, out: Path) -> tuple[list[dict], list[int], dict]:
+    """Step 1: the records as `qtuning train` reads them, their source rows, and the meta that ties the
+    output folder's shards to exactly these records and settings."""
+    from ..data import load_records
+
     records, report = load_records(cfg.data)
     skipped = set(report.empty_response_rows)
     source_rows = [i for i in range(report.rows_read) if i not in skipped]
@@ -88,34 +116,75 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
         f"[qtuning] analyze: model {cfg.model}, data {cfg.data}: {len(records)} records "
         f"({report.rows_read} rows read, {len(skipped)} with an empty response skipped), output {out}"
     )
-    # 2. scores, resumable
+    return records, source_rows, meta
+
+
+def _score(cfg, qcfg, out: Path, records, source_rows, model, tokenizer, progress: bool):
+    """Step 2: every shard not on disk yet, scored (the model loaded only if one is left); returns
+    (the scores table, seconds spent scoring in this run), or None when stopped by max_batches."""
     if model is None and shards_to_score(out, len(records), cfg.shard_rows):
         from ..data.models import load_model_and_tokenizer
 
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_model_and_tokenizer(cfg.model, device=device)
-    scoring_started = time.perf_counter()
+    started = time.perf_counter()
     if not score_dataset(model, tokenizer, records, source_rows, out, cfg, qcfg, progress=progress):
         print(
             f"[qtuning] stopped after {cfg.max_batches} batches (--max-batches); run the same command again to "
             "resume from the last complete shard"
         )
-        return {"complete": False}
-    scoring_s = time.perf_counter() - scoring_started
-    scores = read_shards(out)
-    # 3. selection under each pool size and shuffle
-    ppl = torch.as_tensor(scores["ppl"].to_numpy().copy(), dtype=torch.float64)
-    ent = torch.as_tensor(scores["entropy"].to_numpy().copy(), dtype=torch.float64)
-    valid = torch.as_tensor(scores["has_response"].to_numpy().copy(), dtype=torch.bool)
+        return None
+    return read_shards(out), time.perf_counter() - started
+
+
+def _select(cfg: AnalyzeConfig, qcfg: QTuningConfig, scores):
+    """Step 3: stage 1 under each pool size and shuffle; returns ppl, entropy, valid (N,) and the Stability."""
+    ppl = torch.as_tensor(scores["ppl"].to_numpy().copy(), dtype=torch.float64)  # (N,)
+    ent = torch.as_tensor(scores["entropy"].to_numpy().copy(), dtype=torch.float64)  # (N,)
+    valid = torch.as_tensor(scores["has_response"].to_numpy().copy(), dtype=torch.bool)  # (N,)
     if not valid.any():
         raise AnalysisError(
             f"{cfg.data}: no record has a scored response token (max_length {cfg.max_length} leaves only prompts?)"
         )
-    n = len(scores)
-    pool_sizes = parse_pool_sizes(cfg.pool_sizes, n)
-    stability = pool_stability(ppl, ent, valid, pool_sizes, qcfg, cfg.shuffles, cfg.seed)
+    pool_sizes = parse_pool_sizes(cfg.pool_sizes, len(scores))
+    return ppl, ent, valid, pool_stability(ppl, ent, valid, pool_sizes, qcfg, cfg.shuffles, cfg.seed)
+
+
+def _write_outputs(cfg, qcfg, out: Path, records, scores, planes, stability, meta: dict, scoring_s: float) -> dict:
+    """Step 4: the score tables, the EU-plane plot and the summary pages; returns the result (stability.json)."""
+    ppl, ent, valid = planes
+    _write_tables(out, scores, stability)
+    warnings = []
+    for runs in stability.runs.values():
+        warnings += [w for w in failure_signatures(runs[0], valid, qcfg.sample_ratio) if w not in warnings]
     whole = stability.reference
-    # 4. outputs
+    # the whole-dataset pool's threshold scalars (its kept fraction is reported by the warnings)
+    thresholds = {k: whole.pools[0][k] for k in Thresholds.SCALARS if k != "bisection_kept_fraction"}
+    png = _plot(cfg, ppl, ent, whole, thresholds)
+    (out / EU_PLANE_FILE).write_bytes(png)
+    result = {
+        "complete": True,
+        "meta": meta,
+        "samples": len(scores),
+        "with_response": int(valid.sum()),
+        "scoring_s": scoring_s,
+        "whole_dataset_thresholds": thresholds,
+        "spearman_ppl_ent": finite(spearman(ppl[valid], ent[valid])),
+        **_counts(stability, valid),
+        "stability": stability.rows,
+        "warnings": warnings,
+        "settings": dataclasses.asdict(qcfg),
+    }
+    from .analysis_summary import analysis_doc
+
+    doc = analysis_doc(result, records, scores, quadrant_examples(scores, whole, cfg.examples), png)
+    (out / ANALYSIS_SUMMARY_MD_FILE).write_text(doc.markdown(), encoding="utf-8")
+    (out / ANALYSIS_SUMMARY_HTML_FILE).write_text(doc.html(), encoding="utf-8")
+    return result
+
+
+def _write_tables(out: Path, scores, stability) -> None:
+    """scores.parquet/.csv (a row per sample: scores, quadrant, role per pool size) and token_scores.parquet."""
     table = scores[
         ["index", "row", "id", "ppl", "entropy", "trainable_tokens", "response_tokens_total", "has_response"]
     ].copy()
@@ -128,67 +197,47 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     scores[["index", "id", "positions", "response_tokens_total", "token_ids", "token_nll"]].to_parquet(
         out / TOKEN_SCORES_FILE, index=False
     )
-    warnings = []
-    for runs in stability.runs.values():
-        warnings += [w for w in failure_signatures(runs[0], valid, qcfg.sample_ratio) if w not in warnings]
-    # the whole-dataset pool's threshold scalars (its kept fraction is reported by the warnings)
-    thresholds = {k: whole.pools[0][k] for k in Thresholds.SCALARS if k != "bisection_kept_fraction"}
-    from . import plots
-    from .analysis_summary import analysis_doc
 
-    kept_whole = (whole.kept_role != Role.DROPPED).tolist()
-    png = plots.eu_plane(
+
+def _plot(cfg: AnalyzeConfig, ppl, ent, whole, thresholds: dict) -> bytes:
+    """The EU plane of the whole dataset as one pool, with its threshold lines (PNG bytes)."""
+    from . import plots
+
+    return plots.eu_plane(
         ppl.tolist(),
         ent.tolist(),
         whole.quadrant.tolist(),
-        kept_whole,
+        (whole.kept_role != Role.DROPPED).tolist(),
         ppl_lo=thresholds["ppl_lo"],
         ppl_hi=thresholds["ppl_hi"],
         ent_lo=thresholds["ent_lo"],
         ent_hi=thresholds["ent_hi"],
         title=f"{cfg.data} scored by {cfg.model}: whole dataset as one pool",
     )
-    (out / EU_PLANE_FILE).write_bytes(png)
-    examples = quadrant_examples(scores, whole, cfg.examples)
-    rank_correlation = spearman(ppl[valid], ent[valid])
-    populations = {
-        label: [int(((runs[0].quadrant == q) & valid).sum()) for q in range(1, 5)] + [int((~valid).sum())]
-        for label, runs in stability.runs.items()
+
+
+def _counts(stability, valid) -> dict:
+    """Per pool size: the population of each quadrant (+ samples without a response), kept per quadrant, roles."""
+    runs = {label: r[0] for label, r in stability.runs.items()}
+    kept = {label: run.kept_role != Role.DROPPED for label, run in runs.items()}
+    return {
+        "populations": {
+            label: [int(((run.quadrant == q) & valid).sum()) for q in range(1, 5)] + [int((~valid).sum())]
+            for label, run in runs.items()
+        },
+        "kept_by_quadrant": {
+            label: {q: int(((run.quadrant == q) & kept[label]).sum()) for q in range(1, 5)}
+            for label, run in runs.items()
+        },
+        "kept_roles": {
+            label: {
+                "Q2": int((run.kept_role == Role.Q2).sum()),
+                "Q4": int((run.kept_role == Role.Q4).sum()),
+                "supplemented": int(run.supplemented.sum()),
+            }
+            for label, run in runs.items()
+        },
     }
-    kept_counts = {
-        label: {q: int(((runs[0].quadrant == q) & (runs[0].kept_role != Role.DROPPED)).sum()) for q in range(1, 5)}
-        for label, runs in stability.runs.items()
-    }
-    roles = {
-        label: {
-            "Q2": int((runs[0].kept_role == Role.Q2).sum()),
-            "Q4": int((runs[0].kept_role == Role.Q4).sum()),
-            "supplemented": int(runs[0].supplemented.sum()),
-        }
-        for label, runs in stability.runs.items()
-    }
-    result = {
-        "complete": True,
-        "meta": meta,
-        "samples": n,
-        "with_response": int(valid.sum()),
-        "scoring_s": scoring_s,
-        "whole_dataset_thresholds": thresholds,
-        "spearman_ppl_ent": finite(rank_correlation),
-        "populations": populations,
-        "kept_by_quadrant": kept_counts,
-        "kept_roles": roles,
-        "stability": stability.rows,
-        "warnings": warnings,
-        "settings": dataclasses.asdict(qcfg),
-    }
-    doc = analysis_doc(result, records, scores, examples, png)
-    (out / ANALYSIS_SUMMARY_MD_FILE).write_text(doc.markdown(), encoding="utf-8")
-    (out / ANALYSIS_SUMMARY_HTML_FILE).write_text(doc.html(), encoding="utf-8")
-    (out / STABILITY_FILE).write_text(json.dumps(result, indent=1, default=str) + "\n")
-    result["elapsed_s"] = time.perf_counter() - started
-    _print_result(result, out)
-    return result
 
 
 def _print_result(result: dict, out: Path) -> None:
