@@ -15,7 +15,7 @@
 # .gpu/cache/ (the model's config and tokenizer, the Alpaca demo file).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD/tests QTUNING_CACHE=$PWD/.gpu/cache HF_HUB_OFFLINE=1 \
+export PYTHONPATH=/tmp/site:$PWD/src:$PWD QTUNING_CACHE=$PWD/.gpu/cache HF_HUB_OFFLINE=1 \
   TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-check}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

@@ -52,7 +52,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-sys.path.insert(0, str(ROOT / "tests"))  # integration_configs.prepare
+sys.path.insert(0, str(ROOT))  # tests.integration_configs.prepare
 
 FRAMEWORKS = {  # name -> (the Q-Tuning template, the distribution whose version is reported)
     "axolotl": "axolotl_qtuning",
@@ -500,7 +500,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.pairs = 2
 
-    from integration_configs.prepare import prepare
+    from tests.integration_configs.prepare import prepare
 
     work = args.work or Path(tempfile.mkdtemp(prefix="qtuning-integrations-"))
     inputs = prepare(work)

@@ -39,11 +39,11 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the generators and the matrix are the test suite's
+sys.path.insert(0, str(ROOT))  # tests.*: the generators and the matrix are the test suite's
 
 
 def fuzzed_data(scale: float, seed: int, train: bool, work: Path, tokenizer, tiny: Path | None) -> dict:
-    import fuzz_cases
+    import tests.fuzz_cases as fuzz_cases
 
     started = time.perf_counter()
     results = []
@@ -84,7 +84,7 @@ def fuzzed_data(scale: float, seed: int, train: bool, work: Path, tokenizer, tin
 
 
 def cli_bad_arguments(work: Path, tiny: Path) -> dict:
-    import cli_cases
+    import tests.cli_cases as cli_cases
 
     started = time.perf_counter()
     w = cli_cases.build_workspace(work / "bad-arguments", tiny)
@@ -127,7 +127,7 @@ def cli_bad_arguments(work: Path, tiny: Path) -> dict:
 
 
 def storage(work: Path, tiny: Path) -> dict:
-    import storage_cases
+    import tests.storage_cases as storage_cases
 
     started = time.perf_counter()
     scenarios = {
@@ -198,8 +198,7 @@ def main() -> None:
         parser.error(f"unknown categories {unknown}; known: {', '.join(CATEGORIES)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from helpers import tiny_tokenizer
-    from test_cli import make_tiny_model_dir
+    from tests.helpers import make_tiny_model_dir, tiny_tokenizer
 
     stamp = {
         "date": date.today().isoformat(),

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reliability.json"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.helpers
 
 
 def ranks(work: Path) -> dict:
@@ -94,8 +94,9 @@ def ranks(work: Path) -> dict:
 
 def numbers(work: Path) -> dict:
     import test_numbers as n
-    from helpers import tiny_dataset
-    from test_trainer_mixin import plain_trainer
+
+    from tests.helpers import tiny_dataset
+    from tests.test_trainer_mixin import plain_trainer
 
     cases = []
     for name, (masked, training, qtuning, overflow, notice) in n.CASES.items():

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-sys.path.insert(0, str(ROOT / "tests"))  # the tiny model and data of the test suite
+sys.path.insert(0, str(ROOT))  # tests.helpers: the tiny model and data of the test suite
 
 
 def rss_bytes() -> int:
@@ -59,11 +59,11 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict:
 
 def soak(steps: int, every: int, save_steps: int, output_dir: str | Path, rows: int = 256, quiet: bool = True) -> dict:
     """Train `steps` steps; return the samples and the figures (see the module docstring)."""
-    from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
     from transformers import TrainerCallback
 
     from qtuning.training.sft_config import QTuningSFTConfig
     from qtuning.training.trainer import QTuningSFTTrainer
+    from tests.helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
     samples: list[dict] = []
     started = time.perf_counter()

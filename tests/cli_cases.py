@@ -19,9 +19,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.helpers import QTUNING_CLI
 
 KINDS = ("missing_file", "wrong_type", "unknown_model", "unknown_name", "unreadable", "unwritable_output")
 COMMANDS = ("train", "plan", "fetch", "eval", "analyze", "report", "select", "compare")
@@ -307,7 +308,7 @@ def run_cell(cell: Cell, prefix: list[str] | None = None, timeout: float = 300) 
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            [*(prefix or []), sys.executable, "-m", "qtuning.cli", *cell.argv],
+            [*(prefix or []), *QTUNING_CLI, *cell.argv],
             capture_output=True,
             text=True,
             timeout=timeout,

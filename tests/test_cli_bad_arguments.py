@@ -6,7 +6,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cli_cases import KNOWN_FAILURES, NOT_APPLICABLE, build_workspace, matrix, run_cell, unreadable_status
+
+from tests.cli_cases import KNOWN_FAILURES, NOT_APPLICABLE, build_workspace, matrix, run_cell, unreadable_status
 
 
 def run_matrix(cells, w):
@@ -32,7 +33,7 @@ def report(outcomes) -> tuple[list[str], list[str]]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from test_cli import make_tiny_model_dir
+    from tests.helpers import make_tiny_model_dir
 
     tiny = make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
     return build_workspace(tmp_path_factory.mktemp("bad-arguments"), tiny)

@@ -4,12 +4,12 @@ evidence suite's bootstrap; clear errors that name the file; and `qtuning eval -
 import json
 
 import pytest
-from test_cli import make_tiny_model_dir
 
 from qtuning.cli import main
 from qtuning.errors import UsageError
 from qtuning.evaluation.bootstrap import paired_difference
 from qtuning.evaluation.compare import compare_runs, expand_paths, load_item_scores
+from tests.helpers import make_tiny_model_dir
 
 IDS = ["q1", "q2", "q3", "q4"]
 

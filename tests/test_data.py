@@ -106,7 +106,7 @@ def test_split_is_disjoint_and_seeded():
 
 
 def test_real_alpaca_tokenises_with_the_prompt_masked():
-    from helpers import tiny_tokenizer
+    from tests.helpers import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     records, report = load_records("alpaca-demo")
@@ -151,9 +151,8 @@ def _labelled_spans(tokenizer, encoded):
 def test_every_assistant_turn_of_a_conversation_carries_a_loss(tmp_path):
     """A 3-turn conversation: the labelled tokens are exactly the three assistant replies, each with its
     end-of-turn token (as TRL labels a completion), and no system or user token."""
-    from helpers import tiny_tokenizer
-
     from qtuning.data import is_multi_turn, load_records, to_dataset, tokenize_record
+    from tests.helpers import tiny_tokenizer
 
     path = tmp_path / "chat.jsonl"
     path.write_text(json.dumps(THREE_TURNS) + "\n")
@@ -176,11 +175,10 @@ def test_every_assistant_turn_of_a_conversation_carries_a_loss(tmp_path):
 
 def test_the_probe_scores_every_assistant_turn_as_response():
     """The EU plane's per-sample scores of a conversation average over all three replies' tokens."""
-    from helpers import tiny_tokenizer
-
     from qtuning.data import collate, tokenize_record
     from qtuning.data.records import _normalise_fields
     from qtuning.engine.scoring import shift_labels
+    from tests.helpers import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     encoded = tokenize_record(tokenizer, _normalise_fields(THREE_TURNS, 0, "test"), None)

@@ -73,7 +73,7 @@ def test_two_ranks_match_one_process_on_the_concatenation(pool, rank1_empty, bud
 
 
 def test_train_command_under_torchrun(tmp_path):
-    from test_cli import make_tiny_model_dir, write_jsonl_rows
+    from tests.helpers import make_tiny_model_dir, write_jsonl_rows
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 40)
@@ -136,7 +136,8 @@ FSDP = [
 def test_one_step_on_two_ranks_updates_like_one_process(tmp_path, sharding):
     """Through the CLI: one SGD step of 2 ranks x 4 rows (global pool) == 1 process x 8 rows."""
     from safetensors.torch import load_file
-    from test_cli import make_tiny_model_dir, write_jsonl_rows
+
+    from tests.helpers import make_tiny_model_dir, write_jsonl_rows
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 24)
@@ -208,7 +209,8 @@ def test_deepspeed_zero_2_and_3_update_like_plain_training(tmp_path):
     its DeepSpeed state only on an accelerator (see docs/compatibility.md)."""
     pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (scripts/setup.sh installs it)")
     from safetensors.torch import load_file
-    from test_cli import make_tiny_model_dir, write_jsonl_rows
+
+    from tests.helpers import make_tiny_model_dir, write_jsonl_rows
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 24)

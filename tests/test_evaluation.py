@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_llama, tiny_tokenizer
 
 from qtuning.evaluation import (
     EvalError,
@@ -25,6 +24,7 @@ from qtuning.evaluation import (
     parse_task_args,
     prepare_doc,
 )
+from tests.helpers import tiny_llama, tiny_tokenizer
 
 # ------------------------------------------------------------------------------------- metrics
 

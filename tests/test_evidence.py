@@ -1,142 +1,22 @@
-"""The evidence suite's parts: procedural tasks and their verifier, the paired two-way bootstrap,
-per-item held-out NLL, and the suite's data (disjoint splits, the noise derangement)."""
+"""The evidence suite's parts: per-item held-out NLL, the suite's data (disjoint splits, the noise
+derangement), its plan's cells and its readings. Its procedural tasks and the bootstrap have their own
+files (test_procedural_data.py, test_bootstrap.py)."""
 
 import json
-import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
-from qtuning.data.procedural import arith_record, final_answer, letter_record, story_words
-from qtuning.evaluation import score_generation
-from qtuning.evaluation.bootstrap import Interval, mean_interval, paired_difference, verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "evidence"))
 
 
-# ------------------------------------------------------------------------------ procedural tasks
-@pytest.mark.parametrize("index", range(40))
-def test_arith_worked_solution_is_correct_arithmetic(index):
-    record = arith_record(index)
-    expression = re.search(r"Calculate (.+?)\. Work", record["prompt"]).group(1)
-    assert str(eval(expression)) == record["answer"]  # left to right is Python's order for + and -
-    lines = record["response"].splitlines()
-    for line in lines[:-1]:
-        a, op, b, _, c = re.match(r"Step \d+: (-?\d+) ([+-]) (\d+) (=) (-?\d+)", line).groups()
-        assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
-    assert lines[-1] == f"Answer: {record['answer']}"
-    assert 3 <= record["difficulty"]["terms"] <= 6 and len(lines) == record["difficulty"]["terms"]
-
-
-def test_arith_records_are_deterministic_and_distinct():
-    assert arith_record(7) == arith_record(7)
-    assert arith_record(7)["prompt"] != arith_record(8)["prompt"]
-
-
-def test_letter_counting_counts_and_spelling():
-    text = "*** START OF THE BOOK ***\nThe cheerful engineer keeps seventeen green trees.\n*** END OF THE BOOK ***"
-    words = story_words(text)
-    assert words == ["The", "cheerful", "engineer", "keeps", "seventeen", "green", "trees"]
-    for index in range(30):
-        record = letter_record(index, words)
-        letter = re.search(r'the letter "(.)"', record["prompt"]).group(1)
-        span = re.search(r'in the text: "(.+?)"\?', record["prompt"]).group(1).split()
-        assert record["answer"] == str(sum(w.lower().count(letter) for w in span))
-        lines = record["response"].splitlines()
-        for word, line in zip(span, lines):
-            assert line == f"{word}: {'-'.join(word.lower())} -> {word.lower().count(letter)}"
-        assert lines[-2].endswith(f"= {record['answer']}") and lines[-1] == f"Answer: {record['answer']}"
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("Step 1: 3 + 4 = 7\nAnswer: 7", "7"),
-        ("Answer: -12 and then Answer: 5", "5"),  # the last Answer: line counts
-        ("so the result is 42.", "42"),  # no Answer: line: the last integer
-        ("Answer: 007", "7"),
-        ("no number at all", None),
-    ],
-)
-def test_final_answer(text, expected):
-    assert final_answer(text) == expected
-
-
-def test_arith_metric_scores_the_final_answer():
-    doc = {"answers": ["17"]}
-    assert score_generation("arith", "Step 1: 10 + 7 = 17\nAnswer: 17", doc) == {"exact_match": 1.0}
-    assert score_generation("letters", "Total: 1 + 2 = 3\nAnswer: 3", doc) == {"exact_match": 0.0}
-
-
-# ------------------------------------------------------------------------------ the bootstrap
-def test_a_constant_paired_difference_has_a_zero_width_interval():
-    a = np.array([[1, 0, 1, 1], [0, 1, 1, 0]], dtype=float)
-    b = a - 0.25  # every item 0.25 lower, every seed
-    interval = paired_difference(a, b, resamples=500)
-    assert interval.mean == pytest.approx(0.25)
-    assert interval.low == pytest.approx(0.25) and interval.high == pytest.approx(0.25)
-    assert (interval.seeds, interval.items) == (2, 4)
-
-
-def test_the_mean_is_the_plain_difference_and_the_interval_covers_it():
-    rng = np.random.default_rng(1)
-    a = (rng.random((5, 200)) < 0.6).astype(float)
-    b = (rng.random((5, 200)) < 0.5).astype(float)
-    interval = paired_difference(a, b, resamples=2000)
-    assert interval.mean == pytest.approx(a.mean() - b.mean())
-    assert interval.low < interval.mean < interval.high
-    # the two-way interval is wider than an items-only one when the seeds disagree
-    shifted = a + np.array([0.3, -0.3, 0.2, -0.2, 0.0])[:, None]
-    assert (
-        paired_difference(shifted, b, resamples=2000).high - paired_difference(shifted, b, resamples=2000).low
-        > interval.high - interval.low
-    )
-
-
-def test_a_single_baseline_row_pairs_with_every_seed():
-    a = np.array([[1.0, 1.0], [1.0, 0.0]])
-    zero_shot = np.array([[0.0, 0.0]])
-    assert paired_difference(a, zero_shot, resamples=100).mean == pytest.approx(0.75)
-
-
-def test_ratio_of_sums_for_nll():
-    # item NLL sums and token counts: the set's NLL is sum / sum, not the mean of per-item means
-    num = np.array([[2.0, 10.0]])
-    den = np.array([[1.0, 4.0]])
-    assert mean_interval(num, den, resamples=100).mean == pytest.approx(12.0 / 5.0)
-    diff = paired_difference(num, np.array([[1.0, 4.0]]), den, np.array([[1.0, 4.0]]), resamples=100)
-    assert diff.mean == pytest.approx(12.0 / 5.0 - 1.0)
-
-
-def test_unpaired_shapes_and_bad_values_are_refused():
-    with pytest.raises(ValueError, match="paired"):
-        paired_difference(np.ones((2, 3)), np.ones((2, 4)))
-    with pytest.raises(ValueError, match="NaN"):
-        paired_difference(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
-
-
-@pytest.mark.parametrize(
-    "low, high, higher_is_better, expected",
-    [
-        (0.01, 0.05, True, "A better"),
-        (-0.05, -0.01, True, "B better"),
-        (-0.01, 0.05, True, "no difference resolved"),
-        (-0.05, -0.01, False, "A better"),  # lower is better (NLL): a negative difference favours A
-    ],
-)
-def test_decision_rule(low, high, higher_is_better, expected):
-    assert verdict(Interval(0.0, low, high, 5, 100), "A", "B", higher_is_better) == expected
-
-
 # ------------------------------------------------------------------------------ held-out NLL
 def test_response_nll_matches_the_models_own_loss():
-    from helpers import tiny_tokenizer
-
     from qtuning.data import tokenize_record
     from qtuning.evaluation import response_nll
+    from tests.helpers import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(0)
@@ -235,11 +115,11 @@ def test_the_plan_has_every_required_cell():
 def test_a_seed_gives_every_arm_the_same_data_order_and_lora_init(tmp_path):
     """The suite's pairing: full data, Random and Q-Tuning with one seed see the same rows in the same
     steps (over two epochs) and start from the same LoRA weights."""
-    from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
     from transformers import set_seed
 
     from qtuning.training.sft_config import QTuningSFTConfig
     from qtuning.training.trainer import ID_KEY, QTuningSFTTrainer
+    from tests.helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
     class Recording(QTuningSFTTrainer):
         def get_batch_samples(self, epoch_iterator, num_batches, device):

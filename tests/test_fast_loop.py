@@ -7,7 +7,7 @@ A renamed or moved test would otherwise drop out of the list silently and slow t
 import ast
 from pathlib import Path
 
-from conftest import SLOW_MODULES, SLOW_TESTS
+from tests.conftest import SLOW_MODULES, SLOW_TESTS
 
 TESTS = Path(__file__).resolve().parent
 

@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 def make_inputs(folder: Path) -> tuple[Path, Path]:
-    from test_cli import make_tiny_model_dir, write_jsonl_rows
+    from tests.helpers import make_tiny_model_dir, write_jsonl_rows
 
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / "model"
@@ -248,11 +248,10 @@ def test_sigterm_stops_one_process_with_a_complete_checkpoint_and_resumes_exactl
 
 
 def test_an_incomplete_checkpoint_named_explicitly_is_refused(tmp_path):
-    from helpers import tiny_dataset
-    from test_trainer_mixin import plain_trainer
-
     from qtuning.errors import ConfigError
     from qtuning.training.trainer_mixin import last_complete_checkpoint
+    from tests.helpers import tiny_dataset
+    from tests.test_trainer_mixin import plain_trainer
 
     trainer = plain_trainer(tmp_path, tiny_dataset(16), training={"max_steps": 2, "save_strategy": "steps",
                                                                   "save_steps": 1})  # fmt: skip

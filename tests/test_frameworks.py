@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from integration_configs.prepare import prepare
+
+from tests.integration_configs.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

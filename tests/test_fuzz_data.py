@@ -6,10 +6,10 @@ or 2, one `qtuning: error:` line (the same message), no traceback. The cases: te
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fuzz_cases import KINDS, TALLY, attempt, explicit_cases, refused_files, run_kind, summary, train_on
-from helpers import tiny_tokenizer
 
 from qtuning.errors import DataError
+from tests.fuzz_cases import KINDS, TALLY, attempt, explicit_cases, refused_files, run_kind, summary, train_on
+from tests.helpers import tiny_tokenizer
 
 MIN_CASES = 2_000
 
@@ -77,7 +77,7 @@ DECIDED = [  # (file, its bytes, the error it gives, or None: it loads); qtuning
 
 @pytest.mark.parametrize("name, data, error", DECIDED, ids=[d[0] for d in DECIDED])
 def test_each_odd_kind_has_its_decided_outcome(name, data, error, folder, tokenizer):
-    from fuzz_cases import load_like_train
+    from tests.fuzz_cases import load_like_train
 
     path = folder / "decided" / name
     path.parent.mkdir(exist_ok=True)
@@ -115,7 +115,7 @@ def test_the_fuzzing_counted_its_cases():
 @pytest.mark.slow
 def test_refused_files_through_qtuning_train(folder, tokenizer, tmp_path_factory):
     """Each refused file as `qtuning train --data FILE --max_steps 1`, two at a time, on the tiny model."""
-    from test_cli import make_tiny_model_dir
+    from tests.helpers import make_tiny_model_dir
 
     tiny = make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
     files = refused_files(folder / "cli", tokenizer)

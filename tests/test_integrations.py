@@ -18,6 +18,7 @@ import torch
 from qtuning.engine.training_config import QTuningTrainingConfig
 from qtuning.errors import ConfigError
 from qtuning.integrations import axolotl, llamafactory
+from tests.helpers import run_cli
 
 PLUGIN = {"plugins": [axolotl.PLUGIN]}
 
@@ -100,12 +101,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 def framework_trainer(tmp_path, max_steps=3, seed=0):
     """What the glue builds: Instrumented, the mixin, then a framework's Trainer (here transformers' own,
     counting its own compute_loss calls), on a LoRA model saved and loaded as a framework would."""
-    from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from qtuning.integrations.instrument import Instrumented
     from qtuning.training.trainer_mixin import QTuningTrainerMixin
+    from tests.helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
     class FrameworkTrainer(Trainer):  # the framework's own trainer
         own_loss_calls = 0
@@ -225,18 +226,16 @@ def test_qtuning_llamafactory_subcommand_without_the_framework(tmp_path):
     """`qtuning llamafactory` is listed by --help; where LLaMA-Factory is absent (this venv) it says, in
     one line, what to install, before reading anything."""
     import importlib.util
-    import subprocess
 
     assert importlib.util.find_spec("llamafactory") is None  # this venv has no LLaMA-Factory
     config = tmp_path / "train.yaml"
     config.write_text("stage: sft\nqtuning:\n  sample_ratio: 0.25\n")
-    cli = [sys.executable, "-m", "qtuning.cli"]
-    helped = subprocess.run([*cli, "--help"], capture_output=True, text=True)
+    helped = run_cli("--help")
     assert "llamafactory" in helped.stdout
-    proc = subprocess.run([*cli, "llamafactory", str(config)], capture_output=True, text=True)
+    proc = run_cli("llamafactory", str(config))
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qtuning: error: `qtuning llamafactory` needs llamafactory")
     assert "pip install llamafactory==0.9.5" in lines[0]
-    usage = subprocess.run([*cli, "llamafactory"], capture_output=True, text=True)
+    usage = run_cli("llamafactory")
     assert usage.returncode == 2 and "usage: qtuning llamafactory train.yaml" in usage.stderr

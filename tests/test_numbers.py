@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from helpers import tiny_dataset
-from test_trainer_mixin import plain_trainer
 from transformers import TrainerCallback
 
 from qtuning import QTuningConfig, ScoreError
 from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.history import ScoreWindow
 from qtuning.engine.selection import Role, plan_pool, prepare_scores
+from tests.helpers import tiny_dataset
+from tests.test_trainer_mixin import plain_trainer
 
 B, T = 4, 6
 

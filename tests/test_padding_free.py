@@ -3,14 +3,14 @@ and gradients as the padded batch of the same samples."""
 
 import pytest
 import torch
-from helpers import tiny_dataset, tiny_llama
-from test_trainer import first_batch, make_trainer
 
 from qtuning.engine.scoring import IGNORE_INDEX
 from qtuning.errors import ConfigError
 from qtuning.modeling.padding_free import pack, scatter_rows, segment_lengths, unpack
 from qtuning.modeling.probe import check_packed_attention
 from qtuning.training.trainer import ID_KEY, PLAN_KEY
+from tests.helpers import tiny_dataset, tiny_llama
+from tests.test_trainer import first_batch, make_trainer
 
 
 def test_unpack_and_pack_by_hand():

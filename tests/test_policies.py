@@ -6,8 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import random_batch, tiny_llama
-from test_trainer import first_batch, make_trainer
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.engine.config import ConfigError
@@ -15,6 +13,8 @@ from qtuning.engine.policies import baseline_keep, needs_scores, target_count, t
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 from qtuning.engine.selection import ROLE_KEPT, ROLE_Q2, ROLE_Q4, prepare_scores, select_pool
 from qtuning.modeling.probe import backbone_and_head, forward_final_hidden, nll_sum
+from tests.helpers import random_batch, tiny_llama
+from tests.test_trainer import first_batch, make_trainer
 
 
 def _keep(method, ppl=None, ent=None, tokens=None, valid=None, ratio=0.25, **kw):
@@ -269,11 +269,11 @@ def test_trainer_infobatch_applies_the_weights(tmp_path):
 @pytest.mark.parametrize("lora", [False, True])
 def test_trainer_rho1_reference_is_the_initial_model(tmp_path, lora):
     # with LoRA the reference is the model with its adapters switched off; without, a frozen copy
-    from helpers import tiny_dataset, tiny_tokenizer
     from peft import LoraConfig
 
     from qtuning.training.sft_config import QTuningSFTConfig
     from qtuning.training.trainer import QTuningSFTTrainer
+    from tests.helpers import tiny_dataset, tiny_tokenizer
 
     cfg = QTuningSFTConfig(
         output_dir=str(tmp_path / "out"),

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from helpers import random_batch, tiny_llama
 
 from qtuning import QTuningConfig, plan_batch, token_scores_from_logits
 from qtuning.modeling.probe import score_batch
+from tests.helpers import random_batch, tiny_llama
 
 
 @pytest.mark.parametrize("tie", [True, False])

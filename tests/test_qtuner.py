@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import torch
-from helpers import random_batch, tiny_llama
 
 from qtuning import QTuningConfig
 from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 from qtuning.modeling.qtuner import QTuner, kept_token_count
+from tests.helpers import random_batch, tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,13 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning.cli import main
 from qtuning.data.plan_log import read_plan_log
 from qtuning.errors import ReportError
 from qtuning.insight.run_reading import kept_by_length_quarter, per_step_from_plans, read_run
 from qtuning.insight.run_report import ReportConfig, write_run_report
+from tests.helpers import make_tiny_model_dir, write_jsonl_rows
 
 OUTPUT = Path(__file__).parent / "output"  # git-ignored: the screenshot is kept here for a person to look at
 

@@ -64,8 +64,8 @@ def test_state_round_trip_keeps_the_decision():
 def test_the_trainer_runs_both_modes_then_the_cheaper_one(tmp_path, times, expected):
     """scoring: auto inside QTuningSFTTrainer, the step times injected: which mode each step ran, the
     choice, the summary, and a compute estimate that counts the probe only in probe steps."""
-    from helpers import tiny_dataset
-    from test_trainer import make_trainer
+    from tests.helpers import tiny_dataset
+    from tests.test_trainer import make_trainer
 
     trainer = make_trainer(tmp_path, dataset=tiny_dataset(64), max_steps=8, scoring="auto")
     modes = []

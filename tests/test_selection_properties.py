@@ -5,10 +5,10 @@ import math
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from reference import reference_prune, reference_select
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.engine.selection import ROLE_Q2, ROLE_Q4
+from tests.reference import reference_prune, reference_select
 
 # Few distinct values on purpose: ties between samples and between tokens are the hard cases.
 score_values = st.one_of(st.sampled_from([0.0, 0.25, 1.0, 2.0, 3.5]), st.floats(0.0, 6.0, allow_nan=False))

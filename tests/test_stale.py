@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_dataset
-from test_trainer import first_batch, make_trainer
 
 from qtuning import QTuningConfig
 from qtuning.data.plan_log import read_plan_log
@@ -17,6 +15,8 @@ from qtuning.errors import ConfigError
 from qtuning.training.sft_config import QTuningSFTConfig
 from qtuning.training.stale import ScoreCache, rows_to_probe
 from qtuning.training.trainer import ID_KEY, PLAN_KEY
+from tests.helpers import tiny_dataset
+from tests.test_trainer import first_batch, make_trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import stale_agreement  # noqa: E402

@@ -7,7 +7,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from test_cli import make_tiny_model_dir, write_jsonl_rows
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.cli import main
@@ -15,6 +14,7 @@ from qtuning.data import MASK_FIELD, MASK_MODEL_FIELD, DataError, load_records, 
 from qtuning.errors import AnalysisError
 from qtuning.insight.static_select import SelectConfig, read_analysis, run_select, static_select
 from qtuning.insight.store import data_fingerprint
+from tests.helpers import make_tiny_model_dir, write_jsonl_rows
 
 
 def write_analysis(folder, data_path, samples, model="tiny-model"):
@@ -145,7 +145,7 @@ def test_whole_dataset_selection_equals_plan_batch(tmp_path, token_budget):
 
 
 def test_data_rows_carrying_a_mask(tmp_path):
-    from helpers import tiny_tokenizer
+    from tests.helpers import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     record = {

@@ -19,8 +19,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import storage_cases
 
+import tests.storage_cases as storage_cases
 from qtuning.errors import (
     AnalysisError,
     AssetError,
@@ -131,7 +131,7 @@ def test_plan_log_on_a_full_disk_is_one_error_and_resume_drops_the_cut_line(tmp_
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from test_cli import make_tiny_model_dir
+    from tests.helpers import make_tiny_model_dir
 
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
 
@@ -159,11 +159,10 @@ def test_a_real_full_disk_on_a_tmpfs(tmp_path, tiny_model):
 def test_save_total_limit_rotates_only_complete_checkpoints(tmp_path, capsys):
     """Rotation (save_total_limit) runs after CHECKPOINT_STATE_FILE is written, so the newest checkpoints kept
     are complete ones: the older ones are deleted only once the new one is whole."""
-    from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
-
     from qtuning.training.sft_config import QTuningSFTConfig
     from qtuning.training.trainer import QTuningSFTTrainer
     from qtuning.training.trainer_mixin import CHECKPOINT_STATE_FILE
+    from tests.helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
     cfg = QTuningSFTConfig(
         output_dir=str(tmp_path),

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 from qtuning import QTuningConfig, plan_batch
 from qtuning.data.plan_log import read_plan_log
@@ -14,6 +13,7 @@ from qtuning.engine.scoring import IGNORE_INDEX, shift_labels
 from qtuning.modeling.probe import backbone_and_head, score_batch
 from qtuning.training.sft_config import QTuningSFTConfig
 from qtuning.training.trainer import PLAN_KEY, QTuningSFTTrainer
+from tests.helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 
 def make_trainer(tmp_path, dataset=None, model=None, **overrides):

@@ -9,12 +9,12 @@ import json
 
 import pytest
 import torch
-from helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 from transformers import Trainer, TrainingArguments
 
 from qtuning import QTuningTrainerMixin, QTuningTrainingConfig
 from qtuning.data.plan_log import read_plan_log
 from qtuning.engine.config import ConfigError
+from tests.helpers import tiny_dataset, tiny_llama, tiny_tokenizer
 
 # the TrainingArguments both trainers share; the SFT trainer gets them inside its QTuningSFTConfig
 COMMON = dict(

@@ -18,9 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from helpers import random_batch, tiny_llama  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.helpers
 
 from qtuning import QTuningConfig  # noqa: E402
 from qtuning.engine.history import ScoreWindow  # noqa: E402
@@ -28,6 +26,7 @@ from qtuning.engine.selection import prepare_scores  # noqa: E402
 from qtuning.modeling.probe import score_batch  # noqa: E402
 from qtuning.modeling.qtuner import apply_plan, loss_on_kept  # noqa: E402
 from qtuning.training.distributed import all_reduce_sum, plan_step  # noqa: E402
+from tests.helpers import random_batch, tiny_llama  # noqa: E402
 
 MICRO_BATCHES = 2  # per rank and step
 ROWS = 4  # per micro-batch

@@ -10,13 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tests.helpers
 
-from helpers import tiny_dataset, tiny_llama, tiny_tokenizer  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from qtuning.training.sft_config import QTuningSFTConfig  # noqa: E402
 from qtuning.training.trainer import QTuningSFTTrainer  # noqa: E402
+from tests.helpers import tiny_dataset, tiny_llama, tiny_tokenizer  # noqa: E402
 
 
 class Sleep(TrainerCallback):

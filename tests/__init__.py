@@ -1,0 +1,1 @@
+"""The test suite, a package: shared code is imported as `tests.helpers`, `tests.reference`, ...."""
