@@ -3,6 +3,7 @@ scored off the shared KV cache; generation is `model.generate`."""
 
 from __future__ import annotations
 
+import inspect
 import time
 
 from .metrics import choice_accuracy, score_generation
@@ -23,6 +24,12 @@ def _encode(tokenizer, text: str) -> list[int]:
 def _batches(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _cache_keyword(decoder) -> str:
+    """The forward keyword for a KV cache: `cache` since transformers 5.x deprecated `past_key_values`
+    (a FutureWarning on every call), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def choice_loglikelihoods(
@@ -78,8 +85,8 @@ def choice_loglikelihoods(
             input_ids=c_ids.to(device),
             attention_mask=torch.cat([mask[owner], c_mask], -1).to(device),
             position_ids=(lengths[:, None] + torch.arange(c_width)[None]).to(device),
-            past_key_values=cache,
             use_cache=True,
+            **{_cache_keyword(decoder): cache},
         )
         lls = first[owner, c_ids[:, 0]].double()
         rows, cols = (c_mask[:, 1:] == 1).nonzero(as_tuple=True)  # token j+1 is scored from position j
