@@ -69,12 +69,11 @@ def tiny_dataset(n: int = 32, vocab_size: int = 128, seed: int = 0):
     return Dataset.from_list(rows)
 
 
-def make_tiny_model_dir(folder: Path) -> Path:
-    """A tiny random Llama saved with the real SmolLM2 tokenizer, loadable by path like any HF model."""
+def tiny_chat_llama(tokenizer):
+    """A tiny random Llama (seed 0) over the real SmolLM2 tokenizer's vocabulary, in eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -86,7 +85,13 @@ def make_tiny_model_dir(folder: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    return LlamaForCausalLM(config).eval()
+
+
+def make_tiny_model_dir(folder: Path) -> Path:
+    """tiny_chat_llama saved with the real SmolLM2 tokenizer, loadable by path like any HF model."""
+    tokenizer = tiny_tokenizer()
+    tiny_chat_llama(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

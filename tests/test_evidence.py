@@ -16,22 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "
 def test_response_nll_matches_the_models_own_loss():
     from qtuning.data import tokenize_record
     from qtuning.evaluation import response_nll
-    from tests.helpers import tiny_tokenizer
+    from tests.helpers import tiny_chat_llama, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_chat_llama(tokenizer)
     records = [
         {"prompt": "Calculate 1 + 2.", "response": "Step 1: 1 + 2 = 3\nAnswer: 3"},
         {"prompt": "Hi", "response": "Hello there, how can I help you today?"},

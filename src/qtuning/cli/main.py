@@ -16,7 +16,7 @@ DESCRIPTION = "Q-Tuning: fine-tune on the samples and tokens that teach, pruned 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command; with `only`, the flags of that command alone are added (so its
-    dataclasses are the only ones imported)."""
+    dataclasses are the only ones imported; "": no command's flags)."""
     parser = argparse.ArgumentParser(prog="qtuning", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -41,7 +41,8 @@ def run_command(argv: list[str]) -> int:
     if command is not None and command.parse == "argv":
         code = load(command.run)(argv[1:])
     else:
-        args = build_parser(only=command.name if command else None).parse_args(argv)
+        # the flags of the named command only: `qtuning --help` or a typo imports no config class
+        args = build_parser(only=command.name if command else "").parse_args(argv)
         command = BY_NAME[args.command]
         code = load(command.run)(*(dataclass_from_args(cls, args) for cls in command.config_classes()))
     return code if isinstance(code, int) else 0
