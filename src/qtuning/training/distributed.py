@@ -50,7 +50,9 @@ _TIMEOUT_TEXT = ("timed out", "timeout")
 _LOST_PEER_TEXT = ("connection closed", "connection reset", "broken pipe", "connection refused", "peer")
 
 
-def _collective_failure(exc: BaseException, what: str, step: int | None, seconds: float) -> CollectiveError | None:
+def _collective_failure(
+    exc: BaseException, what: str, step: int | None, seconds: float, owner: str = "selection"
+) -> CollectiveError | None:
     """A CollectiveError for a collective that timed out or lost a rank; None for any other error."""
     text = str(exc).lower()
     at = "" if step is None else f" at step {step}"
@@ -63,31 +65,31 @@ def _collective_failure(exc: BaseException, what: str, step: int | None, seconds
         return None
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return CollectiveError(
-        f"rank {rank}: the selection's {what}{at} {how}: another rank stopped (died or hung); the wait is "
+        f"rank {rank}: the {owner}'s {what}{at} {how}: another rank stopped (died or hung); the wait is "
         f"bounded by the process group's timeout (ddp_timeout, TrainingArguments). Cause: {first}"
     )
 
 
-def _collective(call, what: str, step: int | None):
-    """Run a collective; a timeout or a lost rank becomes a one-line CollectiveError."""
+def _collective(call, what: str, step: int | None, owner: str = "selection"):
+    """Run a collective; a timeout or a lost rank becomes a one-line CollectiveError naming `owner`'s `what`."""
     started = time.monotonic()
     try:
         return call()
     except (RuntimeError, OSError, ValueError) as exc:  # DistBackendError / DistNetworkError are RuntimeErrors
-        failure = _collective_failure(exc, what, step, time.monotonic() - started)
+        failure = _collective_failure(exc, what, step, time.monotonic() - started, owner)
         if failure is None:
             raise
         raise failure from exc
 
 
-def gather_objects(obj, local: bool = False, step: int | None = None) -> list:
+def gather_objects(obj, local: bool = False, step: int | None = None, owner: str = "selection") -> list:
     """obj from every rank, in rank order (a single-element list outside torch.distributed).
-    step: the optimizer step, named in the CollectiveError raised when another rank stopped."""
+    step and owner (whose collective it is): named in the CollectiveError raised when another rank stopped."""
     rank, size = world(local)
     if size == 1:
         return [obj]
     out = [None] * size
-    _collective(lambda: dist.all_gather_object(out, obj), "all_gather", step)
+    _collective(lambda: dist.all_gather_object(out, obj), "all_gather", step, owner)
     return out
 
 
