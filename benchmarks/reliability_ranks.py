@@ -7,7 +7,8 @@
    backward and while checkpoint-4 is written (torchrun ends the run and names the rank; the checkpoints
    left are complete, or the one being written), a resume from the kill during the checkpoint (plans and
    weights equal to a run that never failed), SIGSTOP of a rank inside the selection's all_gather (the
-   other exits with one line after ddp_timeout), SIGTERM to one process (exit 143, a complete
+   other exits with one line after ddp_timeout), ENOSPC on rank 0 or 1 while it writes its part of
+   checkpoint-4 (every rank stops at once, one line from rank 0 naming the rank, no traceback), SIGTERM to one process (exit 143, a complete
    checkpoint, an exact resume). Worst figure: seconds from the fault to the end of every process.
 2. numbers: the cases of tests/test_numbers.py through the trainer (NaN/inf probe scores, masked rows,
    one-row micro-batches, ratios that round to zero, steps that keep nothing), each run as the test does.
@@ -63,6 +64,17 @@ def ranks(work: Path) -> dict:
         ok = hung["returncode"] != 0 and "all_gather at step 3 timed out after" in line
         name = "sigstop_rank1_in_the_selection_all_gather" + ("" if launcher == "torchrun" else "_accelerate_launch")
         case(name, ok, round(hung["exit_after_fault_s"] or -1, 1), line)
+    for rank in (0, 1):
+        r = f.run_full_disk_rank(work, rank)
+        line = r["errors"][0] if len(r["errors"]) == 1 else ""
+        ok = (
+            r["returncode"] == 1
+            and f"could not be written (rank {rank}: No space left on device" in line
+            and not r["rank_tracebacks"]
+            and (r["exit_after_fault_s"] or 99) < f.DDP_TIMEOUT
+            and r["checkpoints"] == {"checkpoint-2": True}
+        )
+        case(f"enospc_rank{rank}_writing_its_part_of_a_checkpoint", ok, round(r["exit_after_fault_s"] or -1, 1), line)
     r = f.run_killed_rank(work, "backward", launcher="accelerate")
     ok = r["returncode"] != 0 and (r["exit_after_fault_s"] or 99) < 60 and r["names_the_rank"]
     case("sigkill_rank1_during_backward_accelerate_launch", ok, round(r["exit_after_fault_s"] or -1, 1))
