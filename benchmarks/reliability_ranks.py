@@ -29,12 +29,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reliability.json"
-sys.path.insert(0, str(ROOT))  # tests.helpers
+sys.path.insert(0, str(ROOT))  # tests: the runners are the test suite's
+
+from tests import test_faults as f  # noqa: E402
+from tests import test_numbers as n  # noqa: E402
 
 
 def ranks(work: Path) -> dict:
-    import test_faults as f
-
     cases = []
 
     def case(name, ok, seconds=None, detail=""):
@@ -105,8 +106,6 @@ def ranks(work: Path) -> dict:
 
 
 def numbers(work: Path) -> dict:
-    import test_numbers as n
-
     from tests.helpers import tiny_dataset
     from tests.test_trainer_mixin import plain_trainer
 
