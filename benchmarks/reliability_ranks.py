@@ -8,8 +8,8 @@
    left are complete, or the one being written), a resume from the kill during the checkpoint (plans and
    weights equal to a run that never failed), SIGSTOP of a rank inside the selection's all_gather (the
    other exits with one line after ddp_timeout), ENOSPC on rank 0 or 1 while it writes its part of
-   checkpoint-4 (every rank stops at once, one line from rank 0 naming the rank, no traceback), SIGTERM to one process (exit 143, a complete
-   checkpoint, an exact resume). Worst figure: seconds from the fault to the end of every process.
+   checkpoint-4 (every rank stops at once, one line from rank 0 naming the rank, no traceback), SIGTERM
+   to one process (exit 143, a complete checkpoint, an exact resume). Worst figure: seconds from the fault to the end of every process.
 2. numbers: the cases of tests/test_numbers.py through the trainer (NaN/inf probe scores, masked rows,
    one-row micro-batches, ratios that round to zero, steps that keep nothing), each run as the test does.
 

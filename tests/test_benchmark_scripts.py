@@ -1,6 +1,7 @@
 """The benchmark scripts still import: a module they name (a test runner, a moved qtuning module) that no
 longer resolves fails here, not hours into a benchmark run. Each is imported under its own name, not as
-__main__ (its folder first on sys.path, as `python PATH` has it), so nothing runs (the scripts run only under `if __name__ == "__main__"`)."""
+__main__ (its folder first on sys.path, as `python PATH` has it), so nothing runs: the scripts run only
+under `if __name__ == "__main__"`."""
 
 from __future__ import annotations
 

@@ -23,9 +23,12 @@ class QTuningError(Exception):
         exit_code: What the `qtuning` command exits with when it catches this error: 1 here; subclasses
             set their own (2 for bad command-line or config values: ConfigError, UsageError, EvalError, as
             argparse does; 143 for TrainingStopped).
+        same_on_every_rank: True when every rank of a distributed run raised this same error (a checkpoint
+            the ranks agreed could not be written): the `qtuning` command then prints it from rank 0 only.
     """
 
     exit_code = 1  # what `qtuning` exits with
+    same_on_every_rank = False
 
 
 class ConfigError(QTuningError, ValueError):

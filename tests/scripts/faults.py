@@ -2,8 +2,8 @@
 
     QT_FAULT=probe QT_FAULT_RANK=1 QT_FAULT_STEP=3 [QT_FAULT_SIGNAL=KILL] python tests/scripts/faults.py train ...
 
-QT_FAULT says where the rank QT_FAULT_RANK sends itself QT_FAULT_SIGNAL (KILL, STOP or TERM; or ENOSPC: an OSError "no space left" raised there) at optimizer
-step QT_FAULT_STEP (1-based):
+QT_FAULT says where the rank QT_FAULT_RANK sends itself QT_FAULT_SIGNAL (KILL, STOP or TERM; or ENOSPC:
+an OSError "No space left on device" raised there) at optimizer step QT_FAULT_STEP (1-based):
 - probe: at the start of the step's probe forward (no grad);
 - backward: when the step's backward pass reaches the loss (the first gradient computed);
 - checkpoint: while checkpoint-N is written (after the weights and optimizer, before the RNG state, the

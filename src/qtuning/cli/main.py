@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_command(argv)
     except QTuningError as exc:  # the user's input: one line that names it, no traceback
-        if not getattr(exc, "same_on_every_rank", False) or os.environ.get("RANK", "0") == "0":
+        if not exc.same_on_every_rank or os.environ.get("RANK", "0") == "0":
             print(f"qtuning: error: {exc}", file=sys.stderr)
         if exc.exit_code == 2:  # a bad option or config value: exit as argparse does for its own errors
             raise SystemExit(2) from None

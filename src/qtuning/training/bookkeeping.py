@@ -161,7 +161,7 @@ class _Bookkeeping:
         import shutil
 
         from ..errors import QTuningError, StorageError
-        from ..files import is_write_failure, write_failure
+        from ..files import is_write_failure, reason, write_failure
         from .distributed import gather_objects
 
         own_bug = failure is not None and (
@@ -170,11 +170,11 @@ class _Bookkeeping:
         if failure is None:
             mine = None  # written
         elif own_bug:
-            first = str(failure).strip().splitlines()[0][:200] if str(failure).strip() else ""
-            mine = (False, f"{type(failure).__name__}: {first}")
+            mine = (False, f"{type(failure).__name__}: {reason(failure)[:200]}")
         else:
             mine = (True, write_failure(failure, folder.parent))
-        outcomes = gather_objects(mine, step=self.state.global_step, owner="checkpoint")  # [rank]
+        # [rank]: None, or (whether it was a failed write, why)
+        outcomes = gather_objects(mine, step=self.state.global_step, owner="checkpoint")
         failed = [(rank, outcome) for rank, outcome in enumerate(outcomes) if outcome is not None]
         if not failed:
             return
@@ -183,11 +183,11 @@ class _Bookkeeping:
             raise failure
         kept = last_complete_checkpoint(folder.parent)
         resume = f"{kept} is intact: resume from it with --resume_from_checkpoint true" if kept else "none was kept"
-        if all(full for _, (full, _) in failed):
+        if all(write_failed for _, (write_failed, _) in failed):
             resume += " once there is room"
         where = "; ".join(f"rank {rank}: {why}" for rank, (_, why) in failed) if len(outcomes) > 1 else failed[0][1][1]
         error = StorageError(f"checkpoint {folder} could not be written ({where}) and was removed; {resume}")
-        error.same_on_every_rank = len(outcomes) > 1  # `qtuning` prints it once, from rank 0
+        error.same_on_every_rank = len(outcomes) > 1
         raise error from failure
 
     def _qt_rotate_checkpoints(self, run_dir: str, limit: int | None) -> None:
