@@ -302,3 +302,53 @@ def test_plan_log_lists_the_tokens_of_every_token_prunable_kept_sample():
         assert [t["id"] for t in record["tokens"]] == prunable and prunable
         for t in record["tokens"]:
             assert len(t["kept"]) == 8 and sum(t["kept"]) == int(plan.token_keep[t["id"]].sum())
+
+
+def _synthetic_cell(arm, seed, shift, order, rng):
+    tokens = [10.0] * 40
+    nll_sum = list(rng.random(40) * 10 + shift)
+    per_item = list((rng.random(40) < 0.5).astype(float))
+    return {
+        "pool": "slips",
+        "arm": arm,
+        "seed": seed,
+        "train_s": 1.0,
+        "nll_sum": nll_sum,
+        "nll_tokens": tokens,
+        "nll": sum(nll_sum) / sum(tokens),
+        "per_item": per_item,
+        "em": float(np.mean(per_item)),
+        "summary": {"tokens_trained": 1000.0 + seed, "positions_forwarded_with_grad": 2000.0},
+        "plans": {"order": order, "per_row": {"r0": [2, 1, 30, 15]}, "per_slip": {}, "misaligned": 0},
+    }
+
+
+def test_pairing_check_finds_an_arm_that_saw_other_rows():
+    from report_v2 import pairing_check
+
+    rng = np.random.default_rng(2)
+    same = [[0, 1], [2, 3]]
+    cells = [_synthetic_cell(arm, 0, 0.0, same, rng) for arm in ("qtuning_25x50", "random_25xR")]
+    assert pairing_check(cells)["all_paired"]
+    cells.append(_synthetic_cell("random_25x50", 0, 0.0, [[0, 1], [3, 2]], rng))
+    check = pairing_check(cells)
+    assert not check["all_paired"] and check["seeds"]["0"]["differing_arms"] == ["random_25x50"]
+
+
+def test_markdown_prints_the_jsons_figures_and_outcomes():
+    from report_v2 import markdown, overall_verdict, pool_report
+
+    rng = np.random.default_rng(3)
+    order = [[0, 1]]
+    cells = [_synthetic_cell("qtuning_25x50", s, 0.0, order, rng) for s in range(3)]
+    cells += [_synthetic_cell("random_25xR", s, 5.0, order, rng) for s in range(3)]
+    report = pool_report("slips", cells, {}, None)
+    entry = report["paired"]["qtuning_25x50-random_25xR"]
+    assert entry["nll"]["outcome"] == "Q-Tuning better" and report["pairing"]["all_paired"]
+    result = {"pools": {"slips": report, "mixture": {"arms": {}, "paired": {}}}}
+    result["verdict"] = overall_verdict(result["pools"])
+    text = markdown(result)
+    assert "not yet decided" in text
+    assert f"{entry['nll']['mean']:+.4f} [{entry['nll']['ci95'][0]:+.4f}, {entry['nll']['ci95'][1]:+.4f}]" in text
+    assert "| qtuning_25x50-random_25xR | 3 |" in text and "Q-Tuning better" in text
+    assert "within 5%: True" in text and "Pairing: same sample ids" in text

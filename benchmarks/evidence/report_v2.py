@@ -8,6 +8,7 @@ detectable effects that the plan quotes, from the first design's three-epoch cel
 
     python benchmarks/evidence/report_v2.py          # rewrite evidence_v2.json
     python benchmarks/evidence/report_v2.py --power  # print the power table of PLAN_v2.md
+    python benchmarks/evidence/report_v2.py --markdown  # the tables of RESULTS.md, from evidence_v2.json
 """
 
 from __future__ import annotations
@@ -240,6 +241,22 @@ def pool_meta(pool: str) -> dict:
     return prepare_pool(pool)
 
 
+def pairing_check(cells: list[dict]) -> dict:
+    """PLAN_v2.md, "Pairing": within a seed, every trained arm of a pool saw the same sample ids in
+    the same steps (from the plan-log digests' per-step ids; no score is read)."""
+    orders: dict[int, dict[str, list]] = {}
+    for c in cells:
+        if "plans" in c:
+            orders.setdefault(c["seed"], {})[c["arm"]] = c["plans"]["order"]
+    seeds = {}
+    for seed in sorted(orders):
+        arms = sorted(orders[seed])
+        first = orders[seed][arms[0]]
+        differ = [arm for arm in arms[1:] if orders[seed][arm] != first]
+        seeds[str(seed)] = {"arms": arms, "same_steps": not differ, "differing_arms": differ}
+    return {"seeds": seeds, "all_paired": all(v["same_steps"] for v in seeds.values())}
+
+
 def pool_report(pool: str, cells: list[dict], meta: dict, power: dict | None) -> dict:
     by_arm: dict[str, list[dict]] = {}
     for c in cells:
@@ -253,6 +270,7 @@ def pool_report(pool: str, cells: list[dict], meta: dict, power: dict | None) ->
             if result:
                 paired[f"{a}-{b}"] = result
     out = {"sesoi": SESOI, "arms": arms, "paired": paired}
+    out["pairing"] = pairing_check([c for c in cells if c["pool"] == pool])
     if power is not None:
         out["power"] = power
     if PRIMARY[0] in arms and PRIMARY[1] in arms:
@@ -350,8 +368,87 @@ def write_report() -> dict:
     return result
 
 
+# ------------------------------------------------------------------------------------------- markdown
+def _fmt(value, digits: int = 4, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    """The tables of RESULTS.md's section for this design, printed from evidence_v2.json alone, so
+    that the text quotes only what the json holds (NLL in nats/token, EM in points)."""
+    lines = [f"Verdict (PLAN_v2.md's rule): {result['verdict']}", ""]
+    for pool, report in [*result["pools"].items(), ("clean (context)", result.get("context_clean", {}))]:
+        if not report.get("arms"):
+            continue
+        lines += [f"**{pool}**", "", "| arm | seeds | NLL | EM | loss tokens | positions with grad |"]
+        lines += ["|---|---:|---:|---:|---:|---:|"]
+        for arm, a in report["arms"].items():
+            nll, em = a["per_seed"]["nll"], a["per_seed"]["em"]
+            lines.append(
+                f"| `{arm}` | {a['n']} | {_fmt(_mean(nll))} | {_fmt(_mean(em), 1, 100)} | "
+                f"{_fmt(a.get('loss_tokens'), 0)} | {_fmt(a.get('positions_with_grad'), 0)} |"
+            )
+        lines += ["", "| A - B | seeds | NLL [95% CI] (ANOVA) | outcome | EM points [95% CI] (ANOVA) | outcome |"]
+        lines += ["|---|---:|---|---|---|---|"]
+        for name, c in report["paired"].items():
+            cols = []
+            for metric, digits, scale in (("nll", 4, 1.0), ("em", 1, 100.0)):
+                e = c[metric]
+                lo, hi = e["ci95"]
+                alo, ahi = e["anova_ci95"]
+                note = " (indicative only)" if "note" in e else ""
+                cols.append(
+                    f"{e['mean'] * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}] "
+                    f"([{alo * scale:+.{digits}f}, {ahi * scale:+.{digits}f}])"
+                )
+                cols.append(e["outcome"] + note)
+            lines.append(f"| {name} | {c['n']} | " + " | ".join(cols) + " |")
+        shares = [(arm, a) for arm, a in report["arms"].items() if a.get("slip_tokens_trained_share") is not None]
+        if shares:
+            lines += [
+                "",
+                "| arm | slip tokens trained | carried tokens trained | other tokens trained |"
+                " slipped rows kept | clean rows kept |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for arm, a in shares:
+                keys = (
+                    "slip_tokens_trained_share",
+                    "carried_tokens_trained_share",
+                    "clean_tokens_trained_share",
+                    "slipped_rows_kept_share",
+                    "clean_rows_kept_share",
+                )
+                lines.append(f"| `{arm}` | " + " | ".join(_fmt(a.get(k), 3) for k in keys) + " |")
+        families = [(arm, a["per_family"]) for arm, a in report["arms"].items() if a.get("per_family")]
+        if families:
+            lines += ["", "| arm | family | rows kept | loss tokens | metric | NLL |", "|---|---|---:|---:|---:|---:|"]
+            for arm, fam in families:
+                for family, f in fam.items():
+                    lines.append(
+                        f"| `{arm}` | {family} | {_fmt(f.get('rows_kept_share'), 3)} | "
+                        f"{_fmt(f.get('loss_tokens'), 0)} | {_fmt(f.get('metric'), 1, 100)} | {_fmt(f.get('nll'))} |"
+                    )
+        match = report.get("token_match")
+        if match:
+            lines += [
+                "",
+                f"Token match: Random / Q-Tuning loss tokens {match['random_over_qtuning_loss_tokens']:.3f}"
+                f" (within 5%: {match['within_5_percent']}).",
+            ]
+        pairing = report.get("pairing")
+        if pairing:
+            lines += [
+                f"Pairing: same sample ids in the same steps for every arm of each seed: {pairing['all_paired']}."
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    if "--power" in sys.argv:
+    if "--markdown" in sys.argv:
+        print(markdown(json.loads(RESULTS_JSON.read_text())))
+    elif "--power" in sys.argv:
         for items in ({"nll": 500, "em": 250}, {"nll": 500, "em": 400}):
             print(json.dumps(power_table(8, items), indent=1))
     else:
