@@ -168,11 +168,13 @@ def test_the_plan_runs_the_primary_comparison_first_and_has_the_seeds_the_issue_
         ("mixture", "random_25xR", 0),
     ]
     assert len(cells) == len(set(cells))
-    for pool in ("slips", "mixture"):
-        for arm, seeds in (("qtuning_25x50", 8), ("random_25xR", 8), ("random_25x50", 4), ("qtuning_Sx100", 5)):
+    for pool, nominal in (("slips", 4), ("mixture", 8)):  # the mixture's 8: change log, 2026-12-07
+        for arm, seeds in (("qtuning_25x50", 8), ("random_25xR", 8), ("random_25x50", nominal), ("qtuning_Sx100", 5)):
             assert sum(1 for c in cells if c[:2] == (pool, arm)) == seeds
     primary = [i for i, c in enumerate(cells) if c[1] in ("qtuning_25x50", "random_25xR") and c[0] != "clean"]
     assert max(primary) < min(i for i, c in enumerate(cells) if c[1] not in ("qtuning_25x50", "random_25xR"))
+    nominal = [i for i, c in enumerate(cells) if c[1] == "random_25x50"]
+    assert max(nominal) < min(i for i, c in enumerate(cells) if c[1] == "qtuning_Sx100")
 
 
 # ------------------------------------------------------------------------------ the plan-log digest
@@ -352,3 +354,25 @@ def test_markdown_prints_the_jsons_figures_and_outcomes():
     assert f"{entry['nll']['mean']:+.4f} [{entry['nll']['ci95'][0]:+.4f}, {entry['nll']['ci95'][1]:+.4f}]" in text
     assert "| qtuning_25x50-random_25xR | 3 |" in text and "Q-Tuning better" in text
     assert "within 5%: True" in text and "Pairing: same sample ids" in text
+
+
+def test_machine_time_subtracts_only_the_stops_inside_a_finished_run(tmp_path):
+    from report_v2 import machine_time
+
+    cell = {"pool": "slips", "arm": "qtuning_25x50", "seed": 7, "started": "2026-12-07 05:00:00"}
+    cell.update(train_s=1800.0, eval_s=500.0, nll_s=100.0)  # 40 minutes recorded
+    pauses = tmp_path / "pauses.jsonl"
+    events = [
+        ("pause", "2026-12-07 04:30:00"),  # a stop of an earlier, killed run of the same cell
+        ("resume", "2026-12-07 04:40:00"),
+        ("pause", "2026-12-07 05:10:00"),  # 15 minutes inside the finished run
+        ("resume", "2026-12-07 05:25:00"),
+    ]
+    pauses.write_text(
+        "".join(json.dumps({"action": a, "cell": "slips:qtuning_25x50:7", "time": t}) + "\n" for a, t in events)
+    )
+    tally = machine_time([cell], pauses)
+    assert tally["recorded_h"] == pytest.approx(2400 / 3600)
+    assert tally["logged_stops_h"] == pytest.approx(0.25)
+    assert tally["net_h"] == pytest.approx(2400 / 3600 - 0.25)
+    assert "slips:qtuning_25x50:7" not in tally["missing_cells"] and "slips:qtuning_25x50:0" in tally["missing_cells"]

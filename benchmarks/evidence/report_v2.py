@@ -28,6 +28,8 @@ from qtuning.evaluation.bootstrap import paired_difference  # noqa: E402
 CELLS = ROOT / "benchmarks" / "results" / "evidence_v2_cells"
 V1_CELLS = ROOT / "benchmarks" / "results" / "evidence_cells"
 RESULTS_JSON = ROOT / "benchmarks" / "results" / "evidence_v2.json"
+PAUSES = ROOT / "benchmarks" / "results" / "evidence_v2_pauses.jsonl"
+CAP_H = 16.0  # PLAN_v2.md, "Budget and order": machine time for the whole design
 PLAN = "benchmarks/evidence/PLAN_v2.md"
 
 SESOI = {"nll": 0.01, "em": 0.02}  # nats per token; exact match / accuracy as a fraction (2 points)
@@ -280,6 +282,13 @@ def pool_report(pool: str, cells: list[dict], meta: dict, power: dict | None) ->
                 "random_over_qtuning_loss_tokens": rnd / qt,
                 "within_5_percent": abs(rnd / qt - 1) <= 0.05,
             }
+    # every trained arm's loss tokens against Q-Tuning's (PLAN_v2.md change log, 2026-12-07: the
+    # mixture's random_25x50 is the token-matched check when random_25xR misses the 5%)
+    qt = arms.get(PRIMARY[0], {}).get("loss_tokens")
+    if qt:
+        out["loss_tokens_over_qtuning"] = {
+            arm: a["loss_tokens"] / qt for arm, a in arms.items() if a.get("loss_tokens") and arm != PRIMARY[0]
+        }
     return out
 
 
@@ -349,6 +358,49 @@ def power_table(seeds: int = 8, items: dict | None = None) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------- machine time
+def _seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").timestamp()
+
+
+def machine_time(cells: list[dict], pauses_path: Path = PAUSES) -> dict:
+    """The cap's tally (PLAN_v2.md change log, 2026-12-06): each finished cell's recorded wall-clock
+    (training + evaluation + NLL) less the logged stops that fell inside its run. Stops of a cell that
+    was killed and rerun lie outside the finished run and are not subtracted."""
+    stops: dict[str, list[tuple[float, float]]] = {}
+    if pauses_path.exists():
+        paused: dict[str, float] = {}
+        for line in pauses_path.read_text().splitlines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event["action"] == "pause":
+                paused[event["cell"]] = _seconds(event["time"])
+            elif event["cell"] in paused:
+                stops.setdefault(event["cell"], []).append((paused.pop(event["cell"]), _seconds(event["time"])))
+    recorded = stopped = 0.0
+    for c in cells:
+        total = c.get("train_s", 0.0) + c.get("eval_s", 0.0) + c.get("nll_s", 0.0)
+        recorded += total
+        start = _seconds(c["started"]) if "started" in c else None
+        for a, b in stops.get(f"{c['pool']}:{c['arm']}:{c['seed']}", []):
+            if start is not None and start <= a and b <= start + total + 60:
+                stopped += b - a
+    from suite_v2 import planned_cells
+
+    done = {(c["pool"], c["arm"], c["seed"]) for c in cells}
+    return {
+        "cells": len(cells),
+        "recorded_h": recorded / 3600,
+        "logged_stops_h": stopped / 3600,
+        "net_h": (recorded - stopped) / 3600,
+        "cap_h": CAP_H,
+        "missing_cells": [f"{p}:{a}:{s}" for p, a, s in planned_cells() if (p, a, s) not in done],
+    }
+
+
 # ------------------------------------------------------------------------------------------- write
 def write_report() -> dict:
     cells = load_cells()
@@ -363,6 +415,7 @@ def write_report() -> dict:
         "pools": pools,
         "context_clean": context,
         "verdict": overall_verdict(pools),
+        "machine_time": machine_time(cells),
     }
     RESULTS_JSON.write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -436,12 +489,24 @@ def markdown(result: dict) -> str:
                 f"Token match: Random / Q-Tuning loss tokens {match['random_over_qtuning_loss_tokens']:.3f}"
                 f" (within 5%: {match['within_5_percent']}).",
             ]
+        ratios = report.get("loss_tokens_over_qtuning")
+        if ratios:
+            lines.append(
+                "Loss tokens / Q-Tuning's: " + ", ".join(f"`{arm}` {r:.3f}" for arm, r in ratios.items()) + "."
+            )
         pairing = report.get("pairing")
         if pairing:
             lines += [
                 f"Pairing: same sample ids in the same steps for every arm of each seed: {pairing['all_paired']}."
             ]
         lines.append("")
+    t = result.get("machine_time")
+    if t:
+        lines.append(
+            f"Machine time: {t['cells']} cells, {t['recorded_h']:.2f} h recorded, {t['logged_stops_h']:.2f} h of it"
+            f" logged stops, {t['net_h']:.2f} h against the {t['cap_h']:.0f} h cap; cells not run:"
+            f" {len(t['missing_cells'])}" + (f" ({', '.join(t['missing_cells'])})." if t["missing_cells"] else ".")
+        )
     return "\n".join(lines)
 
 

@@ -84,6 +84,9 @@ PRIMARY_SEEDS = 8
 NOMINAL_SEEDS = 4
 VARIANT_SEEDS = 5
 CONTEXT_SEEDS = 3
+# PLAN_v2.md change log, 2026-12-07 (session 18): the mixture's random_25xR trains 11% fewer loss tokens
+# than Q-Tuning, so its random_25x50 arm (which expects Q-Tuning's tokens there) runs 8 seeds, not 4
+MIXTURE_TOKEN_CHECK_SEEDS = range(NOMINAL_SEEDS, PRIMARY_SEEDS)
 
 
 def planned_cells() -> list[tuple[str, str, int]]:
@@ -93,6 +96,7 @@ def planned_cells() -> list[tuple[str, str, int]]:
         for pool in ("slips", "mixture"):
             order += [(pool, "qtuning_25x50", s), (pool, "random_25xR", s)]
     order += [(p, "random_25x50", s) for s in range(NOMINAL_SEEDS) for p in ("slips", "mixture")]
+    order += [("mixture", "random_25x50", s) for s in MIXTURE_TOKEN_CHECK_SEEDS]
     order += [(p, "qtuning_Sx100", s) for s in range(VARIANT_SEEDS) for p in ("slips", "mixture")]
     order += [("clean", a, s) for s in range(CONTEXT_SEEDS) for a in ("qtuning_25x50", "random_25xR")]
     order += [(p, "zero_shot", 0) for p in POOLS]
@@ -505,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-s", type=float, default=None, help="start no new cell after this many seconds")
     parser.add_argument("--report", action="store_true", help="only rewrite the results from the finished cells")
     parser.add_argument("--prepare", action="store_true", help="only write the pools and print their sizes")
+    parser.add_argument("--print-order", action="store_true", help="only print the planned cells as --only takes them")
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # POOL:ARM:SEED, run in this process
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
@@ -516,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = cell_path(pool, arm, int(seed)).with_suffix(".tmp")
         tmp.write_text(json.dumps(record) + "\n")
         tmp.replace(cell_path(pool, arm, int(seed)))  # atomic: a killed cell leaves no half record
+        return 0
+    if args.print_order:
+        print(",".join(f"{pool}:{arm}:{seed}" for pool, arm, seed in planned_cells()))
         return 0
     if args.prepare:
         for pool in POOLS:
