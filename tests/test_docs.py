@@ -130,15 +130,20 @@ def test_relative_markdown_links_resolve():
 
 
 def test_readme_headline_comparisons_are_the_evidence_suites():
-    """Each task's primary comparison (Q-Tuning 25%x50% - Random 25%x50%, one epoch), as the README
-    writes it: "+0.7 EM [-1.7, +3.4]" (rounded to 0.1), must be the one evidence.json holds now."""
+    """The headline quotes the second design's primary comparison (Q-Tuning 25%x50% - token-matched
+    Random) per pool as evidence_v2.json holds it now: NLL "+0.020 nats/token [+0.016, +0.024]"
+    (3 decimals) and exact match "-2.9 points [-5.4, -0.5]" (points, 1 decimal)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    evidence = json.loads((ROOT / "benchmarks" / "results" / "evidence.json").read_text())
-    for task, result in evidence["tasks"].items():
-        pair = result["paired"]["qtuning_25x50-random_25x50"]
-        low, high = pair["ci95"]
-        figure = f"{task} {pair['mean']:+.1f}"
-        interval = f"[{low:+.1f}, {high:+.1f}]"
-        found = re.search(re.escape(figure) + r" (?:\w+ )?" + re.escape(interval), readme)
-        assert found, f"README.md should report {task}: {figure} ... {interval} (benchmarks/results/evidence.json)"
-    assert evidence["verdict"].split(" (")[0] in readme, "README.md should state the suite's verdict"
+    headline = next(line for line in readme.splitlines() if line.startswith("| Does Q-Tuning's selection beat"))
+    evidence = json.loads((ROOT / "benchmarks" / "results" / "evidence_v2.json").read_text())
+    for pool, result in evidence["pools"].items():
+        pair = result["paired"]["qtuning_25x50-random_25xR"]
+        for metric, scale, digits in (("nll", 1, 3), ("em", 100, 1)):
+            mean, (low, high) = pair[metric]["mean"] * scale, [v * scale for v in pair[metric]["ci95"]]
+            figure = (
+                re.escape(f"{mean:+.{digits}f}")
+                + r"(?: nats/token| points)? "
+                + re.escape(f"[{low:+.{digits}f}, {high:+.{digits}f}]")
+            )
+            assert re.search(figure, headline), f"README.md should report {pool} {metric}: {figure} (evidence_v2.json)"
+    assert "Random" in evidence["verdict"] and "random subset of the same size and loss tokens did better" in headline

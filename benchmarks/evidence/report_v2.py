@@ -156,6 +156,14 @@ def arm_summary(cells: list[dict], meta: dict) -> dict:
         out["loss_tokens_per_seed"] = [c["summary"]["tokens_trained"] for c in trained]
         out["positions_with_grad"] = _mean([c["summary"]["positions_forwarded_with_grad"] for c in trained])
         out["positions_probed"] = _mean([c["summary"].get("positions_probed", 0.0) for c in trained])
+        # the trainer's estimate: (probed positions + 3 x positions with grad) / (3 x every position)
+        out["estimated_compute_vs_full_data"] = _mean(
+            [
+                c["summary"]["estimated_compute_vs_full_data"]
+                for c in trained
+                if "estimated_compute_vs_full_data" in c["summary"]
+            ]
+        )
     digests = [c["plans"] for c in cells if "plans" in c]
     if digests:
         out.update(kept_shares(digests, meta))
