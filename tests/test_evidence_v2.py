@@ -376,3 +376,30 @@ def test_machine_time_subtracts_only_the_stops_inside_a_finished_run(tmp_path):
     assert tally["logged_stops_h"] == pytest.approx(0.25)
     assert tally["net_h"] == pytest.approx(2400 / 3600 - 0.25)
     assert "slips:qtuning_25x50:7" not in tally["missing_cells"] and "slips:qtuning_25x50:0" in tally["missing_cells"]
+
+
+def test_per_family_comparison_reads_only_that_familys_items():
+    from report_v2 import per_family_paired
+
+    def cell(arm: str, seed: int, arith_nll: float) -> dict:
+        # two families, two NLL items and two metric items each
+        return {
+            "arm": arm,
+            "seed": seed,
+            "nll_family": ["arith", "arith", "trivia", "trivia"],
+            "nll_sum": [arith_nll, arith_nll, 5.0, 5.0],
+            "nll_tokens": [10, 10, 10, 10],
+            "item_family": ["arith", "trivia", "arith", "trivia"],
+            "per_item": [1.0, 0.0, 1.0, 0.0] if arm == "qtuning_25x50" else [0.0, 0.0, 0.0, 0.0],
+        }
+
+    by_arm = {
+        "qtuning_25x50": [cell("qtuning_25x50", s, 3.0) for s in range(3)],
+        "random_25xR": [cell("random_25xR", s, 1.0) for s in range(3)],
+    }
+    meta = {"family_of": {"a1": "arith", "t1": "trivia"}}
+    out = per_family_paired(by_arm, meta)
+    assert out["arith"]["nll"]["mean"] == pytest.approx(0.2)  # (3 - 1) / 10 per token, every seed and item
+    assert out["trivia"]["nll"]["mean"] == pytest.approx(0.0)
+    assert out["arith"]["em"]["mean"] == pytest.approx(1.0) and out["trivia"]["em"]["mean"] == pytest.approx(0.0)
+    assert per_family_paired(by_arm, {"family_of": {"a1": "arith"}}) == {}  # one family: nothing to split

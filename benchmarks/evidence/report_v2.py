@@ -75,7 +75,8 @@ def anova_interval(a_num, b_num, a_den=None, b_den=None) -> dict:
         ms_err = (resid**2).sum() / ((s - 1) * (i - 1))
         combined = max(ms_seed + ms_item - ms_err, ms_err)
         var = combined / (s * i)
-        df = combined**2 / (ms_seed**2 / (s - 1) + ms_item**2 / (i - 1) + ms_err**2 / ((s - 1) * (i - 1)))
+        spread = ms_seed**2 / (s - 1) + ms_item**2 / (i - 1) + ms_err**2 / ((s - 1) * (i - 1))
+        df = combined**2 / spread if spread > 0 else float(s * i - 1)  # identical differences: a zero-width CI
     half = float(stats.t.ppf(0.975, df)) * float(np.sqrt(var))
     return {"mean": float(grand), "ci95": [float(grand - half), float(grand + half)], "df": float(df)}
 
@@ -267,6 +268,32 @@ def pairing_check(cells: list[dict]) -> dict:
     return {"seeds": seeds, "all_paired": all(v["same_steps"] for v in seeds.values())}
 
 
+def restrict_to_family(cell: dict, family: str) -> dict:
+    """A copy of a mixture cell holding only one family's NLL and metric items."""
+    nll = [j for j, f in enumerate(cell["nll_family"]) if f == family]
+    items = [j for j, f in enumerate(cell["item_family"]) if f == family]
+    return {
+        **cell,
+        "nll_sum": [cell["nll_sum"][j] for j in nll],
+        "nll_tokens": [cell["nll_tokens"][j] for j in nll],
+        "per_item": [cell["per_item"][j] for j in items],
+    }
+
+
+def per_family_paired(by_arm: dict[str, list[dict]], meta: dict) -> dict:
+    """Not in the plan (added after its primary comparison was read; exploratory, no verdict): the
+    primary pair per mixture family, since the pooled NLL weighs families by their response tokens."""
+    families = sorted(set(meta.get("family_of", {}).values()))
+    if len(families) < 2 or not all(arm in by_arm for arm in PRIMARY):
+        return {}
+    out = {}
+    for family in families:
+        a = [restrict_to_family(c, family) for c in by_arm[PRIMARY[0]]]
+        b = [restrict_to_family(c, family) for c in by_arm[PRIMARY[1]]]
+        out[family] = compare(a, b, *PRIMARY)
+    return out
+
+
 def pool_report(pool: str, cells: list[dict], meta: dict, power: dict | None) -> dict:
     by_arm: dict[str, list[dict]] = {}
     for c in cells:
@@ -280,6 +307,9 @@ def pool_report(pool: str, cells: list[dict], meta: dict, power: dict | None) ->
             if result:
                 paired[f"{a}-{b}"] = result
     out = {"sesoi": SESOI, "arms": arms, "paired": paired}
+    exploratory = per_family_paired(by_arm, meta)
+    if exploratory:
+        out["per_family_paired_exploratory"] = exploratory
     out["pairing"] = pairing_check([c for c in cells if c["pool"] == pool])
     if power is not None:
         out["power"] = power
@@ -490,6 +520,22 @@ def markdown(result: dict) -> str:
                         f"| `{arm}` | {family} | {_fmt(f.get('rows_kept_share'), 3)} | "
                         f"{_fmt(f.get('loss_tokens'), 0)} | {_fmt(f.get('metric'), 1, 100)} | {_fmt(f.get('nll'))} |"
                     )
+        per_family = report.get("per_family_paired_exploratory")
+        if per_family:
+            lines += [
+                "",
+                "Exploratory, not in the plan (no verdict): Q-Tuning - Random per family.",
+                "",
+                "| family | seeds | NLL [95% CI] | EM points [95% CI] |",
+                "|---|---:|---|---|",
+            ]
+            for family, c in per_family.items():
+                cols = []
+                for metric, digits, scale in (("nll", 4, 1.0), ("em", 1, 100.0)):
+                    e = c[metric]
+                    lo, hi = e["ci95"]
+                    cols.append(f"{e['mean'] * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]")
+                lines.append(f"| {family} | {c['n']} | " + " | ".join(cols) + " |")
         match = report.get("token_match")
         if match:
             lines += [
