@@ -231,10 +231,9 @@ def family_breakdown(cells: list[dict], digests: list[dict], meta: dict) -> dict
             entry["loss_tokens"] = float(np.mean([sum(e[3] for e in r) for r in rows]))
         entry["metric"] = _mean([c["family_score"][family] for c in cells if family in c.get("family_score", {})])
         nll = []
-        for c in cells:
-            pick = [j for j, f in enumerate(c["nll_family"]) if f == family]
-            tokens = sum(c["nll_tokens"][j] for j in pick)
-            nll.append(sum(c["nll_sum"][j] for j in pick) / tokens if tokens else float("nan"))
+        for c in map(lambda cell: restrict_to_family(cell, family), cells):
+            tokens = sum(c["nll_tokens"])
+            nll.append(sum(c["nll_sum"]) / tokens if tokens else float("nan"))
         entry["nll"] = _mean(nll)
         out[family] = entry
     return out
@@ -313,20 +312,17 @@ def pool_report(pool: str, cells: list[dict], meta: dict, power: dict | None) ->
     out["pairing"] = pairing_check([c for c in cells if c["pool"] == pool])
     if power is not None:
         out["power"] = power
-    if PRIMARY[0] in arms and PRIMARY[1] in arms:
-        qt, rnd = arms[PRIMARY[0]].get("loss_tokens"), arms[PRIMARY[1]].get("loss_tokens")
-        if qt and rnd:
-            out["token_match"] = {
-                "random_over_qtuning_loss_tokens": rnd / qt,
-                "within_5_percent": abs(rnd / qt - 1) <= 0.05,
-            }
     # every trained arm's loss tokens against Q-Tuning's (PLAN_v2.md change log, 2026-12-07: the
     # mixture's random_25x50 is the token-matched check when random_25xR misses the 5%)
     qt = arms.get(PRIMARY[0], {}).get("loss_tokens")
     if qt:
-        out["loss_tokens_over_qtuning"] = {
-            arm: a["loss_tokens"] / qt for arm, a in arms.items() if a.get("loss_tokens") and arm != PRIMARY[0]
-        }
+        ratios = {arm: a["loss_tokens"] / qt for arm, a in arms.items() if a.get("loss_tokens") and arm != PRIMARY[0]}
+        out["loss_tokens_over_qtuning"] = ratios
+        if PRIMARY[1] in ratios:
+            out["token_match"] = {
+                "random_over_qtuning_loss_tokens": ratios[PRIMARY[1]],
+                "within_5_percent": abs(ratios[PRIMARY[1]] - 1) <= 0.05,
+            }
     return out
 
 
@@ -424,6 +420,7 @@ def machine_time(cells: list[dict], pauses_path: Path = PAUSES) -> dict:
         recorded += total
         start = _seconds(c["started"]) if "started" in c else None
         for a, b in stops.get(f"{c['pool']}:{c['arm']}:{c['seed']}", []):
+            # + 60 s: `started` is stamped before the trainer and model are built, which the spans leave out
             if start is not None and start <= a and b <= start + total + 60:
                 stopped += b - a
     from suite_v2 import planned_cells
@@ -464,6 +461,11 @@ def _fmt(value, digits: int = 4, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
+def _interval(mean: float, ci: list[float], digits: int, scale: float) -> str:
+    """'+0.0199 [+0.0163, +0.0237]' on the given scale."""
+    return f"{mean * scale:+.{digits}f} [{ci[0] * scale:+.{digits}f}, {ci[1] * scale:+.{digits}f}]"
+
+
 def markdown(result: dict) -> str:
     """The tables of RESULTS.md's section for this design, printed from evidence_v2.json alone, so
     that the text quotes only what the json holds (NLL in nats/token, EM in points)."""
@@ -485,12 +487,11 @@ def markdown(result: dict) -> str:
             cols = []
             for metric, digits, scale in (("nll", 4, 1.0), ("em", 1, 100.0)):
                 e = c[metric]
-                lo, hi = e["ci95"]
                 alo, ahi = e["anova_ci95"]
                 note = " (indicative only)" if "note" in e else ""
                 cols.append(
-                    f"{e['mean'] * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}] "
-                    f"([{alo * scale:+.{digits}f}, {ahi * scale:+.{digits}f}])"
+                    _interval(e["mean"], e["ci95"], digits, scale)
+                    + f" ([{alo * scale:+.{digits}f}, {ahi * scale:+.{digits}f}])"
                 )
                 cols.append(e["outcome"] + note)
             lines.append(f"| {name} | {c['n']} | " + " | ".join(cols) + " |")
@@ -530,11 +531,7 @@ def markdown(result: dict) -> str:
                 "|---|---:|---|---|",
             ]
             for family, c in per_family.items():
-                cols = []
-                for metric, digits, scale in (("nll", 4, 1.0), ("em", 1, 100.0)):
-                    e = c[metric]
-                    lo, hi = e["ci95"]
-                    cols.append(f"{e['mean'] * scale:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]")
+                cols = [_interval(c[m]["mean"], c[m]["ci95"], d, k) for m, d, k in (("nll", 4, 1.0), ("em", 1, 100.0))]
                 lines.append(f"| {family} | {c['n']} | " + " | ".join(cols) + " |")
         match = report.get("token_match")
         if match:
@@ -543,7 +540,7 @@ def markdown(result: dict) -> str:
                 f"Token match: Random / Q-Tuning loss tokens {match['random_over_qtuning_loss_tokens']:.3f}"
                 f" (within 5%: {match['within_5_percent']}).",
             ]
-        ratios = report.get("loss_tokens_over_qtuning")
+        ratios = {a: r for a, r in report.get("loss_tokens_over_qtuning", {}).items() if a != PRIMARY[1]}
         if ratios:
             lines.append(
                 "Loss tokens / Q-Tuning's: " + ", ".join(f"`{arm}` {r:.3f}" for arm, r in ratios.items()) + "."
