@@ -170,8 +170,11 @@ def _normalise_fields(row: dict, index: int, source: str) -> dict:
     )
 
 
-def load_records(spec: str) -> tuple[list[Record], DataReport]:
-    """Normalised records of a data argument; rows with an empty response are skipped and counted."""
+def load_records(spec: str, group_field: str = "") -> tuple[list[Record], DataReport]:
+    """Normalised records of a data argument; rows with an empty response are skipped and counted.
+
+    group_field: a field every row must hold (text or a number); its value is kept as record["group"]
+    (the trainer's group_field, for per-group kept shares)."""
     rows, source = read_rows(spec)
     if not rows:
         raise DataError(f"{source}: no rows")
@@ -179,6 +182,8 @@ def load_records(spec: str) -> tuple[list[Record], DataReport]:
     records = []
     for index, row in enumerate(rows):
         record = normalise_row(row, index, source)
+        if group_field:
+            record["group"] = _group(row, group_field, index, source)
         if not "".join(m["content"] for m in record["completion"]).strip():
             report.empty_response_rows.append(index)
             continue
@@ -187,6 +192,17 @@ def load_records(spec: str) -> tuple[list[Record], DataReport]:
     if not records:
         raise DataError(f"{source}: every row has an empty response")
     return records, report
+
+
+def _group(row: dict, field_name: str, index: int, source: str) -> str:
+    value = row.get(field_name)
+    if value is None or isinstance(value, (list, dict)):
+        got = "has no such field" if field_name not in row else f"holds {_short(value)}"
+        raise DataError(
+            f"{source}: row {index}: field {field_name!r} (group_field) {got}; expected a group name (text or "
+            f"a number) on every row; the row's fields: {_short(sorted(map(str, row)))}"
+        )
+    return str(value)
 
 
 def split_records(

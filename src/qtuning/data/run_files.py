@@ -8,6 +8,7 @@ transformers to learn a file name.
     qtuning_run.json            RUN_FILE: the recipe of the run that writes there (run.check_output_dir)
     qtuning_plans.jsonl         PLAN_LOG_FILE: rank 0's plan log; rank N writes qtuning_plans.rankN.jsonl
     qtuning_summary.json        SUMMARY_FILE: the run's totals, at the end of training
+    qtuning_groups.json         GROUPS_FILE: the group of every training row id (group_field set)
     trainer_state.json          TRAINER_STATE_FILE: written by transformers' Trainer (its TRAINER_STATE_NAME)
     checkpoint-N/               checkpoint_dir_name(N), holding the Trainer's files and
       qtuning_state.json        CHECKPOINT_STATE_FILE: the running totals, written last (the checkpoint is complete)
@@ -26,6 +27,7 @@ RUN_FILE = "qtuning_run.json"
 PLAN_LOG_FILE = "qtuning_plans.jsonl"
 PLAN_LOG_RANKS_GLOB = "qtuning_plans.rank*.jsonl"  # the other ranks' plan logs
 SUMMARY_FILE = "qtuning_summary.json"
+GROUPS_FILE = "qtuning_groups.json"
 TRAINER_STATE_FILE = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME (a test pins the two together)
 CHECKPOINT_PREFIX = "checkpoint-"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR + "-"
 CHECKPOINT_GLOB = CHECKPOINT_PREFIX + "*"

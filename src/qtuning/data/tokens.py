@@ -10,6 +10,7 @@ from ..engine.scoring import IGNORE_INDEX
 from ..errors import DataError
 from .reading import _one_line, _short
 from .records import MASK_FIELD, DataReport
+from .row_ids import ID_KEY
 
 
 def _origin(record: dict) -> str:
@@ -99,8 +100,11 @@ def count_truncation(tokenizer, records: list[dict], max_length: int | None, rep
                 report.no_response_after_truncation += 1
 
 
-def to_dataset(records: list[dict], tokenizer=None, max_length: int | None = None, tokenize: bool = False):
-    """A datasets.Dataset in TRL's conversational prompt/completion form (ids kept as 'source_id').
+def to_dataset(
+    records: list[dict], tokenizer=None, max_length: int | None = None, tokenize: bool = False, group_column: str = ""
+):
+    """A datasets.Dataset in TRL's conversational prompt/completion form (ids kept as 'source_id'; with
+    `group_column`, each record's "group" (load_records' group_field) as that column).
 
     Records with a static token mask (`token_keep`) or several assistant turns need the tokenizer: then
     every record is tokenised here (input_ids + labels, pruned or non-assistant tokens at -100), a form
@@ -114,10 +118,18 @@ def to_dataset(records: list[dict], tokenizer=None, max_length: int | None = Non
             raise ValueError(
                 f"records carry {MASK_FIELD!r} masks or several assistant turns: to_dataset needs the tokenizer"
             )
-        return Dataset.from_list([{**tokenize_record(tokenizer, r, max_length), "source_id": r["id"]} for r in records])
-    return Dataset.from_list(
-        [{"prompt": r["prompt"], "completion": r["completion"], "source_id": r["id"]} for r in records]
-    )
+        rows = [{**tokenize_record(tokenizer, r, max_length), "source_id": r["id"]} for r in records]
+    else:
+        rows = [{"prompt": r["prompt"], "completion": r["completion"], "source_id": r["id"]} for r in records]
+    if group_column:
+        if rows and group_column in (*rows[0], ID_KEY):
+            raise DataError(
+                f"group_field={group_column!r} names a column the trainer reads itself ({sorted([*rows[0], ID_KEY])}); "
+                "name the groups' field something else"
+            )
+        for row, record in zip(rows, records):
+            row[group_column] = record["group"]
+    return Dataset.from_list(rows)
 
 
 def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:

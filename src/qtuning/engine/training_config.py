@@ -119,6 +119,15 @@ class QTuningTrainingConfig(QTuningConfig):
         default=True,
         metadata={"help": "Also log, for each Q2 sample, its response token ids, smoothed scores and pruned flags."},
     )
+    group_field: str = field(
+        default="",
+        metadata={
+            "help": "A column of the training set that names each row's group (its source, task or family, "
+            "e.g. `source`): the run writes the group of every row id to <output_dir>/qtuning_groups.json and "
+            "`qtuning report` shows, per group, the share of its rows kept and of the loss tokens trained. "
+            "Empty: no groups."
+        },
+    )
     warn_every_steps: int = field(
         default=50, metadata={"help": "Rate limit of the failure-signature notices, in optimizer steps."}
     )
@@ -163,6 +172,11 @@ class QTuningTrainingConfig(QTuningConfig):
             raise ConfigError(
                 "sample_pruner='none' with token_pruner='none' is not allowed: to train on every sample and token "
                 "(the full-data baseline), set pruning_method: none, the one way to say full data"
+            )
+        if self.group_field and not self.plan_log:
+            raise ConfigError(
+                f"group_field={self.group_field!r} is not allowed with plan_log=False: the report joins the plan "
+                "log's row ids with the rows' groups; set plan_log: true"
             )
         if self.probe_batch_size < -1:
             raise ConfigError(

@@ -64,6 +64,22 @@ def analysis_doc(result: dict, records: list[dict], scores, examples: dict[int, 
         "Quadrants are set by each pool's own mid thresholds; with small pools a sample's quadrant depends on "
         "the pool it falls into."
     )
+    if result.get("by_group"):
+        field_name = result["group_field"]
+        doc.heading(f"By {field_name}")
+        doc.para(
+            f"Each row's {field_name!r}: its samples, quadrant shares (of its samples with a response; the "
+            "whole dataset as one pool) and the share of its samples Q-Tuning keeps at each pool size (the "
+            "first shuffle). A selection blind to the groups keeps each at about sample_ratio; a group kept "
+            "far less often is one the selection would starve during training."
+        )
+        doc.table(
+            ["group", "samples", "Q1", "Q2", "Q3", "Q4"] + [f"kept, pool {label}" for label in labels],
+            [
+                [g["group"], g["samples"], *g["quadrant_shares"], *(g["kept_share"][label] for label in labels)]
+                for g in result["by_group"]
+            ],
+        )
     doc.heading("Threshold stability")
     doc.para(
         "Per pool size: the kept set of the whole dataset when it is cut into shuffled pools of that size, "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -80,10 +81,14 @@ def run_analyze(cfg: AnalyzeConfig, qcfg: QTuningConfig, *, model=None, tokenize
     if out.exists() and not out.is_dir():
         raise AnalysisError(f"{out}: is a file; expected an output folder (new or from an earlier analyze)")
     records, source_rows, meta = _read_data(cfg, qcfg, out)
+    # the groups stay off the records: the shards' fingerprint is of the rows alone
+    groups = [r.pop("group") for r in records] if cfg.group_field else None
     scored = _score(cfg, qcfg, out, records, source_rows, model, tokenizer, progress)
     if scored is None:
         return {"complete": False}
     scores, scoring_s = scored
+    if groups is not None:
+        scores["group"] = [groups[int(i)] for i in scores["index"].tolist()]
     ppl, ent, valid, stability = _select(cfg, qcfg, scores)
     result = _write_outputs(cfg, qcfg, out, records, scores, (ppl, ent, valid), stability, meta, scoring_s)
     (out / STABILITY_FILE).write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -97,7 +102,7 @@ def _read_data(cfg: AnalyzeConfig, qcfg: QTuningConfig, out: Path) -> tuple[list
     output folder's shards to exactly these records and settings."""
     from ..data import load_records
 
-    records, report = load_records(cfg.data)
+    records, report = load_records(cfg.data, cfg.group_field)
     skipped = set(report.empty_response_rows)
     source_rows = [i for i in range(report.rows_read) if i not in skipped]
     if cfg.max_samples:
@@ -171,6 +176,7 @@ def _write_outputs(cfg, qcfg, out: Path, records, scores, planes, stability, met
         "whole_dataset_thresholds": thresholds,
         "spearman_ppl_ent": finite(spearman(ppl[valid], ent[valid])),
         **_counts(stability, valid),
+        **_by_group(cfg.group_field, stability, valid, scores),
         "stability": stability.rows,
         "warnings": warnings,
         "settings": dataclasses.asdict(qcfg),
@@ -185,9 +191,8 @@ def _write_outputs(cfg, qcfg, out: Path, records, scores, planes, stability, met
 
 def _write_tables(out: Path, scores, stability) -> None:
     """scores.parquet/.csv (a row per sample: scores, quadrant, role per pool size) and token_scores.parquet."""
-    table = scores[
-        ["index", "row", "id", "ppl", "entropy", "trainable_tokens", "response_tokens_total", "has_response"]
-    ].copy()
+    columns = ["index", "row", "id", "ppl", "entropy", "trainable_tokens", "response_tokens_total", "has_response"]
+    table = scores[columns + (["group"] if "group" in scores else [])].copy()
     for label, runs in stability.runs.items():
         table[f"quadrant_{_column(label)}"] = runs[0].quadrant.numpy()
         table[f"role_{_column(label)}"] = [ROLE_NAMES.get(r, str(r)) for r in runs[0].kept_role.tolist()]
@@ -240,6 +245,36 @@ def _counts(stability, valid) -> dict:
     }
 
 
+def _by_group(group_field: str, stability, valid, scores) -> dict:
+    """group_field set: per group (largest first), its samples, quadrant shares (of its samples with a
+    response, whole dataset as one pool) and, per pool size, the share of its samples kept (shuffle 0)."""
+    if not group_field:
+        return {}
+    group_of = scores["group"].tolist()  # (N,) in the runs' order
+    sizes = Counter(group_of)
+    whole = stability.reference
+    rows = []
+    for group in sorted(sizes, key=lambda g: (-sizes[g], g)):
+        member = torch.tensor([g == group for g in group_of])  # (N,)
+        with_response = int((member & valid).sum())
+        rows.append(
+            {
+                "group": group,
+                "samples": sizes[group],
+                "with_response": with_response,
+                "quadrant_shares": [
+                    round(int(((whole.quadrant == q) & member & valid).sum()) / max(1, with_response), 3)
+                    for q in range(1, 5)
+                ],
+                "kept_share": {
+                    label: round(int(((runs[0].kept_role != Role.DROPPED) & member).sum()) / sizes[group], 3)
+                    for label, runs in stability.runs.items()
+                },
+            }
+        )
+    return {"group_field": group_field, "by_group": rows}
+
+
 def _print_result(result: dict, out: Path) -> None:
     lines = [
         f"[qtuning] {result['samples']} samples scored ({result['with_response']} with a response); scoring "
@@ -268,6 +303,12 @@ def _print_result(result: dict, out: Path) -> None:
             f"Ent line {row['ent_line_mean']:.3f} +- {row['ent_line_sd']:.3f}, bisection ok "
             f"{row['converged_share']:.0%}, supplemented {row['supplemented_share']:.0%} of kept"
         )
+    if result.get("by_group"):
+        lines.append(f"[qtuning] by {result['group_field']}: samples, Q1-Q4 (whole dataset), kept per pool size:")
+        for row in result["by_group"]:
+            kept = ", ".join(f"{label} {share:.0%}" for label, share in row["kept_share"].items())
+            shares = "/".join(f"{100 * s:.0f}" for s in row["quadrant_shares"])
+            lines.append(f"  {row['group']}: {row['samples']} samples, Q1-Q4 {shares}% | kept: {kept}")
     lines += [f"[qtuning] warning: {w}" for w in result["warnings"]] or ["[qtuning] no warnings"]
     lines.append(
         f"[qtuning] wrote {out}/: scores.parquet, scores.csv, token_scores.parquet, eu_plane.png, "

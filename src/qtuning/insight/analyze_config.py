@@ -43,6 +43,14 @@ class AnalyzeConfig:
     shuffles: int = field(default=4, metadata={"help": "Shuffles per pool size for the threshold stability test."})
     seed: int = field(default=0, metadata={"help": "Seed of the pools' shuffles (shuffle s uses seed + s)."})
     examples: int = field(default=3, metadata={"help": "Example samples shown per quadrant in the summary."})
+    group_field: str = field(
+        default="",
+        metadata={
+            "help": "A field of every row that names its group (source, task or family): the summary, "
+            "stability.json and the printout add, per group, its quadrant shares and the share Q-Tuning would "
+            "keep at each pool size; scores.parquet gets a `group` column. Empty: no groups."
+        },
+    )
     device: str = field(default="auto", metadata={"help": "Device to score on: auto (cuda if available), cpu, cuda."})
     max_batches: int = field(
         default=0,

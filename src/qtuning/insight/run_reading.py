@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.plan_log import plan_log_path, read_run_plans
+from ..data.row_groups import read_groups
 from ..data.run_files import CHECKPOINT_GLOB, PLAN_LOG_FILE, SUMMARY_FILE, TRAINER_STATE_FILE
 from ..engine.selection import Role
 from ..errors import PlanLogError, ReportError
@@ -48,6 +49,8 @@ class Run:
     plans: list[dict]
     summary: dict | None
     state_path: Path | None
+    group_field: str | None = None  # the trainer's group_field, when the run logged groups
+    groups: list[str] | None = None  # row id -> group (GROUPS_FILE)
 
 
 def read_run(run_dir: str | os.PathLike) -> Run:
@@ -82,7 +85,16 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         raise ReportError(
             f"{path}: the run logged no training step yet ({state_path or plans_path} is empty); nothing to report"
         )
-    return Run(path=path, log_history=history, plans=plans, summary=summary, state_path=state_path)
+    group_field, groups = read_groups(path)
+    return Run(
+        path=path,
+        log_history=history,
+        plans=plans,
+        summary=summary,
+        state_path=state_path,
+        group_field=group_field,
+        groups=groups,
+    )
 
 
 def per_step_from_plans(plans: list[dict]) -> dict[int, dict]:
@@ -147,6 +159,94 @@ def kept_by_length_quarter(plans: list[dict]) -> list[dict]:
             }
         )
     return out
+
+
+def _group_of(groups: list[str], row_id: int) -> str:
+    if not 0 <= row_id < len(groups):
+        raise ReportError(
+            f"the plan log names row id {row_id}, but the run's groups cover rows 0-{len(groups) - 1}: "
+            "the groups file and the plan log are not from the same run"
+        )
+    return groups[row_id]
+
+
+def kept_by_group(plans: list[dict], groups: list[str]) -> list[dict]:
+    """Which groups of rows (the trainer's group_field: source, task, family) the selection kept.
+
+    Per group, largest first: `rows` in the training set and `rows_trained` (distinct rows kept at least
+    once); `samples_scored` (one per time one of its rows was scored); the shares of those kept, kept as
+    Q2 and kept as Q4; and the group's share of all response tokens scored against its share of the
+    loss tokens trained. A selection blind to the groups keeps about the same share of each, and
+    gives each about its scored share of the loss; one that moves the budget between groups shows here.
+
+    Raises:
+        ReportError: a row id of the plan log has no group (the files are from different runs).
+    """
+    acc: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+    trained_rows: dict[str, set] = defaultdict(set)
+    for plan in plans:
+        s = plan["samples"]
+        for row_id, role, scored, kept in zip(
+            s.get("id", []), s.get("role", []), s.get("trainable_tokens", []), s.get("kept_tokens", [])
+        ):
+            group = _group_of(groups, int(row_id))
+            a = acc[group]
+            a["samples"] += 1
+            a["kept"] += role != Role.DROPPED
+            a["q2"] += role == Role.Q2
+            a["q4"] += role == Role.Q4
+            a["tokens_scored"] += scored
+            a["tokens_trained"] += kept if role != Role.DROPPED else 0
+            if role != Role.DROPPED:
+                trained_rows[group].add(int(row_id))
+    rows_per_group: dict[str, int] = defaultdict(int)
+    for group in groups:
+        rows_per_group[group] += 1
+    all_scored = max(1.0, sum(a["tokens_scored"] for a in acc.values()))
+    all_trained = max(1.0, sum(a["tokens_trained"] for a in acc.values()))
+    out = []
+    for group in sorted(rows_per_group, key=lambda g: (-rows_per_group[g], g)):
+        a = acc.get(group, {})
+        n = a.get("samples", 0)
+        out.append(
+            {
+                "group": group,
+                "rows": rows_per_group[group],
+                "rows_trained": len(trained_rows.get(group, ())),
+                "samples_scored": int(n),
+                "kept_share": round(a["kept"] / n, 3) if n else None,
+                "q2_share": round(a["q2"] / n, 3) if n else None,
+                "q4_share": round(a["q4"] / n, 3) if n else None,
+                "tokens_scored_share": round(a.get("tokens_scored", 0) / all_scored, 3),
+                "tokens_trained_share": round(a.get("tokens_trained", 0) / all_trained, 3),
+            }
+        )
+    return out
+
+
+def kept_share_by_group_over_steps(
+    plans: list[dict], groups: list[str], bins: int = 10
+) -> tuple[list[int], dict[str, list[float | None]]]:
+    """Each group's kept share over the run, in up to `bins` equal ranges of optimizer steps (the
+    per-step shares are too few samples to read). Returns (the last step of each range, {group: shares}),
+    a share None where the range scored none of the group's rows."""
+    steps = sorted({int(p["step"]) for p in plans})
+    if not steps:
+        return [], {}
+    first, last = steps[0], steps[-1]
+    bins = max(1, min(bins, last - first + 1))
+    width = (last - first + 1) / bins
+    ends = [first + round((b + 1) * width) - 1 for b in range(bins)]
+    counts: dict[str, list[list[int]]] = defaultdict(lambda: [[0, 0] for _ in range(bins)])
+    for plan in plans:
+        b = min(bins - 1, int((int(plan["step"]) - first) / width))
+        s = plan["samples"]
+        for row_id, role in zip(s.get("id", []), s.get("role", [])):
+            cell = counts[_group_of(groups, int(row_id))][b]
+            cell[0] += 1
+            cell[1] += role != Role.DROPPED
+    series = {g: [kept / n if n else None for n, kept in counts[g]] for g in sorted(counts)}
+    return ends, series
 
 
 def per_step_from_history(history: list[dict]) -> dict[int, dict]:

@@ -21,7 +21,15 @@ from pathlib import Path
 from ..data.run_files import CHECKPOINT_GLOB, REPORT_FILE
 from ..errors import ReportError
 from .document import Doc, _e
-from .run_reading import Run, kept_by_length_quarter, per_step_from_history, per_step_from_plans, read_run
+from .run_reading import (
+    Run,
+    kept_by_group,
+    kept_by_length_quarter,
+    kept_share_by_group_over_steps,
+    per_step_from_history,
+    per_step_from_plans,
+    read_run,
+)
 
 
 def load_run_tokenizer(run: Run, tokenizer: str | None = None):
@@ -172,6 +180,8 @@ def build_run_report(run: Run, cfg: ReportConfig, tokenizer=None) -> Doc:
                 for q in quarters
             ],
         )
+    if run.groups is not None and run.plans:
+        _group_section(doc, run, plot)
     entries = q2_token_entries(run.plans, cfg.token_samples)
     doc.heading("Token view of Q2 samples")
     if entries:
@@ -188,6 +198,67 @@ def build_run_report(run: Run, cfg: ReportConfig, tokenizer=None) -> Doc:
     else:
         doc.para("No Q2 token details in this run (plan_log_tokens off, no plan log, or no Q2 sample).")
     return doc
+
+
+MAX_GROUPS_SHOWN = 30  # table rows; the plot shows the 8 largest groups
+
+
+def _group_section(doc: Doc, run: Run, plot) -> None:
+    """Per group of rows (group_field): kept shares, loss-token shares, and the kept share over the run."""
+    table = kept_by_group(run.plans, run.groups)
+    doc.heading(f"Which samples it kept, by {run.group_field}")
+    doc.para(
+        f"Every training row's {run.group_field!r} value (qtuning_groups.json) joined with the plan log. "
+        "`kept` is the share of the times a group's rows were scored that they were kept; a selection blind "
+        "to the groups keeps each about equally, and gives each group about its share of the tokens scored "
+        "as its share of the loss tokens. In our mixture experiment Q-Tuning kept the arithmetic rows 5% "
+        "of the times it saw them and that family's exact match fell from 10.0% to 2.9% against Random "
+        "(benchmarks/RESULTS.md, second evidence design): a group starved here is worth an A/B test."
+    )
+    shown = table[:MAX_GROUPS_SHOWN]
+    doc.table(
+        [
+            "group",
+            "rows",
+            "rows trained",
+            "samples scored",
+            "kept",
+            "kept as Q2",
+            "kept as Q4",
+            "tokens scored",
+            "loss tokens trained",
+        ],
+        [
+            [
+                g["group"],
+                g["rows"],
+                g["rows_trained"],
+                g["samples_scored"],
+                g["kept_share"],
+                g["q2_share"],
+                g["q4_share"],
+                g["tokens_scored_share"],
+                g["tokens_trained_share"],
+            ]
+            for g in shown
+        ],
+    )
+    if len(table) > len(shown):
+        doc.para(f"{len(table) - len(shown)} smaller groups not shown.")
+    steps = {int(p["step"]) for p in run.plans}
+    # at least 4 steps a range: one step holds too few of a group's rows to read a share from
+    ends, series = kept_share_by_group_over_steps(run.plans, run.groups, bins=max(1, min(10, len(steps) // 4)))
+    largest = [g["group"] for g in table[:8]]
+    shares = {g: series[g] for g in largest if g in series}
+    table_over_steps = {step: {g: shares[g][i] for g in shares} for i, step in enumerate(ends)}
+    plot(
+        {g: g for g in shares},
+        f"Kept share by {run.group_field}, per range of steps",
+        "share",
+        percent=True,
+        table=table_over_steps,
+        at=ends,
+    )
 
 
 def write_run_report(cfg: ReportConfig) -> Path:

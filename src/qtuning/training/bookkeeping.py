@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data.plan_log import PlanLog, plan_log_path, plan_records
+from ..data.row_groups import write_groups
 from ..data.row_ids import ID_KEY
 from ..data.run_files import CHECKPOINT_GLOB, CHECKPOINT_STATE_FILE, SUMMARY_FILE, checkpoint_dir_name, score_cache_name
 from ..engine.history import ScoreWindow
@@ -226,6 +227,9 @@ class _Bookkeeping:
             self._plan_log = PlanLog(
                 plan_log_path(self.args.output_dir, self.args.process_index), keep_up_to_step=self.state.global_step
             )
+            groups = getattr(self, "_qt_groups", None)
+            if groups is not None and self.is_world_process_zero():  # the plan log's row ids -> their groups
+                write_groups(self.args.output_dir, self.qt_settings.group_field, groups)
         self._qt_reuse_index = 0
         self._qt_train_started = time.perf_counter()
 

@@ -18,7 +18,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..data.run_files import CHECKPOINT_GLOB, RUN_FILE, SUMMARY_FILE
+from ..data.run_files import CHECKPOINT_GLOB, GROUPS_FILE, RUN_FILE, SUMMARY_FILE
 from ..notices import notice
 from .sft_config import QTuningSFTConfig, RunConfig
 
@@ -70,7 +70,7 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
         # group: TrainingArguments sets it up when its device is first asked for
         _ = args.device
     # the data first: a bad file is refused in a second, before a model loads
-    records, report = load_records(run.data)
+    records, report = load_records(run.data, args.group_field)
     eval_loaded = load_records(run.eval_data) if run.eval_data else None
     if model is None:
         model, tokenizer = load_model_and_tokenizer(run.model)
@@ -106,7 +106,7 @@ def build_trainer(run: RunConfig, args: QTuningSFTConfig, *, model=None, tokeniz
     # padding_free: TRL refuses a max_length it would not enforce, so the rows are tokenised and
     # truncated here and TRL is told there is nothing left to truncate
     pretokenize = bool(args.padding_free and args.max_length)
-    train_dataset = to_dataset(train_records, tokenizer, args.max_length, tokenize=pretokenize)
+    train_dataset = to_dataset(train_records, tokenizer, args.max_length, pretokenize, args.group_field)
     eval_dataset = to_dataset(eval_records, tokenizer, args.max_length, tokenize=pretokenize) if eval_records else None
     if pretokenize:
         args.max_length = None
@@ -139,7 +139,13 @@ _RECIPE_TRAINER_FIELDS = (
     "max_steps",
     "num_train_epochs",
 )
-_NOT_RECIPE = {"overwrite_output_dir", "plan_log", "plan_log_tokens", "warn_every_steps"}  # change no result
+_NOT_RECIPE = {
+    "overwrite_output_dir",
+    "plan_log",
+    "plan_log_tokens",
+    "group_field",
+    "warn_every_steps",
+}  # change no result
 
 
 def run_recipe(run: RunConfig, args: QTuningSFTConfig) -> dict:
@@ -187,7 +193,7 @@ def check_output_dir(run: RunConfig, args: QTuningSFTConfig) -> Path:
             "with --resume_from_checkpoint true, or replace it with --overwrite_output_dir true"
         )
     if int(os.environ.get("RANK", "0")) == 0:  # replace it: its checkpoints and plan logs would mix with ours
-        for path in [*out.glob(CHECKPOINT_GLOB), *plan_log_paths(out), previous]:
+        for path in [*out.glob(CHECKPOINT_GLOB), *plan_log_paths(out), out / GROUPS_FILE, previous]:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:

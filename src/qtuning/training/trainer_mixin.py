@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.row_groups import row_groups
 from ..data.row_ids import ID_KEY, TOKEN_ID_KEY, CollatorWithIds, carries_row_ids, with_row_ids
 from ..data.run_files import CHECKPOINT_STATE_FILE, SCORE_CACHE_FILE, SUMMARY_FILE
 from ..engine.history import ScoreWindow
@@ -137,8 +138,12 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
         for key in ("train_dataset", "eval_dataset"):
             if key in kwargs:
                 kwargs[key] = with_row_ids(kwargs[key])
+        raw_train = kwargs.get("train_dataset")  # before the trainer tokenises it: the user's own columns
         super().__init__(*args, **kwargs)
         self._qt_setup(qtuning_config)
+        field_name = self.qt_settings.group_field
+        # group_field: the group of every row id, written to output_dir when training starts (row_groups.py)
+        self._qt_groups = row_groups(raw_train, field_name) if field_name else None
 
     def _qt_setup(self, qtuning_config: QTuningTrainingConfig | None) -> None:
         """Everything Q-Tuning keeps on the trainer, once the Trainer itself is built."""
