@@ -147,3 +147,7 @@ def test_readme_headline_comparisons_are_the_evidence_suites():
             )
             assert re.search(figure, headline), f"README.md should report {pool} {metric}: {figure} (evidence_v2.json)"
     assert "Random" in evidence["verdict"] and "random subset of the same size and loss tokens did better" in headline
+    nominal = evidence["pools"]["mixture"]["paired"].get("qtuning_25x50-random_25x50")
+    if nominal is not None and nominal["n"] >= 8:  # the matched-token check the README quotes
+        mean, (low, high) = nominal["nll"]["mean"], nominal["nll"]["ci95"]
+        assert f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" in headline

@@ -270,6 +270,9 @@ def test_compare_gives_both_intervals_and_flags_few_seeds():
     assert result["nll"]["mean"] == pytest.approx(-0.5, abs=0.1)
     assert "indicative only" in result["nll"]["note"]
     assert set(result["em"]) >= {"mean", "ci95", "anova_ci95", "outcome", "anova_outcome"}
+    # two Random arms: the outcome names the arm, not "Random"
+    assert compare(a, b, "random_25xR", "random_25x50")["nll"]["outcome"] == "random_25xR better"
+    assert compare(b, a, "random_25xR", "random_25x50")["nll"]["outcome"] == "random_25x50 better"
 
 
 def test_power_table_is_computed_from_the_first_designs_cells():

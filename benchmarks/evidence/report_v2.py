@@ -118,6 +118,8 @@ def compare(a_cells: list[dict], b_cells: list[dict], a_name: str, b_name: str) 
         anova = anova_interval(args[0], args[1], dens[0], dens[1])
         lower = metric == "nll"
         better, worse = LABEL.get(a_name, a_name), LABEL.get(b_name, b_name)
+        if a_name.startswith("random") and b_name.startswith("random"):  # two Random arms: name each
+            better, worse = a_name, b_name
         entry = {
             "mean": boot.mean,
             "ci95": [boot.low, boot.high],
