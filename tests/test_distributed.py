@@ -3,6 +3,7 @@ concatenated batch, no hang when a rank keeps nothing, and the CLI under torchru
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -77,6 +78,8 @@ def test_train_command_under_torchrun(tmp_path):
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
     data = write_jsonl_rows(tmp_path / "data.jsonl", 40)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]  # row i says "The number is i."
+    data.write_text("\n".join(json.dumps({**r, "parity": ("even", "odd")[i % 2]}) for i, r in enumerate(rows)))
     out = tmp_path / "run"
     proc = torchrun(
         "-m",
@@ -86,6 +89,8 @@ def test_train_command_under_torchrun(tmp_path):
         model_dir,
         "--data",
         data,
+        "--group_field",
+        "parity",
         "--max_train_samples",
         "32",
         "--max_eval_samples",
@@ -120,6 +125,23 @@ def test_train_command_under_torchrun(tmp_path):
         # both ranks planned from the same pool: same thresholds, pool of 8
         assert len({p["alpha"] for p in step_plans}) == 1 and all(p["pool_size"] == 8 for p in step_plans)
     assert summary["samples_trained"] == sum(sum(r != 0 for r in p["samples"]["role"]) for p in plans)
+    # group_field: rank 0 wrote one group per training row; both ranks' ids name the right rows
+    from transformers import AutoTokenizer
+
+    from qtuning.data.row_groups import read_groups
+    from qtuning.insight.run_reading import kept_by_group
+
+    field_name, groups = read_groups(out)
+    assert field_name == "parity" and len(groups) == 32
+    assert sum(g["samples_scored"] for g in kept_by_group(plans, groups)) == 32
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    checked = 0
+    for plan in plans:
+        for entry in plan["tokens"]:
+            number = int(re.search(r"The number is (\d+)", tokenizer.decode(entry["token_ids"])).group(1))
+            assert groups[entry["id"]] == ("even", "odd")[number % 2]
+            checked += 1
+    assert checked and {p["rank"] for p in plans if p["tokens"]} == {0, 1}
 
 
 # FSDP2, said explicitly: the default of transformers from 5.10 on, but FSDP1 in 5.0-5.9
