@@ -133,7 +133,11 @@ def test_train_command_under_torchrun(tmp_path):
 
     field_name, groups = read_groups(out)
     assert field_name == "parity" and len(groups) == 32
-    assert sum(g["samples_scored"] for g in kept_by_group(plans, groups)) == 32
+    table = kept_by_group(plans, groups)
+    assert sum(g["samples_scored"] for g in table) == 32
+    # the summary's shares are summed over both ranks: the same as both plan logs together
+    by_log = {g["group"]: g["kept_share"] for g in table}
+    assert summary["kept_share_by_group"] == pytest.approx(by_log, abs=5e-4)
     tokenizer = AutoTokenizer.from_pretrained(out)
     checked = 0
     for plan in plans:

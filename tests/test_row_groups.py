@@ -118,6 +118,7 @@ def grouped_run(tmp_path_factory):
         "--max_length", "128", "--save_strategy", "no", "--report_to", "none", "--probe_precision", "same",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "  kept, by group          " in proc.stdout
     return root, rows, out
 
 
@@ -153,6 +154,12 @@ def test_the_report_shows_the_groups(grouped_run, tmp_path):
     assert sum(g["kept_share"] * g["samples_scored"] for g in table) == pytest.approx(12, abs=0.01)  # 50%
     for g in table:
         assert f"<td>{g['group']}</td>" in page
+    # the run's summary counted the same shares as it trained, and printed them
+    summary = json.loads((out / "qtuning_summary.json").read_text())
+    assert summary["kept_share_by_group"] == pytest.approx({g["group"]: g["kept_share"] for g in table}, abs=5e-4)
+    assert list(summary["kept_share_by_group"]) == [
+        g["group"] for g in sorted(table, key=lambda g: -g["samples_scored"])
+    ]
 
 
 def test_a_row_without_the_group_field_is_refused_by_name(tmp_path):
@@ -222,3 +229,23 @@ def test_analyze_by_group_against_its_own_score_table(tmp_path, monkeypatch, cap
     monkeypatch.setattr("qtuning.data.models.load_model_and_tokenizer", no_model)
     again = run_analyze(AnalyzeConfig(**settings), QTuningConfig(sample_ratio=0.5), progress=False)
     assert again["complete"] and "by_group" not in again
+
+
+def test_group_totals_have_the_same_keys_on_every_rank_and_sum_over_them():
+    import torch
+
+    from qtuning.training.run_metrics import RunMetrics
+
+    ranks = [RunMetrics(), RunMetrics()]
+    for metrics in ranks:
+        metrics.start_groups(["a", "b"])
+    ranks[0].add_groups(["a"], [True])  # rank 0 never sees group b
+    ranks[1].add_groups(["b", "b", "a"], [False, True, False])
+    assert sorted(ranks[0].totals) == sorted(ranks[1].totals)  # one all-reduce of equal-length tensors
+    assert not any(k.startswith("group:") for m in ranks for k in m.window)  # windows' keys differ by rank
+    other = torch.tensor([ranks[1].totals[k] for k in sorted(ranks[1].totals)], dtype=torch.float64)
+    fields = dict(wall_clock_s=1.0, optimizer_steps=1, scoring_mode="probe", output_dir="o", plan_log=None)
+    summary = ranks[0].summary(lambda t: t + other, "cpu", **fields)
+    assert summary["kept_share_by_group"] == {"b": 0.5, "a": 0.5}  # b scored 2 (kept 1), a 2 (kept 1)
+    assert list(summary["kept_share_by_group"]) == ["a", "b"]  # equal counts: by name
+    assert "kept_share_by_group" not in RunMetrics().summary(None, "cpu", **fields)  # no groups: no key

@@ -19,7 +19,7 @@ from ..data.row_groups import write_groups
 from ..data.row_ids import ID_KEY
 from ..data.run_files import CHECKPOINT_GLOB, CHECKPOINT_STATE_FILE, SUMMARY_FILE, checkpoint_dir_name, score_cache_name
 from ..engine.history import ScoreWindow
-from ..engine.selection import SelectionPlan
+from ..engine.selection import Role, SelectionPlan
 from ..engine.signatures import COLLAPSE_SHARE, failure_signatures
 from ..extras import missing_extra
 from ..notices import notice
@@ -51,6 +51,10 @@ class _Bookkeeping:
 
     def _record_plan(self, plan: SelectionPlan, batch, index: int, attention: torch.Tensor, scored: bool):
         self._qt_metrics.add_plan(plan, attention, scored)
+        groups = getattr(self, "_qt_groups", None)
+        if groups is not None and batch.get(ID_KEY) is not None:
+            kept = (plan.kept_role != Role.DROPPED).tolist()
+            self._qt_metrics.add_groups([groups[i] for i in batch[ID_KEY].tolist()], kept)
         if self._plan_log is not None:  # unscored baselines too: PPL 1 and Ent 0, but who was kept
             ids = batch.get(ID_KEY)
             self._plan_log.write(
@@ -218,6 +222,8 @@ class _Bookkeeping:
                 self._qt_history = ScoreWindow.from_state_dict(saved["history"])
             if self._qt_chooser is not None and "scoring_auto" in saved:
                 self._qt_chooser.load_state_dict(saved["scoring_auto"])
+        if getattr(self, "_qt_groups", None) is not None:  # after load_totals: a resumed run counts on
+            self._qt_metrics.start_groups(sorted(set(self._qt_groups)))
         if resume_from and self._qt_cache is not None:
             path = Path(resume_from) / score_cache_name(self.args.process_index)
             if path.is_file():

@@ -319,6 +319,11 @@ def print_summary(summary: dict) -> None:
             f"  held-out loss           {summary['eval_loss_before']:.4f} before -> "
             f"{summary['eval_loss_after']:.4f} after"
         )
+    shares = summary.get("kept_share_by_group")
+    if shares:  # group_field: the groups most scored first, at most 8 on the line
+        shown = ", ".join(f"{g} {v:.0%}" for g, v in list(shares.items())[:8] if v is not None)
+        more = f" (+{len(shares) - 8} more: qtuning report)" if len(shares) > 8 else ""
+        lines.append(f"  kept, by group          {shown}{more}")
     lines += [
         f"  outputs                 {summary['output_dir']} (adapter/model, trainer_state.json, qtuning_summary.json)"
     ]

@@ -19,6 +19,7 @@ from ..engine.selection import SelectionPlan
 ESTIMATE_BASIS = "forward = 1, forward+backward = 3 per token position; full data = 3 x all positions"
 
 Reduce = Callable[[torch.Tensor], torch.Tensor] | None
+GROUP_KEY = "group:"  # totals "group:scored:<name>" / "group:kept:<name>" (group_field)
 
 
 class RunMetrics:
@@ -53,6 +54,20 @@ class RunMetrics:
         for q in range(1, 5):
             counts[f"q{q}"] = int((plan.quadrant == q).sum())
         self.add(**counts)
+
+    def start_groups(self, names) -> None:
+        """group_field: a zero total for every group, on every rank, so that the ranks' totals have the
+        same keys when summary() sums them (a rank may never see some group)."""
+        for name in names:
+            for kind in ("scored", "kept"):
+                self.totals.setdefault(f"{GROUP_KEY}{kind}:{name}", 0.0)
+
+    def add_groups(self, groups: list[str], kept: list[bool]) -> None:
+        """One planned micro-batch's samples, by group: into the totals only (a window's keys would differ
+        between ranks)."""
+        for group, was_kept in zip(groups, kept):
+            self.totals[f"{GROUP_KEY}scored:{group}"] += 1
+            self.totals[f"{GROUP_KEY}kept:{group}"] += bool(was_kept)
 
     def take_window(self, reduce: Reduce, device) -> dict[str, float]:
         """The window's sums over all ranks; the window starts again from zero."""
@@ -89,6 +104,7 @@ class RunMetrics:
             "estimate_basis": ESTIMATE_BASIS,
             "output_dir": fields["output_dir"],
             "plan_log": fields["plan_log"],
+            **_by_group(totals),
         }
 
     def log_metrics(self, w: dict[str, float], stale: bool) -> dict[str, float]:
@@ -116,6 +132,17 @@ class RunMetrics:
         for q in range(1, 5):
             out[f"qtuning/quadrant_q{q}"] = w.get(f"q{q}", 0) / samples
         return out
+
+
+def _by_group(totals: dict[str, float]) -> dict:
+    """{"kept_share_by_group": {group: share of its scored samples kept}}, groups most scored first; {}
+    without groups or before any was scored."""
+    scored = {k.split(":", 2)[2]: v for k, v in totals.items() if k.startswith(f"{GROUP_KEY}scored:")}
+    if not any(scored.values()):
+        return {}
+    order = sorted(scored, key=lambda g: (-scored[g], g))
+    kept = {g: totals.get(f"{GROUP_KEY}kept:{g}", 0.0) for g in order}
+    return {"kept_share_by_group": {g: kept[g] / scored[g] if scored[g] else None for g in order}}
 
 
 def _summed(sums: dict[str, float], reduce: Reduce, device) -> dict[str, float]:
