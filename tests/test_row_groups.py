@@ -221,6 +221,16 @@ def test_analyze_by_group_against_its_own_score_table(tmp_path, monkeypatch, cap
     printed = capsys.readouterr().out
     assert "[qtuning] by family: samples, Q1-Q4 (whole dataset), kept per pool size:" in printed
     assert "By family" in (tmp_path / "a" / "summary.md").read_text()
+    # `qtuning select` on that analysis says what each group keeps, as its subset file holds
+    from qtuning.insight.static_select import SelectConfig, run_select
+
+    subset = tmp_path / "subset.jsonl"
+    counts = run_select(
+        SelectConfig(scores=str(tmp_path / "a" / "scores.parquet"), output=str(subset)), QTuningConfig(sample_ratio=0.5)
+    )
+    written = Counter(json.loads(line)["family"] for line in subset.read_text().splitlines())
+    assert counts["kept_by_group"] == {g: written.get(g, 0) for g in ("math", "chat", "code")}
+    assert "[qtuning] kept by group: " in capsys.readouterr().out
 
     # the groups are not part of the scores' fingerprint: the same folder without them rescored nothing
     def no_model(*args, **kwargs):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,6 +189,20 @@ def run_select(cfg: SelectConfig, qcfg: QTuningConfig) -> dict:
             counts["q2" if role == Role.Q2 else "q4"] += 1
             counts["tokens"] += len(mask)
             counts["kept_tokens"] += sum(mask)
+    by_group = ""
+    if "group" in table.columns:  # analyzed with --group-field: what each group keeps
+        groups = table["group"].tolist()
+        sizes = Counter(groups)
+        kept_in = Counter(groups[position] for position in kept)
+        by_group = (
+            "[qtuning] kept by group: "
+            + ", ".join(
+                f"{g} {kept_in[g]} of {sizes[g]} ({kept_in[g] / sizes[g]:.0%})"
+                for g in sorted(sizes, key=lambda g: (-sizes[g], g))
+            )
+            + "\n"
+        )
+        counts["kept_by_group"] = {g: kept_in[g] for g in sizes}
     pools = (
         "the whole dataset as one pool"
         if cfg.pool_size <= 0 or cfg.pool_size >= len(table)
@@ -199,6 +214,7 @@ def run_select(cfg: SelectConfig, qcfg: QTuningConfig) -> dict:
         f"{counts['q2']} Q2 (token-pruned), {counts['q4']} Q4\n"
         f"[qtuning] response tokens of the kept samples: {counts['kept_tokens']} of {counts['tokens']} carry a loss "
         f"({counts['kept_tokens'] / max(1, counts['tokens']):.1%})\n"
+        f"{by_group}"
         f"[qtuning] wrote {out}\n"
         f"[qtuning] train on it with: qtuning train --data {out} --model {meta.get('model')} --pruning_method none\n"
         "           (--pruning_method none: the default, qtuning, would select and prune again on top of the mask)"
