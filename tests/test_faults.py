@@ -17,6 +17,7 @@ The runners return their measurements; benchmarks/reliability_ranks.py runs them
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -228,6 +229,10 @@ def test_resuming_after_a_kill_during_a_checkpoint_continues_like_an_uninterrupt
         assert "checkpoint-4 is incomplete" in resumed["stdout"] + resumed["stderr"]
     assert plans_of(killed) == plans_of(straight)  # steps 1-2 kept from before, 3-8 planned again: identical
     assert max_weight_difference(killed, straight) == 0.0
+    # the summary counts every rank's samples once: the checkpoint carried the sums over both ranks
+    summaries = [json.loads((out / "qtuning_summary.json").read_text()) for out in (killed, straight)]
+    for key in ("samples_scored", "samples_trained", "tokens_trained", "positions_probed"):
+        assert summaries[0][key] == summaries[1][key], key
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])

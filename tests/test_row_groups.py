@@ -47,7 +47,7 @@ def test_kept_share_over_steps_by_hand():
 
 
 def test_a_row_id_outside_the_groups_is_refused():
-    with pytest.raises(ReportError, match="row id 2.*rows 0-1.*not from the same run"):
+    with pytest.raises(ReportError, match="row id 2.*cover 2 rows.*not from the same run"):
         kept_by_group(_plans(), ["a", "a"])
 
 
@@ -241,7 +241,7 @@ def test_analyze_by_group_against_its_own_score_table(tmp_path, monkeypatch, cap
     assert again["complete"] and "by_group" not in again
 
 
-def test_group_totals_have_the_same_keys_on_every_rank_and_sum_over_them():
+def test_group_totals_sum_over_ranks_into_the_summary():
     import torch
 
     from qtuning.training.run_metrics import RunMetrics
@@ -251,11 +251,99 @@ def test_group_totals_have_the_same_keys_on_every_rank_and_sum_over_them():
         metrics.start_groups(["a", "b"])
     ranks[0].add_groups(["a"], [True])  # rank 0 never sees group b
     ranks[1].add_groups(["b", "b", "a"], [False, True, False])
-    assert sorted(ranks[0].totals) == sorted(ranks[1].totals)  # one all-reduce of equal-length tensors
-    assert not any(k.startswith("group:") for m in ranks for k in m.window)  # windows' keys differ by rank
-    other = torch.tensor([ranks[1].totals[k] for k in sorted(ranks[1].totals)], dtype=torch.float64)
+    assert not any(k.startswith("group:") for m in ranks for k in m.window)  # counted in the totals only
+    keys = ranks[1]._keys(with_groups=True)  # what rank 1 sends, in the order every rank sends
+    other = torch.tensor([ranks[1].totals.get(k, 0.0) for k in keys], dtype=torch.float64)
     fields = dict(wall_clock_s=1.0, optimizer_steps=1, scoring_mode="probe", output_dir="o", plan_log=None)
     summary = ranks[0].summary(lambda t: t + other, "cpu", **fields)
     assert summary["kept_share_by_group"] == {"b": 0.5, "a": 0.5}  # b scored 2 (kept 1), a 2 (kept 1)
     assert list(summary["kept_share_by_group"]) == ["a", "b"]  # equal counts: by name
     assert "kept_share_by_group" not in RunMetrics().summary(None, "cpu", **fields)  # no groups: no key
+
+
+def test_every_count_the_trainer_adds_is_summed_over_ranks():
+    """The all-reduce sends COUNT_KEYS on every rank: a count outside it would stay one rank's own."""
+    import re
+    from pathlib import Path
+
+    import qtuning.training as training
+    from qtuning.training.run_metrics import COUNT_KEYS
+
+    added = set()
+    for path in Path(training.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for call in re.findall(r"_qt_metrics\.add\((.*?)\)\n", text, flags=re.S):
+            added |= set(re.findall(r"(\w+)=", call))
+        if path.name == "run_metrics.py":
+            block = text[text.index("counts = {") : text.index("self.add(**counts)")]
+            added |= set(re.findall(r'"(\w+)":', block)) | {f"q{q}" for q in range(1, 5)}
+    assert added and added <= set(COUNT_KEYS), sorted(added - set(COUNT_KEYS))
+
+
+def test_ranks_that_counted_different_things_send_the_same_keys():
+    import torch
+
+    from qtuning.training.run_metrics import RunMetrics
+
+    sent = []
+
+    def reduce(values: torch.Tensor) -> torch.Tensor:
+        sent.append(values.numel())
+        return values * 2  # two ranks that counted alike, as far as the sums go
+
+    ranks = [RunMetrics(), RunMetrics()]
+    ranks[0].add(non_finite_rows=1, probed_positions=10)  # rank 1 dropped nothing and probed nothing
+    ranks[1].add(step_s=0.5)
+    for metrics in ranks:
+        metrics.start_groups(["a", "b"])
+    ranks[0].add_groups(["a"], [True])
+    windows = [m.take_window(reduce, "cpu") for m in ranks]
+    totals = [m.summed_totals(reduce, "cpu") for m in ranks]
+    assert sent[0] == sent[1] and sent[2] == sent[3] == sent[0] + 4  # + scored/kept of a and b
+    assert windows[0]["non_finite_rows"] == 2 and "non_finite_rows" not in windows[1]  # summed 0 there: left out
+    assert totals[0]["group:kept:a"] == 2
+
+
+def test_a_resumed_run_drops_the_groups_of_another_group_field():
+    from qtuning.training.run_metrics import RunMetrics
+
+    metrics = RunMetrics()
+    metrics.load_totals({"samples": 8, "group:scored:old": 4, "group:kept:old": 1, "group:scored:a": 2})
+    metrics.start_groups(["a", "b"])
+    assert sorted(k for k in metrics.totals if k.startswith("group:")) == ["group:scored:a"]
+    metrics.start_groups([])  # resumed without group_field: no groups in its summary
+    assert not any(k.startswith("group:") for k in metrics.totals) and metrics.totals["samples"] == 8
+
+
+def test_row_groups_follow_the_row_ids_and_class_label_names():
+    from datasets import ClassLabel, Dataset
+
+    data = Dataset.from_list(
+        [{"qtuning_id": 2, "src": "c"}, {"qtuning_id": 0, "src": "a"}, {"qtuning_id": 1, "src": "b"}]
+    )
+    assert row_groups(data, "src") == ["a", "b", "c"]  # by id, not by position
+    labelled = Dataset.from_list([{"task": 1}, {"task": 0}]).cast_column("task", ClassLabel(names=["math", "chat"]))
+    assert row_groups(labelled, "task") == ["chat", "math"]
+
+
+def test_a_resumed_run_counts_its_groups_on(tmp_path):
+    """2 steps with a checkpoint, then resumed to 4: the summary's shares are those of the whole plan log."""
+    from qtuning.data.plan_log import read_plan_log
+
+    model = make_tiny_model_dir(tmp_path / "model")
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in _rows(24)))
+    out = tmp_path / "run"
+    common = (
+        "train", "--model", str(model), "--data", str(tmp_path / "data.jsonl"), "--output_dir", str(out),
+        "--group_field", "family", "--lora_r", "0", "--eval_fraction", "0", "--per_device_train_batch_size", "4",
+        "--max_length", "128", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none",
+        "--probe_precision", "same", "--lr_scheduler_type", "constant", "--sample_ratio", "0.5",
+    )  # fmt: skip
+    first = run_cli(*common, "--max_steps", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = run_cli(*common, "--max_steps", "4", "--resume_from_checkpoint", "true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((out / "qtuning_summary.json").read_text())
+    table = kept_by_group(read_plan_log(out / "qtuning_plans.jsonl"), read_groups(out)[1])
+    assert summary["samples_scored"] == sum(g["samples_scored"] for g in table) == 16
+    assert summary["kept_share_by_group"] == pytest.approx({g["group"]: g["kept_share"] for g in table}, abs=5e-4)

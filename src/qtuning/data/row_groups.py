@@ -15,13 +15,16 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, ReportError
+from .row_ids import ID_KEY
 from .run_files import GROUPS_FILE
 
 NO_GROUP = "(none)"  # a row whose group value is missing (None)
 
 
 def row_groups(dataset, field_name: str) -> list[str]:
-    """The value of column `field_name` of every row of `dataset`, as text (row id i -> groups[i]).
+    """The value of column `field_name` of every row of `dataset`, as text, by row id: groups[i] is the
+    group of the row whose id (the column ID_KEY, which the trainer adds as the row's position) is i. A
+    ClassLabel column gives its label names; a missing value (None) is NO_GROUP.
 
     Raises:
         ConfigError: `dataset` is not a `datasets.Dataset` (no columns, no row ids), it has no such
@@ -38,14 +41,26 @@ def row_groups(dataset, field_name: str) -> list[str]:
             f"group_field={field_name!r}: the training set has no column {field_name!r}; its columns are "
             f"{sorted(columns)} (a framework that tokenises the data first may have dropped it)"
         )
-    groups = []
+    feature = (getattr(dataset, "features", None) or {}).get(field_name)
+    names = getattr(feature, "names", None)  # a ClassLabel: integers that stand for these names
+    values = []
     for index, value in enumerate(dataset[field_name]):
         if isinstance(value, (list, dict)):
             raise ConfigError(
                 f"group_field={field_name!r}: row {index} holds {type(value).__name__} {str(value)[:60]!r}; "
                 "expected a group name (text or a number)"
             )
-        groups.append(NO_GROUP if value is None else str(value))
+        if names is not None and isinstance(value, int) and 0 <= value < len(names):
+            value = names[value]
+        values.append(NO_GROUP if value is None else str(value))
+    ids = list(dataset[ID_KEY]) if ID_KEY in columns else list(range(len(values)))
+    if any(not isinstance(i, int) or i < 0 for i in ids):
+        raise ConfigError(
+            f"group_field={field_name!r}: the training set's {ID_KEY!r} column holds ids that are not row indices"
+        )
+    groups = [NO_GROUP] * (max(ids) + 1 if ids else 0)
+    for row_id, value in zip(ids, values):  # ids are the rows' positions unless the data carried its own
+        groups[row_id] = value
     return groups
 
 

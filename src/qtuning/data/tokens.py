@@ -10,7 +10,7 @@ from ..engine.scoring import IGNORE_INDEX
 from ..errors import DataError
 from .reading import _one_line, _short
 from .records import MASK_FIELD, DataReport
-from .row_ids import ID_KEY
+from .row_ids import ID_KEY, TOKEN_ID_KEY
 
 
 def _origin(record: dict) -> str:
@@ -100,6 +100,13 @@ def count_truncation(tokenizer, records: list[dict], max_length: int | None, rep
                 report.no_response_after_truncation += 1
 
 
+# columns TRL or qtuning read or rename in a training set: a group column may not take one of these names
+TRAINER_COLUMNS = (
+    *("input_ids", "labels", "attention_mask", "completion_mask", "assistant_masks", "position_ids"),
+    *("seq_lengths", "messages", "text", "conversations", "prompt", "completion", "source_id", ID_KEY, TOKEN_ID_KEY),
+)
+
+
 def to_dataset(
     records: list[dict], tokenizer=None, max_length: int | None = None, tokenize: bool = False, group_column: str = ""
 ):
@@ -122,10 +129,10 @@ def to_dataset(
     else:
         rows = [{"prompt": r["prompt"], "completion": r["completion"], "source_id": r["id"]} for r in records]
     if group_column:
-        if rows and group_column in (*rows[0], ID_KEY):
+        if rows and group_column in {*rows[0], *TRAINER_COLUMNS}:
             raise DataError(
-                f"group_field={group_column!r} names a column the trainer reads itself ({sorted([*rows[0], ID_KEY])}); "
-                "name the groups' field something else"
+                f"group_field={group_column!r} names a column the trainer reads itself "
+                f"({sorted({*rows[0], *TRAINER_COLUMNS})}); name the groups' field something else"
             )
         for row, record in zip(rows, records):
             row[group_column] = record["group"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..data.plan_log import plan_log_path, read_run_plans
 from ..data.row_groups import read_groups
-from ..data.run_files import CHECKPOINT_GLOB, PLAN_LOG_FILE, SUMMARY_FILE, TRAINER_STATE_FILE
+from ..data.run_files import CHECKPOINT_GLOB, GROUPS_FILE, PLAN_LOG_FILE, SUMMARY_FILE, TRAINER_STATE_FILE
 from ..engine.selection import Role
 from ..errors import PlanLogError, ReportError
 
@@ -86,6 +86,13 @@ def read_run(run_dir: str | os.PathLike) -> Run:
             f"{path}: the run logged no training step yet ({state_path or plans_path} is empty); nothing to report"
         )
     group_field, groups = read_groups(path)
+    if groups is not None:
+        top = max((int(i) for plan in plans for i in plan["samples"].get("id", [])), default=-1)
+        if top >= len(groups):
+            raise ReportError(
+                f"{path}: the plan log names row id {top}, but {GROUPS_FILE} holds groups for {len(groups)} rows: "
+                f"the two files are not from the same run (delete {GROUPS_FILE} to report without groups)"
+            )
     return Run(
         path=path,
         log_history=history,
@@ -164,7 +171,7 @@ def kept_by_length_quarter(plans: list[dict]) -> list[dict]:
 def _group_of(groups: list[str], row_id: int) -> str:
     if not 0 <= row_id < len(groups):
         raise ReportError(
-            f"the plan log names row id {row_id}, but the run's groups cover rows 0-{len(groups) - 1}: "
+            f"the plan log names row id {row_id}, but the run's groups cover {len(groups)} rows: "
             "the groups file and the plan log are not from the same run"
         )
     return groups[row_id]

@@ -17,12 +17,20 @@ import torch
 from ..data.plan_log import PlanLog, plan_log_path, plan_records
 from ..data.row_groups import write_groups
 from ..data.row_ids import ID_KEY
-from ..data.run_files import CHECKPOINT_GLOB, CHECKPOINT_STATE_FILE, SUMMARY_FILE, checkpoint_dir_name, score_cache_name
+from ..data.run_files import (
+    CHECKPOINT_GLOB,
+    CHECKPOINT_STATE_FILE,
+    GROUPS_FILE,
+    SUMMARY_FILE,
+    checkpoint_dir_name,
+    score_cache_name,
+)
 from ..engine.history import ScoreWindow
 from ..engine.selection import Role, SelectionPlan
 from ..engine.signatures import COLLAPSE_SHARE, failure_signatures
 from ..extras import missing_extra
 from ..notices import notice
+from .distributed import gather_objects
 from .stale import ScoreCache
 
 try:
@@ -144,8 +152,10 @@ class _Bookkeeping:
             failure = exc
         # the marker below only once every rank's files (RNG states, caches) are in: the exchange is the barrier
         self._qt_checkpoint_outcome(folder, failure)
+        # every rank reaches this point (the exchange above raised on all of them otherwise): sum the counts
+        totals = self._qt_metrics.summed_totals(self._sum_over_ranks(), self.args.device)
         if self.is_world_process_zero() and folder.is_dir():
-            state = {"totals": dict(self._qt_metrics.totals)}
+            state = {"totals": totals, "totals_over_ranks": True}
             if self._qt_history is not None:  # the score window: a resumed run selects as if never stopped
                 state["history"] = self._qt_history.state_dict()
             if self._qt_chooser is not None:
@@ -217,13 +227,19 @@ class _Bookkeeping:
             self._start_up_checks(self.model_wrapped)
         if resume_from and (Path(resume_from) / CHECKPOINT_STATE_FILE).is_file():
             saved = json.loads((Path(resume_from) / CHECKPOINT_STATE_FILE).read_text())
-            self._qt_metrics.load_totals(saved["totals"])
+            totals = saved["totals"]
+            if saved.get("totals_over_ranks") and self.args.process_index != 0:
+                totals = dict.fromkeys(totals, 0.0)  # rank 0 carries the sums of every rank's counts so far
+            self._qt_metrics.load_totals(totals)
             if self._qt_history is not None and "history" in saved:
                 self._qt_history = ScoreWindow.from_state_dict(saved["history"])
             if self._qt_chooser is not None and "scoring_auto" in saved:
                 self._qt_chooser.load_state_dict(saved["scoring_auto"])
-        if getattr(self, "_qt_groups", None) is not None:  # after load_totals: a resumed run counts on
-            self._qt_metrics.start_groups(sorted(set(self._qt_groups)))
+        groups = getattr(self, "_qt_groups", None)
+        names = sorted(set(groups)) if groups is not None else []
+        if groups is not None and self.args.world_size > 1:  # the union: a rank may hold other rows
+            names = sorted(set().union(*gather_objects(names, owner="group_field")))
+        self._qt_metrics.start_groups(names)  # after load_totals: a resumed run counts on
         if resume_from and self._qt_cache is not None:
             path = Path(resume_from) / score_cache_name(self.args.process_index)
             if path.is_file():
@@ -233,9 +249,10 @@ class _Bookkeeping:
             self._plan_log = PlanLog(
                 plan_log_path(self.args.output_dir, self.args.process_index), keep_up_to_step=self.state.global_step
             )
-            groups = getattr(self, "_qt_groups", None)
-            if groups is not None and self.is_world_process_zero():  # the plan log's row ids -> their groups
+            if self.is_world_process_zero() and groups is not None:  # the plan log's row ids -> their groups
                 write_groups(self.args.output_dir, self.qt_settings.group_field, groups)
+            elif self.is_world_process_zero() and not resume_from:  # an earlier run's groups: not this log's
+                (Path(self.args.output_dir) / GROUPS_FILE).unlink(missing_ok=True)
         self._qt_reuse_index = 0
         self._qt_train_started = time.perf_counter()
 

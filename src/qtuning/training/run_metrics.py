@@ -20,6 +20,16 @@ ESTIMATE_BASIS = "forward = 1, forward+backward = 3 per token position; full dat
 
 Reduce = Callable[[torch.Tensor], torch.Tensor] | None
 GROUP_KEY = "group:"  # totals "group:scored:<name>" / "group:kept:<name>" (group_field)
+# Every count a rank adds. The sums over ranks are one all-reduce of a tensor with one entry per key, so
+# every rank sends these keys, in this order, whether or not it counted each (a rank may drop no
+# non-finite row, or probe nothing in a window, while another does). tests/test_row_groups.py checks
+# that every key the trainer adds is here.
+COUNT_KEYS = (
+    *("plans", "samples", "kept", "supplemented", "converged", "iterations", "alpha", "beta"),
+    *("scored_tokens", "scored_positions", "trainable_tokens", "kept_tokens", "positions", "q1", "q2", "q3", "q4"),
+    *("trained_rows", "trained_tokens", "trained_positions", "probed_positions", "stale_rows", "non_finite_rows"),
+    *("step_s", "scoring_s"),
+)
 
 
 class RunMetrics:
@@ -28,6 +38,12 @@ class RunMetrics:
     def __init__(self):
         self.window: dict[str, float] = defaultdict(float)  # sums since the last log
         self.totals: dict[str, float] = defaultdict(float)  # sums since the start of training (resumable)
+        self.groups: list[str] = []  # group_field: the groups whose totals are summed over ranks
+
+    def _keys(self, with_groups: bool) -> list[str]:
+        """The keys summed over ranks, the same list on every rank."""
+        groups = [f"{GROUP_KEY}{kind}:{g}" for g in self.groups for kind in ("scored", "kept")] if with_groups else []
+        return [*COUNT_KEYS, *groups]
 
     def add(self, **values: float) -> None:
         for key, value in values.items():
@@ -55,12 +71,14 @@ class RunMetrics:
             counts[f"q{q}"] = int((plan.quadrant == q).sum())
         self.add(**counts)
 
-    def start_groups(self, names) -> None:
-        """group_field: a zero total for every group, on every rank, so that the ranks' totals have the
-        same keys when summary() sums them (a rank may never see some group)."""
-        for name in names:
-            for kind in ("scored", "kept"):
-                self.totals.setdefault(f"{GROUP_KEY}{kind}:{name}", 0.0)
+    def start_groups(self, names: list[str]) -> None:
+        """group_field: the groups counted from now on, the same sorted list on every rank (summary()
+        sums their totals over ranks). A resumed run keeps the counts of these groups and drops any
+        other group's (a checkpoint of a run with another group_field, or none: names = [])."""
+        self.groups = sorted(names)
+        keep = {f"{GROUP_KEY}{kind}:{g}" for g in self.groups for kind in ("scored", "kept")}
+        for key in [k for k in self.totals if k.startswith(GROUP_KEY) and k not in keep]:
+            del self.totals[key]
 
     def add_groups(self, groups: list[str], kept: list[bool]) -> None:
         """One planned micro-batch's samples, by group: into the totals only (a window's keys would differ
@@ -71,7 +89,7 @@ class RunMetrics:
 
     def take_window(self, reduce: Reduce, device) -> dict[str, float]:
         """The window's sums over all ranks; the window starts again from zero."""
-        window = _summed(self.window, reduce, device)
+        window = _summed(self.window, reduce, device, self._keys(with_groups=False))
         self.window.clear()
         return window
 
@@ -79,10 +97,15 @@ class RunMetrics:
         """Resume: the totals a checkpoint saved."""
         self.totals = defaultdict(float, totals)
 
+    def summed_totals(self, reduce: Reduce, device) -> dict[str, float]:
+        """The totals summed over ranks (a collective: every rank calls it), for the summary and for a
+        checkpoint: rank 0 saves them and, on resume, loads them while the other ranks start from zero."""
+        return _summed(self.totals, reduce, device, self._keys(with_groups=True))
+
     def summary(self, reduce: Reduce, device, **fields) -> dict:
         """The end-of-training summary (qtuning_summary.json) from the totals over all ranks; `fields`
         are wall_clock_s, optimizer_steps, scoring_mode, output_dir, plan_log (in that order)."""
-        totals = _summed(self.totals, reduce, device)
+        totals = self.summed_totals(reduce, device)
         trained_pos = totals.get("trained_positions", 0.0)
         # Full-data training would run forward+backward (~3 forward passes) over every position we scored
         # (every position of every sample); we ran 1 forward there plus 3 on the kept rows.
@@ -145,10 +168,11 @@ def _by_group(totals: dict[str, float]) -> dict:
     return {"kept_share_by_group": {g: kept[g] / scored[g] if scored[g] else None for g in order}}
 
 
-def _summed(sums: dict[str, float], reduce: Reduce, device) -> dict[str, float]:
-    """`sums` summed over ranks (one float64 all-reduce), by key; `sums` itself on one process."""
-    keys = sorted(sums)
-    if not keys or reduce is None:
+def _summed(sums: dict[str, float], reduce: Reduce, device, keys: list[str]) -> dict[str, float]:
+    """`sums` summed over ranks (one float64 all-reduce of `keys`, the same list on every rank; a key
+    this rank did not count sends 0), by key; `sums` itself on one process. A key outside `keys` stays
+    this rank's own."""
+    if reduce is None:
         return dict(sums)
-    values = reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device))
-    return dict(zip(keys, values.tolist()))
+    values = reduce(torch.tensor([sums.get(k, 0.0) for k in keys], dtype=torch.float64, device=device))
+    return {**sums, **{k: v for k, v in zip(keys, values.tolist()) if k in sums or v}}

@@ -128,7 +128,7 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
     Raises:
         TypeError: No QTuningTrainingConfig in `args` or `qtuning_config`, or one in both.
         ConfigError: scoring="stale" with a training set whose rows carry no row ids (not a
-            `datasets.Dataset`); padding-free training with an attention that does not keep packed
+            `datasets.Dataset`); group_field naming a column the training set does not have; padding-free training with an attention that does not keep packed
             samples apart.
         ModelSpecError: The model's logits are not its LM head applied to its final hidden states (a
             transform qtuning does not reproduce), or it returns no usable logits.
@@ -143,6 +143,8 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
         self._qt_setup(qtuning_config)
         field_name = self.qt_settings.group_field
         # group_field: the group of every row id, written to output_dir when training starts (row_groups.py)
+        if field_name and raw_train is None:  # passed by position: the trainer's copy (it may lack the column)
+            raw_train = self.train_dataset
         self._qt_groups = row_groups(raw_train, field_name) if field_name else None
 
     def _qt_setup(self, qtuning_config: QTuningTrainingConfig | None) -> None:
