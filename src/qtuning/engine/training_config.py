@@ -125,7 +125,8 @@ class QTuningTrainingConfig(QTuningConfig):
             "help": "A column of the training set that names each row's group (its source, task or family, "
             "e.g. `source`): the run writes the group of every row id to <output_dir>/qtuning_groups.json and "
             "`qtuning report` shows, per group, the share of its rows kept and of the loss tokens trained. "
-            "Empty: no groups."
+            "`qtuning train` refuses a row without the field; in a datasets.Dataset you pass, a missing value "
+            "is the group '(none)'. Empty: no groups."
         },
     )
     warn_every_steps: int = field(
