@@ -209,7 +209,7 @@ def _group_section(doc: Doc, run: Run, plot) -> None:
     doc.heading(f"Which samples it kept, by {run.group_field}")
     doc.para(
         f"Every training row's {run.group_field!r} value (qtuning_groups.json) joined with the plan log. "
-        "`kept` is the share of the times a group's rows were scored that they were kept; a selection blind "
+        "The kept column is the share of the times a group's rows were scored that they were kept; a selection blind "
         "to the groups keeps each about equally, and gives each group about its share of the tokens scored "
         "as its share of the loss tokens. In our mixture experiment Q-Tuning kept the arithmetic rows 5% "
         "of the times it saw them and that family's exact match fell from 10.0% to 2.9% against Random "
@@ -225,8 +225,8 @@ def _group_section(doc: Doc, run: Run, plot) -> None:
             "kept",
             "kept as Q2",
             "kept as Q4",
-            "tokens scored",
-            "loss tokens trained",
+            "share of the tokens scored",
+            "share of the loss tokens trained",
         ],
         [
             [
