@@ -59,12 +59,11 @@ class _Bookkeeping:
 
     def _record_plan(self, plan: SelectionPlan, batch, index: int, attention: torch.Tensor, scored: bool):
         self._qt_metrics.add_plan(plan, attention, scored)
-        groups = getattr(self, "_qt_groups", None)
-        if groups is not None and batch.get(ID_KEY) is not None:
+        ids = batch.get(ID_KEY)  # (B,) dataset row ids, or None
+        if self._qt_groups is not None and ids is not None:
             kept = (plan.kept_role != Role.DROPPED).tolist()
-            self._qt_metrics.add_groups([groups[i] for i in batch[ID_KEY].tolist()], kept)
+            self._qt_metrics.add_groups([self._qt_groups[i] for i in ids.tolist()], kept)
         if self._plan_log is not None:  # unscored baselines too: PPL 1 and Ent 0, but who was kept
-            ids = batch.get(ID_KEY)
             self._plan_log.write(
                 plan_records(
                     plan,
@@ -235,7 +234,7 @@ class _Bookkeeping:
                 self._qt_history = ScoreWindow.from_state_dict(saved["history"])
             if self._qt_chooser is not None and "scoring_auto" in saved:
                 self._qt_chooser.load_state_dict(saved["scoring_auto"])
-        groups = getattr(self, "_qt_groups", None)
+        groups = self._qt_groups
         names = sorted(set(groups)) if groups is not None else []
         if groups is not None and self.args.world_size > 1:  # the union: a rank may hold other rows
             names = sorted(set().union(*gather_objects(names, owner="group_field")))

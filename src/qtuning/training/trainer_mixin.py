@@ -139,6 +139,7 @@ class QTuningTrainerMixin(_StepPlanning, _Bookkeeping):
             if key in kwargs:
                 kwargs[key] = with_row_ids(kwargs[key])
         raw_train = kwargs.get("train_dataset")  # before the trainer tokenises it: the user's own columns
+        self._qt_groups = None  # set below; the Trainer's own set-up may already log or plan
         super().__init__(*args, **kwargs)
         self._qt_setup(qtuning_config)
         field_name = self.qt_settings.group_field
