@@ -64,3 +64,18 @@ def test_unpaired_shapes_and_bad_values_are_refused():
 )
 def test_decision_rule(low, high, higher_is_better, expected):
     assert verdict(Interval(0.0, low, high, 5, 100), "A", "B", higher_is_better) == expected
+
+
+@pytest.mark.parametrize(
+    "low, high, higher_is_better, expected",
+    [
+        (-0.5, 1.5, True, "equivalent"),  # inside +-2
+        (-0.5, 2.5, True, "undecided"),  # crosses 0 and reaches past +2
+        (-2.0, 1.0, True, "undecided"),  # touching a bound is not inside it
+        (0.5, 1.5, True, "A better"),  # excludes 0: the direction is decided even inside the bounds
+        (-1.5, -0.5, False, "A better"),  # lower is better
+        (-1.5, 0.5, False, "equivalent"),
+    ],
+)
+def test_decision_rule_with_a_smallest_effect_of_interest(low, high, higher_is_better, expected):
+    assert verdict(Interval(0.0, low, high, 5, 100), "A", "B", higher_is_better, sesoi=2.0) == expected

@@ -133,14 +133,90 @@ def test_eval_output_carries_the_per_item_scores_compare_reads(tmp_path):
     ]
     records.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "eval.json"
-    args = ["eval", "--model", str(model_dir), "--tasks", f"squad={records}", "--engine", "native"]
+    args = ["eval", "--model", str(model_dir), "--tasks", f"squad={records},nll={records}", "--engine", "native"]
     assert main([*args, "--batch-size", "2", "-o", str(out)]) == 0
     scores = load_item_scores(out)
     ids, metrics = scores["squad"]
     assert ids == ["r1", "r2"] and set(metrics) == {"exact_match", "f1"}
+    nll_ids, nll_metrics = scores["nll"]
+    assert nll_ids == ["r1", "r2"] and set(nll_metrics) == {"nll"}
+    assert all(t >= 1 for t in nll_metrics["nll"][1])  # each item's response tokens, the ratio's weights
     rows_out = compare_runs([str(out)], [str(out)], resamples=200)
-    assert {r.metric for r in rows_out} == {"exact_match", "f1"}
+    assert {r.metric for r in rows_out} == {"exact_match", "f1", "nll"}
     assert all(r.difference.mean == 0 and r.verdict == "no difference resolved" for r in rows_out)
+
+
+def write_nll_eval(path, sums, tokens, ids=IDS):
+    """A file as `qtuning eval --tasks nll=FILE -o` writes it: per item the summed NLL and its tokens."""
+    samples = [{"id": i, "nll": v, "nll_tokens": t} for i, v, t in zip(ids, sums, tokens)]
+    table = {"nll": sum(sums) / sum(tokens), "nll_tokens": sum(tokens), "n": len(ids)}
+    path.write_text(json.dumps({"tasks": {"nll": table}, "samples": {"nll": samples}}))
+    return str(path)
+
+
+TOKENS = [[2, 4, 6, 8]] * 3  # per item, the same reference responses for every run
+A_NLL = [[1.0, 2.0, 3.0, 4.0], [1.2, 2.0, 2.8, 4.4], [0.8, 2.2, 3.0, 3.6]]  # summed NLL, seeds x items
+B_NLL = [[1.4, 2.6, 3.2, 4.8], [1.6, 2.4, 3.6, 4.6], [1.2, 2.8, 3.4, 4.4]]
+
+
+def test_nll_is_a_token_weighted_ratio_where_lower_is_better(tmp_path, capsys):
+    a = [write_nll_eval(tmp_path / f"qt_s{s}.json", row, TOKENS[s]) for s, row in enumerate(A_NLL)]
+    b = [write_nll_eval(tmp_path / f"rnd_s{s}.json", row, TOKENS[s]) for s, row in enumerate(B_NLL)]
+    (row,) = compare_runs(a, b, resamples=2000)
+    expected = paired_difference(A_NLL, B_NLL, TOKENS, TOKENS, resamples=2000)
+    # hand: A sums to 30.0 nats over 3 x 20 tokens (0.5 nats/token), B to 36.0 (0.6)
+    assert row.a_mean == pytest.approx(0.5) and row.b_mean == pytest.approx(0.6)
+    assert row.difference.mean == pytest.approx(-0.1) and row.scale == 1 and row.lower_is_better
+    assert (row.difference.low, row.difference.high) == pytest.approx((expected.low, expected.high))
+    assert expected.high < 0 and row.verdict == "A better"  # lower NLL: A's
+    main(["compare", "--a", ",".join(a), "--b", ",".join(b), "--name-a", "qt", "--name-b", "rnd", "--resamples", "500"])
+    printed = capsys.readouterr().out
+    assert "nll (lower is better)" in printed and "0.5000" in printed and "-0.1000" in printed
+    assert "qt better" in printed and "indicative only" not in printed  # 3 paired seeds
+
+
+def test_sesoi_gives_four_outcomes_and_bad_values_are_named(tmp_path, capsys):
+    same = [write_nll_eval(tmp_path / f"a_s{s}.json", row, TOKENS[s]) for s, row in enumerate(A_NLL)]
+    near = [  # B = A + 0.001 nats on each item: a tie well inside a SESOI of 0.01 nats/token
+        write_nll_eval(tmp_path / f"b_s{s}.json", [v + 0.001 * t for v, t in zip(row, TOKENS[s])], TOKENS[s])
+        for s, row in enumerate(A_NLL)
+    ]
+    (tie,) = compare_runs(same, near, resamples=1000, sesoi={"nll": 0.01})
+    assert tie.difference.mean == pytest.approx(-0.001) and tie.verdict == "A better"  # every resample: A lower
+    (loose,) = compare_runs(same, same[::-1], resamples=1000, sesoi={"nll": 0.01})  # other seeds' runs as B
+    assert loose.verdict in ("equivalent", "undecided") and loose.sesoi == 0.01
+    bound = max(abs(loose.difference.low), abs(loose.difference.high))
+    assert compare_runs(same, same[::-1], resamples=1000, sesoi={"nll": bound * 1.01})[0].verdict == "equivalent"
+    assert compare_runs(same, same[::-1], resamples=1000, sesoi={"nll": bound * 0.99})[0].verdict == "undecided"
+    em_a = [write_eval(tmp_path / f"em_a_s{s}.json", row) for s, row in enumerate(A[:2])]
+    em_b = [write_eval(tmp_path / f"em_b_s{s}.json", row) for s, row in enumerate(A[:2])]
+    out_json = tmp_path / "cmp.json"
+    args = ["compare", "--a", ",".join(em_a), "--b", ",".join(em_b), "--resamples", "300"]
+    assert main([*args, "--sesoi", "exact_match=2", "-o", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert "equivalent (SESOI 2)" in printed and "'equivalent' needs it inside +-SESOI" in printed
+    assert "2 paired run(s): indicative only" in printed
+    (entry,) = json.loads(out_json.read_text())["comparisons"]
+    assert entry["verdict"] == "equivalent" and entry["sesoi"] == 2 and entry["units"] == "score x100"
+    for bad, message in [
+        ("exact_match", "'exact_match' is not METRIC=VALUE"),
+        ("exact_match=-1", "'exact_match=-1' is not METRIC=VALUE with a positive number"),
+        ("exact_match=two", "'exact_match=two' is not METRIC"),
+        ("f1=2", "--sesoi names f1, which no comparison has; compared: exact_match"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--sesoi", bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err, bad
+
+
+def test_nll_items_without_a_token_count_are_named(tmp_path):
+    path = tmp_path / "nll.json"
+    write_nll_eval(path, A_NLL[0], TOKENS[0])
+    data = json.loads(path.read_text())
+    data["samples"]["nll"][1]["nll_tokens"] = 0
+    path.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="nll.json: task nll, item q2: nll_tokens is 0 \\(a positive count\\)"):
+        load_item_scores(path)
 
 
 def test_compare_reproduces_the_evidence_suites_primary_comparison(tmp_path):

@@ -232,6 +232,56 @@ def test_end_to_end_planted_perfect_cases(bigram_model, engine):
     json.dumps(result)  # serialisable
 
 
+NLL_RECORDS = [
+    {"id": "n1", "prompt": "Calculate 1 + 2.", "response": "Step 1: 1 + 2 = 3\nAnswer: 3"},
+    {"id": "n2", "prompt": "Hi", "response": "Hello there, how can I help you today?"},
+    {"id": "n3", "prompt": "A much longer prompt than the others, with several words in it.", "response": "Yes."},
+]
+
+
+@pytest.mark.parametrize("engine", ["lm_eval", "native"])
+def test_nll_task_is_the_token_weighted_response_nll_under_either_engine(bigram_model, engine):
+    """`nll=FILE`: the set's NLL is summed NLL / summed response tokens (response_nll, which
+    tests/test_evidence.py checks against the model's own loss), each item's sum and count kept for
+    `qtuning compare`; under lm_eval it runs natively beside the harness's tasks, in the given order."""
+    from qtuning.evaluation import response_nll
+
+    model, tokenizer = bigram_model
+    pairs = response_nll(model, tokenizer, NLL_RECORDS, batch_size=3)
+    expected = sum(v for v, _ in pairs) / sum(t for _, t in pairs)
+    result = evaluate(
+        model,
+        tokenizer,
+        ["nll", "squad"],
+        records={"nll": NLL_RECORDS, "squad": [{"id": "q1", "prompt": "Who?", "response": "x", "answers": [ANSWER]}]},
+        batch_size=2,
+        progress=False,
+        engine=engine,
+        samples=True,
+    )
+    assert list(result["tasks"]) == ["nll", "squad"]
+    row = result["tasks"]["nll"]
+    assert row["nll"] == pytest.approx(expected, rel=1e-5) and row["n"] == 3
+    assert row["nll_tokens"] == sum(t for _, t in pairs) and expected > 0
+    assert result["tasks"]["squad"]["exact_match"] == 1.0  # the harness (or native) task still ran
+    items = result["samples"]["nll"]
+    assert [i["id"] for i in items] == ["n1", "n2", "n3"]
+    for item, (v, t) in zip(items, pairs):
+        assert item["nll"] == pytest.approx(v, rel=1e-5) and item["nll_tokens"] == t
+    assert "nll" in format_table(result) and f"{row['nll']:.4f}" in format_table(result)
+
+
+def test_nll_task_errors_name_the_record_and_field(bigram_model):
+    model, tokenizer = bigram_model
+    with pytest.raises(EvalError, match="task nll scores your own records: give them as nll=path.jsonl"):
+        evaluate(model, tokenizer, ["nll"], progress=False)
+    bad = [{"id": "n1", "prompt": "Hi", "response": "ok"}, {"id": "n7", "prompt": "Hi", "response": ""}]
+    with pytest.raises(EvalError, match="nll record 'n7': field 'response' is ''"):
+        evaluate(model, tokenizer, ["nll"], records={"nll": bad}, progress=False)
+    with pytest.raises(EvalError, match="nll record 'n2': field 'prompt' is None"):
+        evaluate(model, tokenizer, ["nll"], records={"nll": [{"id": "n2", "response": "ok"}]}, progress=False)
+
+
 def test_records_for_unlisted_task_is_an_error(bigram_model):
     model, tokenizer = bigram_model
     with pytest.raises(EvalError, match="not evaluated"):
@@ -257,6 +307,17 @@ def test_real_model_small_eval():
     harness = evaluate(model, tokenizer, ["arc_easy"], limit=4, batch_size=4, engine="lm_eval")
     assert harness["tasks"]["arc_easy"]["acc"] == arc["acc"]
     assert harness["tasks"]["arc_easy"]["acc_norm"] == arc["acc_norm"]
+    # the held-out NLL of 4 real arith worked solutions, beside lm_eval's task: summed NLL / response tokens
+    from qtuning.data.builtin import load_builtin_records
+    from qtuning.evaluation import response_nll
+
+    rows = load_builtin_records("arith-steps")[4000:4004]
+    pairs = response_nll(model, tokenizer, rows)
+    both = evaluate(model, tokenizer, ["arc_easy", "nll"], limit=4, records={"nll": rows}, engine="lm_eval")
+    nll = both["tasks"]["nll"]
+    assert nll["nll_tokens"] == sum(t for _, t in pairs) > 4 * 20  # worked solutions: dozens of tokens each
+    assert nll["nll"] == pytest.approx(sum(v for v, _ in pairs) / nll["nll_tokens"], rel=1e-5)
+    assert 0.0 < nll["nll"] < 5.0 and both["tasks"]["arc_easy"]["acc"] == arc["acc"]
 
 
 def test_lora_adapter_folder_is_merged(tmp_path):
@@ -300,9 +361,10 @@ def test_every_generated_task_yaml_resolves_its_hook_through_lm_eval(tmp_path):
     from qtuning.evaluation import TASKS, write_lm_eval_tasks
 
     doc = {"eval_prompt": "q", "answers": ["1"], "choices": ["a", "b"], "gold": 0}
-    folder = write_lm_eval_tasks({task: [doc] for task in TASKS}, root=tmp_path)
+    harness_tasks = [t for t in TASKS if TASKS[t].kind != "nll"]  # nll never goes through lm_eval
+    folder = write_lm_eval_tasks({task: [doc] for task in harness_tasks}, root=tmp_path)
     hooks = set()
-    for task in TASKS:
+    for task in harness_tasks:
         config = load_yaml(folder / f"{task}.yaml")
         if "process_results" in config:
             hook = config["process_results"]

@@ -33,7 +33,8 @@ def evaluate(
     records: {task: records} to score a task's metrics on your own records (builtin_data format)
     instead of the built-in set. engine: "lm_eval" (lm-evaluation-harness) or "native" (this module's
     batched log-likelihood with a shared prompt cache, and model.generate; same prompts and metrics).
-    samples: also return each document's output and scores (native engine). Returns {"tasks": {task: {metric: value, ..., "n": count}},
+    samples: also return each document's output and scores (native engine; the `nll` task, which
+    always runs natively, under either engine). Returns {"tasks": {task: {metric: value, ..., "n": count}},
     "config": ..., "timing": ..., "versions": ...}; `results["tasks"]` is the table.
     """
     import torch
@@ -59,7 +60,19 @@ def evaluate(
     try:
         with torch.inference_mode():
             if engine == "lm_eval":
-                table, info = _lm_eval_run(model, tokenizer, docs, batch_size, max_length, progress)
+                # lm_eval has no score for a response as training tokenises it: `nll` tasks run natively
+                harness = {t: d for t, d in docs.items() if TASKS[t].kind != "nll"}
+                table, info = (
+                    _lm_eval_run(model, tokenizer, harness, batch_size, max_length, progress)
+                    if harness
+                    else ({}, {"timings": {}})
+                )
+                if len(harness) < len(docs):
+                    nll = {t: d for t, d in docs.items() if t not in harness}
+                    nll_table, nll_info = _native_run(model, tokenizer, nll, batch_size, progress, samples)
+                    table = {t: (table | nll_table)[t] for t in docs}
+                    info["timings"] |= nll_info["timings"]
+                    info["samples"] = nll_info["samples"]
             else:
                 table, info = _native_run(model, tokenizer, docs, batch_size, progress, samples)
     finally:
@@ -133,7 +146,7 @@ def evaluate_dir(model_dir_or_spec: str | os.PathLike, tasks: list[str] | str, *
 
 def format_table(result: dict) -> str:
     """A plain-text table of the results: one row per task, one column per metric."""
-    metrics = ["acc", "acc_norm", "exact_match", "f1"]
+    metrics = ["acc", "acc_norm", "exact_match", "f1", "nll"]
     rows = [["task", "n", *metrics, "time"]]
     for task, values in result["tasks"].items():
         seconds = result.get("timing", {}).get(f"{task}_s")

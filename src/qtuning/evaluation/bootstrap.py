@@ -87,11 +87,18 @@ def mean_interval(num, den=None, resamples: int = 10_000, rng_seed: int = 0) -> 
     return Interval(float(num.sum() / den.sum()), float(low), float(high), seeds, items)
 
 
-def verdict(interval: Interval, better: str, worse: str, higher_is_better: bool = True) -> str:
-    """The decision rule: which arm the whole interval favours, else no difference resolved."""
+def verdict(
+    interval: Interval, better: str, worse: str, higher_is_better: bool = True, sesoi: float | None = None
+) -> str:
+    """The decision rule: which arm the whole interval favours. Otherwise, without a smallest effect
+    of interest (sesoi, in the interval's units), "no difference resolved"; with one, "equivalent"
+    when the interval lies inside (-sesoi, +sesoi) (a tie the data show) and "undecided" when it
+    reaches past a bound (the data allow an effect that matters)."""
     low, high = (interval.low, interval.high) if higher_is_better else (-interval.high, -interval.low)
     if low > 0:
         return f"{better} better"
     if high < 0:
         return f"{worse} better"
-    return "no difference resolved"
+    if sesoi is None:
+        return "no difference resolved"
+    return "equivalent" if -sesoi < low and high < sesoi else "undecided"

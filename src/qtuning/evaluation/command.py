@@ -26,7 +26,8 @@ class EvalConfig:
         default="arc_easy,arc_challenge,gsm8k,triviaqa,squad,math",
         metadata={
             "help": f"Comma-separated, from {', '.join(TASKS)}; task=path.jsonl scores that task's metrics on "
-            "your own records."
+            "your own records; nll=path.jsonl: the held-out per-token NLL of each record's reference response "
+            "(prompt + response records; lower is better; always scored natively)."
         },
     )
     limit: int | None = field(default=None, metadata={"help": "The first N records of each task."})
@@ -42,8 +43,8 @@ class EvalConfig:
     output: str | None = field(
         default=None,
         metadata={
-            "help": "Write the results, config and timing as JSON (with --engine native also each item's output "
-            "and scores, which `qtuning compare` reads)."
+            "help": "Write the results, config and timing as JSON (with --engine native, and for the nll task "
+            "under either engine, also each item's output and scores, which `qtuning compare` reads)."
         },
     )
 
@@ -70,7 +71,7 @@ def run_eval(cfg: EvalConfig) -> int:
         batch_size=cfg.batch_size,
         max_length=cfg.max_length,
         engine=cfg.engine,
-        samples=bool(cfg.output) and cfg.engine == "native",  # per-item scores, for `qtuning compare`
+        samples=bool(cfg.output),  # per-item scores of the natively run tasks, for `qtuning compare`
     )
     for task, path in (i.split("=", 1) for i in cfg.tasks.split(",") if "=" in i):
         result["config"]["records"][task_name(task)] = path

@@ -10,7 +10,10 @@ Run i of A pairs with run i of B (the files in natural order: s2 before s10), an
 have scored the same items; one B file (e.g. the untrained model, which has no seed) pairs with
 every A run. For each task and metric the difference A - B is the mean over the paired seeds and
 items, with a 95% interval from the two-way bootstrap of `qtuning.evaluation.bootstrap` (seeds and items
-resampled independently), and the verdict the whole interval gives. Reads JSON; imports no torch.
+resampled independently), and the verdict the whole interval gives. A held-out NLL (`qtuning eval
+--tasks nll=FILE`) is a ratio of sums (summed NLL over response tokens, per item) and lower is
+better; with `--sesoi` a comparison has four outcomes, as the second evidence design's (A better,
+B better, equivalent, undecided). Reads JSON; imports no torch.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from pathlib import Path
 from ..errors import UsageError
 from ..files import atomic_write_text, check_output_file
 from .bootstrap import Interval, paired_difference, verdict
+from .tasks import LOWER_IS_BETTER
+
+FEW_SEEDS = 3  # below this, a bootstrap over seeds understates their spread: the table says so
 
 
 @dataclass
@@ -43,6 +49,15 @@ class CompareConfig:
     metrics: str = field(
         default="", metadata={"help": "Comma-separated metrics to compare (default: every metric the files share)."}
     )
+    sesoi: str = field(
+        default="",
+        metadata={
+            "help": "Smallest effect of interest per metric, fixed before you look, in the table's units (points "
+            "x100; nats/token for nll), e.g. `nll=0.01,exact_match=2`. A metric given one reads 'equivalent' "
+            "when its whole interval lies inside +-SESOI and 'undecided' when the interval crosses 0 and reaches "
+            "past a bound; without it such an interval reads 'no difference resolved'."
+        },
+    )
     resamples: int = field(default=10_000, metadata={"help": "Bootstrap resamples (seeded, so reruns agree)."})
     output: str = field(default="", metadata={"help": "Also write the comparison as JSON to this file."})
 
@@ -51,10 +66,13 @@ class CompareConfig:
 class Comparison:
     task: str
     metric: str
-    a_mean: float  # over A's runs and the items, x100
+    a_mean: float  # over A's runs and the items, in `scale` units
     b_mean: float
-    difference: Interval  # A - B, x100
+    difference: Interval  # A - B, in `scale` units
     verdict: str
+    scale: float = 100.0  # scores x100; 1 for a held-out NLL (nats/token)
+    lower_is_better: bool = False
+    sesoi: float | None = None  # the smallest effect of interest the verdict used, in `scale` units
 
 
 def _natural_key(path: str) -> list:
@@ -79,8 +97,12 @@ def expand_paths(spec: str, flag: str) -> list[str]:
     return paths
 
 
-def load_item_scores(path: str | Path) -> dict[str, tuple[list[str], dict[str, list[float]]]]:
-    """An eval JSON -> {task: (item ids, {metric: per-item scores})}; errors name the file and field."""
+def load_item_scores(
+    path: str | Path,
+) -> dict[str, tuple[list[str], dict[str, tuple[list[float], list[float] | None]]]]:
+    """An eval JSON -> {task: (item ids, {metric: (per-item scores, per-item denominators)})}; the
+    denominators are None for a plain mean (accuracy, EM) and the token counts for a ratio of sums
+    (a held-out NLL: `nll` summed per item over `nll_tokens`). Errors name the file and field."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such evaluation file")
@@ -101,22 +123,37 @@ def load_item_scores(path: str | Path) -> dict[str, tuple[list[str], dict[str, l
     for task, items in samples.items():
         ids = [str(item.get("id")) for item in items]
         metrics = {}
-        for metric in (result.get("tasks", {}).get(task) or {}).keys():
-            if metric == "n" or metric.endswith("_stderr"):
+        table = result.get("tasks", {}).get(task) or {}
+        for metric in table.keys():
+            if metric == "n" or metric.endswith(("_stderr", "_tokens")):
                 continue
             values = [item.get(metric) for item in items]
             bad = next((i for i, v in enumerate(values) if not isinstance(v, (int, float))), None)
             if bad is not None:
                 raise UsageError(f"{path}: task {task}, item {ids[bad]}: metric {metric!r} is {values[bad]!r}")
-            metrics[metric] = [float(v) for v in values]
+            dens = None
+            if f"{metric}_tokens" in table:  # a ratio of sums: each item's tokens weigh it
+                dens = [item.get(f"{metric}_tokens") for item in items]
+                bad = next((i for i, v in enumerate(dens) if not isinstance(v, (int, float)) or v <= 0), None)
+                if bad is not None:
+                    raise UsageError(
+                        f"{path}: task {task}, item {ids[bad]}: {metric}_tokens is {dens[bad]!r} (a positive count)"
+                    )
+                dens = [float(v) for v in dens]
+            metrics[metric] = ([float(v) for v in values], dens)
         out[task] = (ids, metrics)
     return out
 
 
 def compare_runs(
-    a_paths: list[str], b_paths: list[str], metrics: list[str] | None = None, resamples: int = 10_000
+    a_paths: list[str],
+    b_paths: list[str],
+    metrics: list[str] | None = None,
+    resamples: int = 10_000,
+    sesoi: dict[str, float] | None = None,
 ) -> list[Comparison]:
-    """Every task and metric all the files share, A - B paired by position (one B pairs with all)."""
+    """Every task and metric all the files share, A - B paired by position (one B pairs with all).
+    sesoi: {metric: smallest effect of interest in the table's units} for the four-outcome verdict."""
     if len(b_paths) != 1 and len(b_paths) != len(a_paths):
         raise UsageError(
             f"--a has {len(a_paths)} files and --b {len(b_paths)}: pair them one to one (same seeds), "
@@ -143,13 +180,57 @@ def compare_runs(
         if metrics and not wanted:
             raise UsageError(f"task {task}: none of the metrics {', '.join(metrics)}; it has {', '.join(shared)}")
         for metric in wanted:
-            a_grid = [runs[p][task][1][metric] for p in a_paths]  # (seeds, items)
-            b_grid = [runs[p][task][1][metric] for p in b_paths]
-            d = paired_difference(a_grid, b_grid, resamples=resamples)
-            scaled = Interval(100 * d.mean, 100 * d.low, 100 * d.high, d.seeds, d.items)
-            a_mean = 100 * sum(map(sum, a_grid)) / (len(a_grid) * len(ids))
-            b_mean = 100 * sum(map(sum, b_grid)) / (len(b_grid) * len(ids))
-            out.append(Comparison(task, metric, a_mean, b_mean, scaled, verdict(d, "A", "B")))
+            a_grid = [runs[p][task][1][metric][0] for p in a_paths]  # (seeds, items)
+            b_grid = [runs[p][task][1][metric][0] for p in b_paths]
+            a_dens = [runs[p][task][1][metric][1] for p in a_paths]  # (seeds, items), or Nones
+            b_dens = [runs[p][task][1][metric][1] for p in b_paths]
+            ratio = a_dens[0] is not None and all(x is not None for x in a_dens + b_dens)
+            if not ratio:
+                a_dens = [[1.0] * len(ids) for _ in a_paths]
+                b_dens = [[1.0] * len(ids) for _ in b_paths]
+            d = paired_difference(a_grid, b_grid, a_dens, b_dens, resamples=resamples)
+            scale = 1.0 if metric in LOWER_IS_BETTER else 100.0
+            scaled = Interval(scale * d.mean, scale * d.low, scale * d.high, d.seeds, d.items)
+            a_mean = scale * sum(map(sum, a_grid)) / sum(map(sum, a_dens))
+            b_mean = scale * sum(map(sum, b_grid)) / sum(map(sum, b_dens))
+            lower = metric in LOWER_IS_BETTER
+            bound = (sesoi or {}).get(metric)
+            out.append(
+                Comparison(
+                    task,
+                    metric,
+                    a_mean,
+                    b_mean,
+                    scaled,
+                    verdict(scaled, "A", "B", not lower, bound),
+                    scale,
+                    lower,
+                    bound,
+                )
+            )
+    unused = set(sesoi or {}) - {r.metric for r in out}
+    if unused:
+        raise UsageError(
+            f"--sesoi names {', '.join(sorted(unused))}, which no comparison has; compared: "
+            f"{', '.join(dict.fromkeys(r.metric for r in out))}"
+        )
+    return out
+
+
+def parse_sesoi(spec: str) -> dict[str, float]:
+    """ "nll=0.01,exact_match=2" -> {"nll": 0.01, "exact_match": 2.0}; a bad item is named."""
+    out: dict[str, float] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        metric, sep, value = item.partition("=")
+        try:
+            bound = float(value) if sep and metric.strip() else None
+        except ValueError:
+            bound = None
+        if bound is None or not bound > 0 or bound == float("inf"):
+            raise UsageError(f"--sesoi: {item!r} is not METRIC=VALUE with a positive number (e.g. nll=0.01)")
+        out[metric.strip()] = bound
     return out
 
 
@@ -158,21 +239,22 @@ def _verdict_words(r: Comparison, name_a: str, name_b: str) -> str:
 
 
 def format_comparison(rows: list[Comparison], name_a: str, name_b: str) -> str:
-    """A plain-text table; scores x100."""
+    """A plain-text table; scores x100, a held-out NLL in nats/token (lower is better)."""
     table = [["task", "metric", name_a, name_b, f"{name_a} - {name_b}", "95% CI", "seeds", "items", "verdict"]]
     for r in rows:
-        d = r.difference
+        d, f = r.difference, (4 if r.scale == 1 else 2)
+        sesoi = f" (SESOI {r.sesoi:g})" if r.sesoi is not None else ""
         table.append(
             [
                 r.task,
-                r.metric,
-                f"{r.a_mean:.2f}",
-                f"{r.b_mean:.2f}",
-                f"{d.mean:+.2f}",
-                f"[{d.low:+.2f}, {d.high:+.2f}]",
+                r.metric + (" (lower is better)" if r.lower_is_better else ""),
+                f"{r.a_mean:.{f}f}",
+                f"{r.b_mean:.{f}f}",
+                f"{d.mean:+.{f}f}",
+                f"[{d.low:+.{f}f}, {d.high:+.{f}f}]",
                 str(d.seeds),
                 str(d.items),
-                _verdict_words(r, name_a, name_b),
+                _verdict_words(r, name_a, name_b) + sesoi,
             ]
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -190,16 +272,24 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
         check_output_file(cfg.output, "--output", UsageError)
     a_paths, b_paths = expand_paths(cfg.a, "--a"), expand_paths(cfg.b, "--b")
     metrics = [m.strip() for m in cfg.metrics.split(",") if m.strip()] or None
-    rows = compare_runs(a_paths, b_paths, metrics, cfg.resamples)
+    sesoi = parse_sesoi(cfg.sesoi)
+    rows = compare_runs(a_paths, b_paths, metrics, cfg.resamples, sesoi)
     pairs = [(a, b_paths[0]) for a in a_paths] if len(b_paths) == 1 else list(zip(a_paths, b_paths))
     print(f"[qtuning] compare {cfg.name_a} - {cfg.name_b}, paired runs:")
     for a, b in pairs:
         print(f"  {a}  <->  {b}")
     print(format_comparison(rows, cfg.name_a, cfg.name_b))
     print(
-        f"[qtuning] scores x100; 95% intervals from a two-way bootstrap over seeds x items "
-        f"({cfg.resamples} resamples, seeded 0); a verdict needs the whole interval on one side of 0"
+        f"[qtuning] scores x100, nll in nats/token; 95% intervals from a two-way bootstrap over seeds x items "
+        f"({cfg.resamples} resamples, seeded 0); 'better' needs the whole interval on one side of 0"
+        + ("; 'equivalent' needs it inside +-SESOI" if sesoi else "")
     )
+    seeds = min((r.difference.seeds for r in rows), default=0)
+    if seeds < FEW_SEEDS:
+        print(
+            f"[qtuning] {seeds} paired run(s): indicative only; a bootstrap over so few seeds understates how "
+            f"much runs differ (use {FEW_SEEDS} or more)"
+        )
     if cfg.output:
         payload = {
             "a": {"name": cfg.name_a, "files": a_paths},
@@ -215,6 +305,8 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
                     "seeds": r.difference.seeds,
                     "items": r.difference.items,
                     "verdict": _verdict_words(r, cfg.name_a, cfg.name_b),
+                    "units": "nats/token, lower is better" if r.lower_is_better else "score x100",
+                    "sesoi": r.sesoi,
                 }
                 for r in rows
             ],

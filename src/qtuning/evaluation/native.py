@@ -151,11 +151,14 @@ def generate_responses(
     return out_texts
 
 
-def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) -> list[tuple[float, int]]:
+def response_nll(
+    model, tokenizer, records: list[dict], batch_size: int = 16, progress: bool = False, desc: str = "nll"
+) -> list[tuple[float, int]]:
     """Per record, (summed NLL, token count) of its reference `response` after its `prompt`, as
     training tokenises them (chat template, loss on the response tokens only); fp32 log-softmax over
     the full vocabulary, no pruning. The held-out NLL of a set is sum(NLL) / sum(tokens)."""
     import torch
+    from tqdm import tqdm
 
     from ..data import tokenize_record
     from ..engine.scoring import IGNORE_INDEX
@@ -178,6 +181,7 @@ def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) ->
     order = sorted(range(len(records)), key=lambda i: -len(encoded[i]["input_ids"]))
     was_training = model.training
     model.eval()
+    bar = tqdm(total=len(records), desc=desc, unit="doc", disable=not progress)
     try:
         with torch.inference_mode():
             for group in _batches(order, batch_size):
@@ -194,7 +198,9 @@ def response_nll(model, tokenizer, records: list[dict], batch_size: int = 16) ->
                 nll = torch.where(loss_mask, scores.nll, 0.0).sum(dim=1)  # (B,)
                 for row, i in enumerate(group):
                     out[i] = (float(nll[row]), int(loss_mask[row].sum()))
+                bar.update(len(group))
     finally:
+        bar.close()
         model.train(was_training)
     return out
 
@@ -208,6 +214,14 @@ def _native_run(
     for task, task_docs_ in docs.items():
         started = time.perf_counter()
         spec = TASKS[task]
+        if spec.kind == "nll":  # a ratio of sums: the set's NLL is its summed NLL over its response tokens
+            pairs = response_nll(model, tokenizer, task_docs_, batch_size, progress, desc=task)
+            tokens = sum(t for _, t in pairs)
+            timings[task] = time.perf_counter() - started
+            results[task] = {"nll": sum(v for v, _ in pairs) / max(1, tokens), "nll_tokens": tokens, "n": len(pairs)}
+            if keep_samples:  # per item: the summed NLL and its token count (`qtuning compare` reads both)
+                samples[task] = [{"id": d["id"], "nll": v, "nll_tokens": t} for d, (v, t) in zip(task_docs_, pairs)]
+            continue
         if spec.kind == "choice":
             lls = choice_loglikelihoods(model, tokenizer, task_docs_, batch_size, progress, desc=task)
             scores = [choice_accuracy(ll, d["choices"], d["gold"]) for ll, d in zip(lls, task_docs_)]

@@ -25,6 +25,8 @@ def prepare_doc(task: str, record: dict) -> dict:
     """One record -> the document the engine sees: id, the user turn (`eval_prompt`), and the gold
     (`choices` + `gold` for ARC, `answers` otherwise)."""
     spec = TASKS[task]
+    if spec.kind == "nll":
+        return _nll_doc(record)
     try:
         if spec.kind == "choice":
             return {
@@ -47,6 +49,20 @@ def prepare_doc(task: str, record: dict) -> dict:
             f"{task} record {record.get('id', '?')!r} has no field {exc}; expected the record "
             "format of qtuning.data.builtin"
         ) from exc
+
+
+def _nll_doc(record: dict) -> dict:
+    """A record of the `nll` task: its prompt and the reference response whose tokens are scored."""
+    for name in ("prompt", "response"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise EvalError(
+                f"nll record {record.get('id', '?')!r}: field {name!r} is {value!r}; the nll task needs a "
+                "non-empty prompt and response per record (the single-turn record format of qtuning.data.builtin)"
+            )
+    if "id" not in record:
+        raise EvalError("an nll record has no field 'id'; expected the record format of qtuning.data.builtin")
+    return {"id": str(record["id"]), "prompt": record["prompt"], "response": record["response"]}
 
 
 def read_records_file(path: str | os.PathLike) -> list[dict]:
@@ -95,6 +111,8 @@ def parse_task_args(specs: str | list[str]) -> tuple[list[str], dict[str, list[d
 def task_docs(task: str, limit: int | None = None, records: list[dict] | None = None) -> list[dict]:
     """The prepared documents of a task: the first `limit` of `records` (else of the built-in set)."""
     if records is None:
+        if not TASKS[task].builtin:
+            raise EvalError(f"task {task} scores your own records: give them as {task}=path.jsonl")
         from ..data.builtin import load_builtin_records
 
         records = load_builtin_records(TASKS[task].builtin)

@@ -1,5 +1,5 @@
-"""The evaluation tasks: for each, the built-in set it reads, its kind (log-likelihood of choices or
-generation) and its metrics; task names and their aliases."""
+"""The evaluation tasks: for each, the built-in set it reads, its kind (log-likelihood of choices,
+generation, or the held-out NLL of reference responses) and its metrics; task names and their aliases."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from ..errors import EvalError
 
 @dataclass(frozen=True)
 class EvalTask:
-    builtin: str  # the qtuning.data.builtin set
-    kind: str  # "choice" (log-likelihood) or "generate"
+    builtin: str  # the qtuning.data.builtin set ("" where the user's records are required)
+    kind: str  # "choice" (log-likelihood), "generate", or "nll" (per-token NLL of each record's response)
     metrics: tuple[str, ...]
     max_new_tokens: int = 0
 
@@ -26,7 +26,10 @@ TASKS: dict[str, EvalTask] = {
     # procedural tasks with worked solutions (qtuning.data.procedural): the integer after "Answer:"
     "arith": EvalTask("arith-steps", "generate", ("exact_match",), 160),
     "letters": EvalTask("letter-count-steps", "generate", ("exact_match",), 224),
+    # the held-out NLL of your own records' reference responses (lower is better): nll=heldout.jsonl
+    "nll": EvalTask("", "nll", ("nll",)),
 }
+LOWER_IS_BETTER = ("nll",)  # metrics where a smaller value is the better one
 FINAL_ANSWER_TASKS = ("arith", "letters")
 ALIASES = {name.replace("_", "-"): name for name in TASKS} | {
     "arc-easy-val": "arc_easy",
