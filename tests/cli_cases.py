@@ -25,7 +25,7 @@ from pathlib import Path
 from tests.helpers import QTUNING_CLI
 
 KINDS = ("missing_file", "wrong_type", "unknown_model", "unknown_name", "unreadable", "unwritable_output")
-COMMANDS = ("train", "plan", "fetch", "eval", "analyze", "report", "select", "compare")
+COMMANDS = ("train", "plan", "fetch", "eval", "analyze", "report", "select", "compare", "ab")
 NOT_APPLICABLE = {
     ("fetch", "wrong_type"): "fetch has no numeric option",
     ("report", "unknown_name"): "report reads no data set or task by name",
@@ -268,6 +268,27 @@ def matrix(w: dict[str, Path]) -> list[Cell]:
             "unwritable_output",
             ["compare", "--a", str(w["eval_a"]), "--b", str(w["eval_b"]), "--resamples", "100"]
             + ["--output", str(blocker / "cmp.json")],
+        ),
+        # ab: the recipe, held-out rows, tasks and output folders are checked before any run trains; the
+        # model loads first in the first run (the held-out rows are the training data: any train format reads)
+        Cell("ab", "missing_file", ["ab", "--config", str(w["recipe"]), "--heldout", str(missing / "held.jsonl")]),
+        Cell("ab", "wrong_type", ["ab", "--seeds", "many"]),
+        Cell(
+            "ab",
+            "unknown_model",
+            ["ab", "--config", str(w["recipe"]), "--heldout", data, "--train_args=--model nosuchmodel"]
+            + ["--output_dir", out],
+        ),
+        Cell(
+            "ab",
+            "unknown_name",
+            ["ab", "--config", str(w["recipe"]), "--heldout", data, "--tasks", "nosuchtask", "--output_dir", out],
+        ),
+        Cell("ab", "unreadable", ["ab", "--config", str(w["recipe"]), "--heldout", str(u / "data.jsonl")]),
+        Cell(
+            "ab",
+            "unwritable_output",
+            ["ab", "--config", str(w["recipe"]), "--heldout", data, "--output_dir", str(blocker / "ab")],
         ),
     ]
     covered = {(c.command, c.kind) for c in cells}

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from qtuning.errors import DataError
 from qtuning.evaluation import (
     EvalError,
     choice_accuracy,
@@ -275,11 +276,36 @@ def test_nll_task_errors_name_the_record_and_field(bigram_model):
     model, tokenizer = bigram_model
     with pytest.raises(EvalError, match="task nll scores your own records: give them as nll=path.jsonl"):
         evaluate(model, tokenizer, ["nll"], progress=False)
-    bad = [{"id": "n1", "prompt": "Hi", "response": "ok"}, {"id": "n7", "prompt": "Hi", "response": ""}]
-    with pytest.raises(EvalError, match="nll record 'n7': field 'response' is ''"):
+    bad = [{"id": "n1", "prompt": "Hi", "response": "ok"}, {"id": "n7", "prompt": "Hi", "response": " "}]
+    with pytest.raises(EvalError, match=r"nll records: row 1 \(id 'n7'\): the response is empty"):
         evaluate(model, tokenizer, ["nll"], records={"nll": bad}, progress=False)
-    with pytest.raises(EvalError, match="nll record 'n2': field 'prompt' is None"):
+    with pytest.raises(DataError, match="nll records: row 0: unrecognised row format with fields"):
         evaluate(model, tokenizer, ["nll"], records={"nll": [{"id": "n2", "response": "ok"}]}, progress=False)
+
+
+def test_nll_task_reads_every_training_row_format_alike(bigram_model, tmp_path):
+    """Alpaca, prompt + completion, messages and the built-in prompt + response: the same conversation,
+    the same NLL; a file's bad row is named with the file."""
+    from qtuning.evaluation import parse_task_args
+
+    model, tokenizer = bigram_model
+    forms = [
+        {"id": "a", "instruction": "Say hi.", "input": "", "output": "Hello there."},
+        {"id": "b", "prompt": "Say hi.", "completion": "Hello there."},
+        {
+            "id": "c",
+            "messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hello there."}],
+        },
+        {"id": "d", "prompt": "Say hi.", "response": "Hello there."},
+    ]
+    result = evaluate(model, tokenizer, ["nll"], records={"nll": forms}, progress=False, engine="native", samples=True)
+    items = result["samples"]["nll"]
+    assert [i["id"] for i in items] == ["a", "b", "c", "d"]
+    assert len({round(i["nll"], 5) for i in items}) == 1 and len({i["nll_tokens"] for i in items}) == 1
+    path = tmp_path / "held.jsonl"
+    path.write_text(json.dumps(forms[0]) + "\n" + json.dumps({"id": "x", "text": "no response"}) + "\n")
+    with pytest.raises(DataError, match=f"{path}: row 1: unrecognised row format with fields"):
+        parse_task_args(f"nll={path}")
 
 
 def test_records_for_unlisted_task_is_an_error(bigram_model):

@@ -73,7 +73,8 @@ COMMANDS = (
     ),
     Command(
         "eval",
-        "benchmark a model (ARC, GSM8K, MATH, TriviaQA, SQuAD) on the built-in data",
+        "benchmark a model (ARC, GSM8K, MATH, TriviaQA, SQuAD) on the built-in data, or score its held-out NLL "
+        "on your records (nll=FILE)",
         "qtuning.evaluation.command:run_eval",
         ("qtuning.evaluation.command:EvalConfig",),
     ),
@@ -104,6 +105,14 @@ COMMANDS = (
         "`qtuning eval --engine native -o` files",
         "qtuning.evaluation.compare:run_compare",
         ("qtuning.evaluation.compare:CompareConfig",),
+    ),
+    Command(
+        "ab",
+        "is Q-Tuning better than a random subset (or full data) on your recipe? trains both over paired seeds, "
+        "scores each on your held-out records (NLL, plus any eval task) and compares",
+        "qtuning.cli.ab:run_ab",
+        ("qtuning.cli.ab:AbConfig",),
+        extra="trl",
     ),
 )
 BY_NAME = {command.name: command for command in COMMANDS}

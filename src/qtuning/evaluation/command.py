@@ -26,8 +26,8 @@ class EvalConfig:
         default="arc_easy,arc_challenge,gsm8k,triviaqa,squad,math",
         metadata={
             "help": f"Comma-separated, from {', '.join(TASKS)}; task=path.jsonl scores that task's metrics on "
-            "your own records; nll=path.jsonl: the held-out per-token NLL of each record's reference response "
-            "(prompt + response records; lower is better; always scored natively)."
+            "your own records; nll=path.jsonl: the held-out per-token NLL of each row's reference response "
+            "(rows in any format `qtuning train` reads; lower is better; always scored natively)."
         },
     )
     limit: int | None = field(default=None, metadata={"help": "The first N records of each task."})

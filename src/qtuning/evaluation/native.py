@@ -156,7 +156,9 @@ def response_nll(
 ) -> list[tuple[float, int]]:
     """Per record, (summed NLL, token count) of its reference `response` after its `prompt`, as
     training tokenises them (chat template, loss on the response tokens only); fp32 log-softmax over
-    the full vocabulary, no pruning. The held-out NLL of a set is sum(NLL) / sum(tokens)."""
+    the full vocabulary, no pruning. The held-out NLL of a set is sum(NLL) / sum(tokens). A record
+    may instead hold `prompt` and `completion` as message lists (a normalised training record, e.g.
+    a multi-turn conversation, whose assistant turns are scored as training scores them)."""
     import torch
     from tqdm import tqdm
 
@@ -169,7 +171,9 @@ def response_nll(
     encoded = [
         tokenize_record(
             tokenizer,
-            {
+            {"prompt": r["prompt"], "completion": r["completion"]}
+            if "completion" in r
+            else {
                 "prompt": [{"role": "user", "content": r["prompt"]}],
                 "completion": [{"role": "assistant", "content": r["response"]}],
             },

@@ -26,7 +26,7 @@ def prepare_doc(task: str, record: dict) -> dict:
     (`choices` + `gold` for ARC, `answers` otherwise)."""
     spec = TASKS[task]
     if spec.kind == "nll":
-        return _nll_doc(record)
+        return nll_doc(record)
     try:
         if spec.kind == "choice":
             return {
@@ -51,22 +51,23 @@ def prepare_doc(task: str, record: dict) -> dict:
         ) from exc
 
 
-def _nll_doc(record: dict) -> dict:
-    """A record of the `nll` task: its prompt and the reference response whose tokens are scored."""
-    for name in ("prompt", "response"):
-        value = record.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise EvalError(
-                f"nll record {record.get('id', '?')!r}: field {name!r} is {value!r}; the nll task needs a "
-                "non-empty prompt and response per record (the single-turn record format of qtuning.data.builtin)"
-            )
-    if "id" not in record:
-        raise EvalError("an nll record has no field 'id'; expected the record format of qtuning.data.builtin")
-    return {"id": str(record["id"]), "prompt": record["prompt"], "response": record["response"]}
+def nll_doc(record: dict, index: int = 0, source: str = "nll records") -> dict:
+    """A record of the `nll` task: any row format `qtuning train` reads (prompt + completion, messages,
+    Alpaca), or the built-in sets' prompt + response; the conversation as training would see it. Errors
+    name the source, the row and the field."""
+    from ..data.records import normalise_row
+
+    if isinstance(record, dict) and "response" in record and "completion" not in record and "messages" not in record:
+        record = {**record, "completion": record["response"]}  # the built-in record format
+    doc = normalise_row(record, index, source)
+    if not "".join(str(m.get("content") or "") for m in doc["completion"]).strip():
+        raise EvalError(f"{source}: row {index} (id {doc['id']!r}): the response is empty: there is nothing to score")
+    return {"id": str(doc["id"]), "prompt": doc["prompt"], "completion": doc["completion"]}
 
 
 def read_records_file(path: str | os.PathLike) -> list[dict]:
-    """Records from a .jsonl or .json file (the qtuning.data.builtin record format)."""
+    """Records from a .jsonl or .json file (the qtuning.data.builtin record format; for the nll task any
+    row format training reads)."""
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"records file {path} does not exist")
@@ -83,7 +84,11 @@ def read_records_file(path: str | os.PathLike) -> list[dict]:
         raise EvalError(f"records file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise EvalError(f"records file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(rows, list):
+        raise EvalError(f"records file {path}: expected a list of records, got {type(rows).__name__}")
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise EvalError(f"records file {path}: record {i} is {type(row).__name__}, not an object with fields")
         if "id" not in row:
             row["id"] = str(i)
     return rows
@@ -103,6 +108,9 @@ def parse_task_args(specs: str | list[str]) -> tuple[list[str], dict[str, list[d
         tasks.append(name)
         if path:
             records[name] = read_records_file(path)
+            if TASKS[name].kind == "nll":  # check every row now, with the file's name in the error
+                for i, row in enumerate(records[name]):
+                    nll_doc(row, i, path)
     if not tasks:
         raise EvalError("no eval task given")
     return tasks, records
@@ -120,4 +128,6 @@ def task_docs(task: str, limit: int | None = None, records: list[dict] | None = 
         records = records[:limit]
     if not records:
         raise EvalError(f"task {task}: no records to evaluate")
+    if TASKS[task].kind == "nll":  # rows are numbered in the errors, as training numbers them
+        return [nll_doc(r, i) for i, r in enumerate(records)]
     return [prepare_doc(task, r) for r in records]

@@ -1,0 +1,180 @@
+"""`qtuning ab`: is Q-Tuning better than a baseline on YOUR recipe and data? One command for the loop
+docs/evaluation.md describes: train the recipe and the baseline with the same seeds, score every model
+on the same held-out records (their NLL, plus any eval task), and compare them paired by seed with the
+two-way bootstrap and your smallest effect of interest.
+
+Resumable: a run whose evaluation file scored the same tasks is skipped (its folder must hold the same
+recipe, or the run stops with the settings that differ); a run that stopped after a checkpoint resumes
+from it. Everything lands under --output_dir: `<arm>_s<seed>/` (each run, as `qtuning train` writes it),
+`evals/<arm>_s<seed>.json` (as `qtuning eval -o` writes it) and `ab.json` (as `qtuning compare -o`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..errors import UsageError
+
+BASELINE_FLAGS = {  # the baseline arm: the same recipe with these overrides
+    "random": ["--sample_pruner", "random", "--token_pruner", "random"],  # same budget, blind selection
+    "full": ["--pruning_method", "none"],  # every sample and token
+}
+
+
+@dataclass
+class AbConfig:
+    """Settings of `qtuning ab` (the recipe against a baseline, over seeds, on held-out records)."""
+
+    config: str = field(default="", metadata={"help": "The recipe (a `qtuning train` YAML), Q-Tuning on."})
+    heldout: str = field(
+        default="",
+        metadata={
+            "help": "Held-out rows (.jsonl or .json, in any row format `qtuning train` reads) that the recipe "
+            "never trains on: every model's NLL of their responses is the comparison's first metric."
+        },
+    )
+    tasks: str = field(
+        default="",
+        metadata={"help": "More `qtuning eval` tasks for every model, e.g. `arith=heldout.jsonl` (optional)."},
+    )
+    baseline: Literal["random", "full"] = field(
+        default="random",
+        metadata={
+            "help": "random: the same budget chosen blindly (--sample_pruner random --token_pruner random); "
+            "full: all samples and tokens (--pruning_method none)."
+        },
+    )
+    seeds: int = field(default=3, metadata={"help": "Paired seeds 0..N-1 per arm (3 or more for an interval)."})
+    output_dir: str = field(default="ab", metadata={"help": "Where the runs, evaluations and ab.json go."})
+    train_args: str = field(
+        default="",
+        metadata={"help": 'Overrides for both arms\' `qtuning train`, e.g. "--max_steps 60 --learning_rate 1e-4".'},
+    )
+    sesoi: str = field(
+        default="nll=0.01",
+        metadata={
+            "help": "Smallest effect of interest per metric (qtuning compare --sesoi), fixed before you look; "
+            "'' for the two-outcome reading."
+        },
+    )
+    limit: int | None = field(default=None, metadata={"help": "Score the first N records of each task."})
+    batch_size: int = field(default=8, metadata={"help": "Records per evaluation forward."})
+
+
+def _finished(run_dir: Path) -> bool:
+    """The run saved its model and wrote its end-of-run summary (qtuning.training.run writes it last)."""
+    from ..data.run_files import SUMMARY_FILE
+
+    try:
+        return "eval_loss_after" in json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _scored(eval_file: Path, tasks: str, limit: int | None) -> bool:
+    """The evaluation file exists and scored these tasks, on these files, with this limit."""
+    from ..evaluation.records import parse_task_args
+    from ..evaluation.tasks import task_name
+
+    try:
+        config = json.loads(eval_file.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    names, _ = parse_task_args(tasks)
+    files = {task_name(t): path for t, _, path in (i.partition("=") for i in tasks.split(",") if "=" in i)}
+    return (
+        config.get("tasks") == names
+        and config.get("limit") == limit
+        and all(config.get("records", {}).get(task) == path for task, path in files.items())
+    )
+
+
+def check_heldout(path: str) -> int:
+    """Read the held-out records before any training: a bad file or record fails now, by name."""
+    from ..evaluation.records import nll_doc, read_records_file
+
+    if not path:
+        raise UsageError("--heldout: give held-out rows (.jsonl or .json, in any format `qtuning train` reads)")
+    records = read_records_file(path)
+    for i, record in enumerate(records):
+        nll_doc(record, i, path)
+    if not records:
+        raise UsageError(f"--heldout {path}: no records")
+    return len(records)
+
+
+def run_ab(cfg: AbConfig) -> int:
+    """`qtuning ab`: train and evaluate each missing run, then compare; returns the exit code."""
+    from ..evaluation.command import EvalConfig, run_eval
+    from ..evaluation.compare import CompareConfig, parse_sesoi, run_compare
+    from ..evaluation.records import parse_task_args
+    from ..training.run import check_output_dir, run_training
+    from .train import load_recipe, parse_train_config
+
+    if not cfg.config:
+        raise UsageError("--config: give the recipe (a `qtuning train` YAML)")
+    load_recipe(cfg.config)  # a missing or unknown-key recipe fails before anything runs
+    if cfg.seeds < 1:
+        raise UsageError(f"--seeds {cfg.seeds}: at least 1")
+    parse_sesoi(cfg.sesoi)
+    rows = check_heldout(cfg.heldout)
+    tasks = ",".join([f"nll={cfg.heldout}", *([cfg.tasks] if cfg.tasks else [])])
+    parse_task_args(tasks)  # unknown tasks and unreadable files, now
+    extra = shlex.split(cfg.train_args)
+    own = ("--seed", "--output_dir", "--config", "--resume_from_checkpoint", "--overwrite_output_dir")
+    reserved = [a for a in extra if a.split("=")[0].replace("-", "_").replace("__", "--", 1) in own]
+    if reserved:
+        raise UsageError(
+            f"--train_args may not set {', '.join(reserved)}: qtuning ab sets them per run (for another recipe, "
+            "give another --output_dir)"
+        )
+    out = Path(cfg.output_dir)
+    arms = ("qtuning", cfg.baseline)
+    print(
+        f"[qtuning] ab: {cfg.config} (qtuning) against {cfg.baseline}, seeds 0-{cfg.seeds - 1}, "
+        f"held-out {cfg.heldout} ({rows} records); output {out}"
+    )
+    evals: dict[str, list[str]] = {arm: [] for arm in arms}
+    for seed in range(cfg.seeds):
+        for arm in arms:
+            name = f"{arm}_s{seed}"
+            run_dir, eval_file = out / name, out / "evals" / f"{name}.json"
+            evals[arm].append(str(eval_file))
+            argv = ["--config", cfg.config, "--seed", str(seed), "--output_dir", str(run_dir)]
+            argv += (BASELINE_FLAGS[arm] if arm != "qtuning" else []) + extra
+            check_output_dir(*parse_train_config(argv))  # a run of another recipe there: an error, not reuse
+            if _scored(eval_file, tasks, cfg.limit):
+                print(f"[qtuning] ab: {name} trained and scored already ({eval_file}): skipped")
+                continue
+            if not _finished(run_dir):
+                if any(run_dir.glob("checkpoint-*")):  # a run that stopped part-way: go on from its checkpoint
+                    argv += ["--resume_from_checkpoint", "true"]
+                print(f"[qtuning] ab: training {name}")
+                run_training(*parse_train_config(argv))
+            print(f"[qtuning] ab: scoring {name}")
+            eval_file.parent.mkdir(parents=True, exist_ok=True)
+            run_eval(
+                EvalConfig(
+                    model=str(run_dir),
+                    tasks=tasks,
+                    limit=cfg.limit,
+                    batch_size=cfg.batch_size,
+                    engine="native",
+                    output=str(eval_file),
+                )
+            )
+    run_compare(
+        CompareConfig(
+            a=",".join(evals["qtuning"]),
+            b=",".join(evals[cfg.baseline]),
+            name_a="qtuning",
+            name_b=cfg.baseline,
+            sesoi=cfg.sesoi,
+            output=str(out / "ab.json"),
+        )
+    )
+    return 0
