@@ -138,35 +138,36 @@ def run_ab(cfg: AbConfig) -> int:
         f"[qtuning] ab: {cfg.config} (qtuning) against {cfg.baseline}, seeds 0-{cfg.seeds - 1}, "
         f"held-out {cfg.heldout} ({rows} records); output {out}"
     )
-    evals: dict[str, list[str]] = {arm: [] for arm in arms}
+    runs = []  # (name, train argv, run folder, eval file), every one checked before any trains
     for seed in range(cfg.seeds):
         for arm in arms:
             name = f"{arm}_s{seed}"
-            run_dir, eval_file = out / name, out / "evals" / f"{name}.json"
-            evals[arm].append(str(eval_file))
-            argv = ["--config", cfg.config, "--seed", str(seed), "--output_dir", str(run_dir)]
+            argv = ["--config", cfg.config, "--seed", str(seed), "--output_dir", str(out / name)]
             argv += (BASELINE_FLAGS[arm] if arm != "qtuning" else []) + extra
-            check_output_dir(*parse_train_config(argv))  # a run of another recipe there: an error, not reuse
-            if _scored(eval_file, tasks, cfg.limit):
-                print(f"[qtuning] ab: {name} trained and scored already ({eval_file}): skipped")
-                continue
-            if not _finished(run_dir):
-                if any(run_dir.glob("checkpoint-*")):  # a run that stopped part-way: go on from its checkpoint
-                    argv += ["--resume_from_checkpoint", "true"]
-                print(f"[qtuning] ab: training {name}")
-                run_training(*parse_train_config(argv))
-            print(f"[qtuning] ab: scoring {name}")
-            eval_file.parent.mkdir(parents=True, exist_ok=True)
-            run_eval(
-                EvalConfig(
-                    model=str(run_dir),
-                    tasks=tasks,
-                    limit=cfg.limit,
-                    batch_size=cfg.batch_size,
-                    engine="native",
-                    output=str(eval_file),
-                )
+            check_output_dir(*parse_train_config(argv))  # writable, and no run of another recipe there
+            runs.append((name, argv, out / name, out / "evals" / f"{name}.json"))
+    for name, argv, run_dir, eval_file in runs:
+        if _scored(eval_file, tasks, cfg.limit):
+            print(f"[qtuning] ab: {name} trained and scored already ({eval_file}): skipped")
+            continue
+        if not _finished(run_dir):
+            if any(run_dir.glob("checkpoint-*")):  # a run that stopped part-way: go on from its checkpoint
+                argv = [*argv, "--resume_from_checkpoint", "true"]
+            print(f"[qtuning] ab: training {name}")
+            run_training(*parse_train_config(argv))
+        print(f"[qtuning] ab: scoring {name}")
+        eval_file.parent.mkdir(parents=True, exist_ok=True)
+        run_eval(
+            EvalConfig(
+                model=str(run_dir),
+                tasks=tasks,
+                limit=cfg.limit,
+                batch_size=cfg.batch_size,
+                engine="native",
+                output=str(eval_file),
             )
+        )
+    evals = {arm: [str(e) for n, _, _, e in runs if n.startswith(f"{arm}_s")] for arm in arms}
     run_compare(
         CompareConfig(
             a=",".join(evals["qtuning"]),
