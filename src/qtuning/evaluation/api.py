@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 from ..errors import EvalError
@@ -124,7 +125,13 @@ def load_for_eval(spec: str | os.PathLike, dtype=None):
         if not base:
             raise EvalError(f"adapter folder {path}: adapter_config.json names no base_model_name_or_path")
         model, tokenizer = load_model_and_tokenizer(base, dtype=dtype)
-        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        with warnings.catch_warnings():
+            # peft (0.21) reads `is_gradient_checkpointing`, which transformers (5.24) deprecates: a warning
+            # between two libraries about nothing the user set (as in qtuning.training.run)
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
         if (path / "tokenizer_config.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             if tokenizer.pad_token is None:
