@@ -59,18 +59,30 @@ def main() -> int:
         str(out),
     ]
     print("[ab_quickstart]", " ".join(command), flush=True)
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     started = time.perf_counter()
     code = subprocess.call(command, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     if code != 0:
         return code
     result = json.loads((out / "ab.json").read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    runs = {}  # per run: its held-out NLL and its training wall-clock (from the files the runs wrote)
+    for side in ("a", "b"):
+        for path in result[side]["files"]:
+            name = Path(path).stem
+            summary = json.loads((out / name / "qtuning_summary.json").read_text())
+            runs[name] = {
+                "heldout_nll": json.loads(Path(path).read_text())["tasks"]["nll"]["nll"],
+                "train_wall_clock_s": summary["wall_clock_s"],
+                "tokens_trained": summary["tokens_trained"],
+                "samples_trained": summary["samples_trained"],
+            }
+    result["runs"] = runs
     result["setup"] = {
         "recipe": "configs/quickstart.yaml, data = Alpaca demo rows 0-849",
         "heldout": f"Alpaca demo rows {SPLIT}-{len(rows) - 1} ({len(rows) - SPLIT} rows)",
         "seeds": args.seeds,
         "wall_clock_s_this_call": round(time.perf_counter() - started, 1),  # skipped runs cost nothing here
-        "commit": commit.stdout.strip(),
+        "commit_this_call": commit.stdout.strip(),  # a rerun that skips finished runs records its own
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
     }
     target = ROOT / "benchmarks" / "results" / f"ab_quickstart_{args.baseline}.json"

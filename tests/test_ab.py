@@ -55,11 +55,16 @@ def test_ab_trains_both_arms_per_seed_scores_them_and_compares(ab_setup):
     args = [*base, "--train_args=--max_steps 3"]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads((out / "qtuning_s0" / "qtuning_summary.json").read_text())
+    r = round(first["tokens_trained"] / (0.5 * first["trainable_tokens_scored"]), 3)  # rule R, by hand
+    assert 0 < r <= 1 and f"token_ratio {r:g} of their tokens" in proc.stdout
     for arm in ("qtuning", "random"):
         for seed in (0, 1):
             run = json.loads((out / f"{arm}_s{seed}" / "qtuning_run.json").read_text())
             assert run["seed"] == seed and run["max_steps"] == 3  # the recipe says 2: --train_args won
             assert run["sample_pruner"] == ("random" if arm == "random" else "qtuning"), run["sample_pruner"]
+            assert run["token_ratio"] == (r if arm == "random" else 0.5)
+    assert "ab: per run, qtuning trained 12 samples and" in proc.stdout  # 3 steps x 8 rows x 0.5
     evals = {
         f"{arm}_s{s}": json.loads((out / "evals" / f"{arm}_s{s}.json").read_text())
         for arm in ("qtuning", "random")

@@ -20,7 +20,9 @@ from typing import Literal
 from ..errors import UsageError
 
 BASELINE_FLAGS = {  # the baseline arm: the same recipe with these overrides
-    "random": ["--sample_pruner", "random", "--token_pruner", "random"],  # same budget, blind selection
+    # a blind selection of the same samples and loss tokens: token_ratio R is set from qtuning_s0 (token_ratio_r)
+    "random": ["--sample_pruner", "random", "--token_pruner", "random"],
+    "random_nominal": ["--sample_pruner", "random", "--token_pruner", "random"],  # the recipe's ratios as they are
     "full": ["--pruning_method", "none"],  # every sample and token
 }
 
@@ -41,11 +43,13 @@ class AbConfig:
         default="",
         metadata={"help": "More `qtuning eval` tasks for every model, e.g. `arith=heldout.jsonl` (optional)."},
     )
-    baseline: Literal["random", "full"] = field(
+    baseline: Literal["random", "random_nominal", "full"] = field(
         default="random",
         metadata={
-            "help": "random: the same budget chosen blindly (--sample_pruner random --token_pruner random); "
-            "full: all samples and tokens (--pruning_method none)."
+            "help": "random: a blind selection (--sample_pruner random --token_pruner random) of the same samples "
+            "and about the same loss tokens as Q-Tuning (its token_ratio is set from qtuning_s0's run, since "
+            "Q-Tuning prunes tokens only in its Q2 rows); random_nominal: the same, at the recipe's own ratios "
+            "(the paper's baseline, which trains fewer tokens); full: all samples and tokens (--pruning_method none)."
         },
     )
     seeds: int = field(default=3, metadata={"help": "Paired seeds 0..N-1 per arm (3 or more for an interval)."})
@@ -91,6 +95,22 @@ def _scored(eval_file: Path, tasks: str, limit: int | None) -> bool:
         and config.get("limit") == limit
         and all(config.get("records", {}).get(task) == path for task, path in files.items())
     )
+
+
+def token_ratio_r(qtuning_run: Path, sample_ratio: float) -> float:
+    """The random baseline's token ratio R: the loss tokens Q-Tuning's first run trained over what a random
+    sample_ratio of the rows holds (sample_ratio x the trainable tokens scored), so that a blind selection
+    of the same samples trains about as many tokens (the evidence suite's rule R, benchmarks/evidence/PLAN_v2.md)."""
+    from ..data.run_files import SUMMARY_FILE
+
+    try:
+        summary = json.loads((qtuning_run / SUMMARY_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"{qtuning_run / SUMMARY_FILE}: cannot be read ({exc}); the random baseline's token ratio comes from "
+            "this run: train it again (remove its evaluation file) or give another --output_dir"
+        ) from exc
+    return min(1.0, round(summary["tokens_trained"] / (sample_ratio * summary["trainable_tokens_scored"]), 3))
 
 
 def check_heldout(path: str) -> int:
@@ -144,9 +164,21 @@ def run_ab(cfg: AbConfig) -> int:
             name = f"{arm}_s{seed}"
             argv = ["--config", cfg.config, "--seed", str(seed), "--output_dir", str(out / name)]
             argv += (BASELINE_FLAGS[arm] if arm != "qtuning" else []) + extra
-            check_output_dir(*parse_train_config(argv))  # writable, and no run of another recipe there
+            if arm != "random":  # the token-matched baseline's recipe is known once qtuning_s0 has run
+                check_output_dir(*parse_train_config(argv))  # writable, and no run of another recipe there
             runs.append((name, argv, out / name, out / "evals" / f"{name}.json"))
+    matched = None  # the token-matched baseline's token_ratio, from qtuning_s0 (the first run)
     for name, argv, run_dir, eval_file in runs:
+        if name.startswith("random_s"):
+            if matched is None:
+                sample_ratio = parse_train_config(argv)[1].sample_ratio
+                matched = token_ratio_r(out / "qtuning_s0", sample_ratio)
+                print(
+                    f"[qtuning] ab: the random baseline keeps {sample_ratio:g} of the samples and token_ratio "
+                    f"{matched:g} of their tokens, to train about as many loss tokens as qtuning_s0 did"
+                )
+            argv = [*argv, "--token_ratio", str(matched)]
+            check_output_dir(*parse_train_config(argv))
         if _scored(eval_file, tasks, cfg.limit):
             print(f"[qtuning] ab: {name} trained and scored already ({eval_file}): skipped")
             continue
@@ -168,6 +200,7 @@ def run_ab(cfg: AbConfig) -> int:
             )
         )
     evals = {arm: [str(e) for n, _, _, e in runs if n.startswith(f"{arm}_s")] for arm in arms}
+    _print_budgets(out, [n for n, *_ in runs], arms)
     run_compare(
         CompareConfig(
             a=",".join(evals["qtuning"]),
@@ -179,3 +212,26 @@ def run_ab(cfg: AbConfig) -> int:
         )
     )
     return 0
+
+
+def _print_budgets(out: Path, names: list[str], arms: tuple[str, str]) -> None:
+    """What each arm trained, from the runs' summaries: a comparison at unequal budgets should say so."""
+    from ..data.run_files import SUMMARY_FILE
+
+    totals = {}
+    for arm in arms:
+        try:
+            summaries = [json.loads((out / n / SUMMARY_FILE).read_text()) for n in names if n.startswith(f"{arm}_s")]
+        except (OSError, ValueError):
+            return  # a run folder removed after it was scored: nothing to report on it
+        totals[arm] = {
+            key: sum(s.get(key, 0) for s in summaries) / len(summaries)
+            for key in ("samples_trained", "tokens_trained", "wall_clock_s")
+        }
+    a, b = (totals[arm] for arm in arms)
+    print(
+        f"[qtuning] ab: per run, {arms[0]} trained {a['samples_trained']:.0f} samples and {a['tokens_trained']:.0f} "
+        f"loss tokens in {a['wall_clock_s']:.0f} s, {arms[1]} {b['samples_trained']:.0f} and "
+        f"{b['tokens_trained']:.0f} in {b['wall_clock_s']:.0f} s ({arms[1]} / {arms[0]}: tokens "
+        f"{b['tokens_trained'] / max(1.0, a['tokens_trained']):.2f}x, time {b['wall_clock_s'] / max(1e-9, a['wall_clock_s']):.2f}x)"
+    )
