@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from qtuning.evaluation.bootstrap import paired_difference  # noqa: E402
+from qtuning.evaluation.bootstrap import Interval, paired_difference, verdict  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "results" / "evidence_v2_cells"
 V1_CELLS = ROOT / "benchmarks" / "results" / "evidence_cells"
@@ -84,16 +84,9 @@ def anova_interval(a_num, b_num, a_den=None, b_den=None) -> dict:
 def outcome(low: float, high: float, sesoi: float, better: str, worse: str, lower_is_better: bool) -> str:
     """PLAN_v2.md's four outcomes for A - B: '<A> better', '<B> better', 'equivalent' (the CI inside
     +-SESOI), or 'undecided'. A CI that excludes 0 decides the direction even when it also lies
-    inside the bounds (the entry's `within_sesoi` says so)."""
-    if lower_is_better:
-        low, high = -high, -low
-    if low > 0:
-        return f"{better} better"
-    if high < 0:
-        return f"{worse} better"
-    if -sesoi < low and high < sesoi:
-        return "equivalent"
-    return "undecided"
+    inside the bounds (the entry's `within_sesoi` says so). The rule is the library's
+    (`qtuning.evaluation.bootstrap.verdict` with a sesoi), which `qtuning compare --sesoi` applies too."""
+    return verdict(Interval(0.0, low, high, 0, 0), better, worse, not lower_is_better, sesoi)
 
 
 def compare(a_cells: list[dict], b_cells: list[dict], a_name: str, b_name: str) -> dict | None:

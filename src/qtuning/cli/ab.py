@@ -79,17 +79,12 @@ def _finished(run_dir: Path) -> bool:
         return False
 
 
-def _scored(eval_file: Path, tasks: str, limit: int | None) -> bool:
-    """The evaluation file exists and scored these tasks, on these files, with this limit."""
-    from ..evaluation.records import parse_task_args
-    from ..evaluation.tasks import task_name
-
+def _scored(eval_file: Path, names: list[str], files: dict[str, str], limit: int | None) -> bool:
+    """The evaluation file exists and scored these tasks (names), on these files ({task: path}), with this limit."""
     try:
         config = json.loads(eval_file.read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    names, _ = parse_task_args(tasks)
-    files = {task_name(t): path for t, _, path in (i.partition("=") for i in tasks.split(",") if "=" in i)}
     return (
         config.get("tasks") == names
         and config.get("limit") == limit
@@ -113,25 +108,12 @@ def token_ratio_r(qtuning_run: Path, sample_ratio: float) -> float:
     return min(1.0, round(summary["tokens_trained"] / (sample_ratio * summary["trainable_tokens_scored"]), 3))
 
 
-def check_heldout(path: str) -> int:
-    """Read the held-out records before any training: a bad file or record fails now, by name."""
-    from ..evaluation.records import nll_doc, read_records_file
-
-    if not path:
-        raise UsageError("--heldout: give held-out rows (.jsonl or .json, in any format `qtuning train` reads)")
-    records = read_records_file(path)
-    for i, record in enumerate(records):
-        nll_doc(record, i, path)
-    if not records:
-        raise UsageError(f"--heldout {path}: no records")
-    return len(records)
-
-
 def run_ab(cfg: AbConfig) -> int:
     """`qtuning ab`: train and evaluate each missing run, then compare; returns the exit code."""
     from ..evaluation.command import EvalConfig, run_eval
     from ..evaluation.compare import CompareConfig, parse_sesoi, run_compare
     from ..evaluation.records import parse_task_args
+    from ..evaluation.tasks import task_name
     from ..training.run import check_output_dir, run_training
     from .train import load_recipe, parse_train_config
 
@@ -141,12 +123,17 @@ def run_ab(cfg: AbConfig) -> int:
     if cfg.seeds < 1:
         raise UsageError(f"--seeds {cfg.seeds}: at least 1")
     parse_sesoi(cfg.sesoi)
-    rows = check_heldout(cfg.heldout)
+    if not cfg.heldout:
+        raise UsageError("--heldout: give held-out rows (.jsonl or .json, in any format `qtuning train` reads)")
     tasks = ",".join([f"nll={cfg.heldout}", *([cfg.tasks] if cfg.tasks else [])])
-    parse_task_args(tasks)  # unknown tasks and unreadable files, now
+    # now, before any training: unknown tasks, unreadable files, and every held-out row (named if bad)
+    names, records = parse_task_args(tasks)
+    if not records["nll"]:
+        raise UsageError(f"--heldout {cfg.heldout}: no records")
+    files = {task_name(t): path for t, _, path in (i.partition("=") for i in tasks.split(",") if "=" in i)}
     extra = shlex.split(cfg.train_args)
-    own = ("--seed", "--output_dir", "--config", "--resume_from_checkpoint", "--overwrite_output_dir")
-    reserved = [a for a in extra if a.split("=")[0].replace("-", "_").replace("__", "--", 1) in own]
+    own = ("seed", "output_dir", "config", "resume_from_checkpoint", "overwrite_output_dir")  # ab sets these
+    reserved = [a for a in extra if a.startswith("--") and a[2:].split("=")[0].replace("-", "_") in own]
     if reserved:
         raise UsageError(
             f"--train_args may not set {', '.join(reserved)}: qtuning ab sets them per run (for another recipe, "
@@ -156,7 +143,7 @@ def run_ab(cfg: AbConfig) -> int:
     arms = ("qtuning", cfg.baseline)
     print(
         f"[qtuning] ab: {cfg.config} (qtuning) against {cfg.baseline}, seeds 0-{cfg.seeds - 1}, "
-        f"held-out {cfg.heldout} ({rows} records); output {out}"
+        f"held-out {cfg.heldout} ({len(records['nll'])} records); output {out}"
     )
     runs = []  # (name, train argv, run folder, eval file), every one checked before any trains
     for seed in range(cfg.seeds):
@@ -179,7 +166,7 @@ def run_ab(cfg: AbConfig) -> int:
                 )
             argv = [*argv, "--token_ratio", str(matched)]
             check_output_dir(*parse_train_config(argv))
-        if _scored(eval_file, tasks, cfg.limit):
+        if _scored(eval_file, names, files, cfg.limit):
             print(f"[qtuning] ab: {name} trained and scored already ({eval_file}): skipped")
             continue
         if not _finished(run_dir):

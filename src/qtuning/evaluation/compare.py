@@ -70,7 +70,7 @@ class Comparison:
     b_mean: float
     difference: Interval  # A - B, in `scale` units
     verdict: str
-    scale: float = 100.0  # scores x100; 1 for a held-out NLL (nats/token)
+    scale: float = 100.0  # scores x100; 1 for a ratio of sums (a held-out NLL, nats/token)
     lower_is_better: bool = False
     sesoi: float | None = None  # the smallest effect of interest the verdict used, in `scale` units
 
@@ -184,12 +184,12 @@ def compare_runs(
             b_grid = [runs[p][task][1][metric][0] for p in b_paths]
             a_dens = [runs[p][task][1][metric][1] for p in a_paths]  # (seeds, items), or Nones
             b_dens = [runs[p][task][1][metric][1] for p in b_paths]
-            ratio = a_dens[0] is not None and all(x is not None for x in a_dens + b_dens)
+            ratio = all(x is not None for x in a_dens + b_dens)  # e.g. an NLL: in its own units, not x100
             if not ratio:
                 a_dens = [[1.0] * len(ids) for _ in a_paths]
                 b_dens = [[1.0] * len(ids) for _ in b_paths]
             d = paired_difference(a_grid, b_grid, a_dens, b_dens, resamples=resamples)
-            scale = 1.0 if metric in LOWER_IS_BETTER else 100.0
+            scale = 1.0 if ratio else 100.0
             scaled = Interval(scale * d.mean, scale * d.low, scale * d.high, d.seeds, d.items)
             a_mean = scale * sum(map(sum, a_grid)) / sum(map(sum, a_dens))
             b_mean = scale * sum(map(sum, b_grid)) / sum(map(sum, b_dens))

@@ -21,12 +21,12 @@ def arc_question(record: dict) -> str:
     return prompt[:cut] if cut >= 0 else prompt
 
 
-def prepare_doc(task: str, record: dict) -> dict:
+def prepare_doc(task: str, record: dict, index: int = 0) -> dict:
     """One record -> the document the engine sees: id, the user turn (`eval_prompt`), and the gold
     (`choices` + `gold` for ARC, `answers` otherwise)."""
     spec = TASKS[task]
-    if spec.kind == "nll":
-        return nll_doc(record)
+    if spec.kind == "nll":  # index: the row's number in the errors, as training numbers rows
+        return nll_doc(record, index)
     try:
         if spec.kind == "choice":
             return {
@@ -128,6 +128,4 @@ def task_docs(task: str, limit: int | None = None, records: list[dict] | None = 
         records = records[:limit]
     if not records:
         raise EvalError(f"task {task}: no records to evaluate")
-    if TASKS[task].kind == "nll":  # rows are numbered in the errors, as training numbers them
-        return [nll_doc(r, i) for i, r in enumerate(records)]
-    return [prepare_doc(task, r) for r in records]
+    return [prepare_doc(task, r, i) for i, r in enumerate(records)]
