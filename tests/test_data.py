@@ -32,6 +32,25 @@ def test_three_row_formats_normalise_alike(tmp_path):
     assert [r["id"] for r in records] == ["row-0", "row-1", "row-2"]
 
 
+def test_builtin_rows_train_as_they_are(tmp_path):
+    """A built-in set's own rows (prompt + response, as `qtuning.data.builtin` writes them) load like
+    prompt + completion rows, so a user can save a built-in set and train on the file unchanged."""
+    from qtuning.data.procedural import arith_records
+
+    built = arith_records(2)
+    path = _jsonl(tmp_path / "builtin.jsonl", built)
+    records, report = load_records(path)
+    assert report.rows_used == 2
+    for row, record in zip(built, records):
+        assert record["prompt"] == [{"role": "user", "content": row["prompt"]}]
+        assert record["completion"] == [{"role": "assistant", "content": row["response"]}]
+    # "completion" wins when a row has both; a bad response names its own field
+    both = normalise_row({"prompt": "q", "completion": "c", "response": "r"}, 0, "x.jsonl")
+    assert both["completion"][0]["content"] == "c"
+    with pytest.raises(DataError, match=r"x.jsonl: row 3: field 'response' must be a"):
+        normalise_row({"prompt": "q", "response": 5}, 3, "x.jsonl")
+
+
 @pytest.mark.parametrize(
     "row, message",
     [

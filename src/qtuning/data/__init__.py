@@ -6,7 +6,8 @@ A normalised record:
      "completion": [{"role": "assistant", "content": ...}]}
 
 Accepted row formats (detected per row):
-- `prompt` + `completion` (strings or message lists);
+- `prompt` + `completion` (strings or message lists); `prompt` + `response`, the built-in sets' own
+  rows (`qtuning.data.builtin`), reads the same way;
 - `messages` (a conversation; the last assistant message is the completion, the rest the prompt;
   EVERY assistant turn carries a loss, as with TRL's assistant-only loss: such records are tokenised
   here, each assistant turn's tokens labelled, every other token at -100);

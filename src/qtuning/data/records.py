@@ -145,15 +145,18 @@ def _normalise_fields(row: dict, index: int, source: str) -> dict:
         messages = _messages(row["messages"], source, index, "messages")
         _check_turns(messages[:-1], messages[-1:], source, index, ("messages", "messages"))
         return {"id": row_id, "prompt": messages[:-1], "completion": messages[-1:]}
-    if "prompt" in row and "completion" in row:
-        prompt, completion = row["prompt"], row["completion"]
+    if "prompt" in row and ("completion" in row or "response" in row):
+        # "response": the built-in sets' own rows (qtuning.data.builtin), read as prompt + completion
+        prompt = row["prompt"]
+        completion = row["completion"] if "completion" in row else row["response"]
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
         if isinstance(completion, str):
             completion = [{"role": "assistant", "content": completion}]
         prompt = _messages(prompt, source, index, "prompt")
-        completion = _messages(completion, source, index, "completion")
-        _check_turns(prompt, completion, source, index, ("prompt", "completion"))
+        completion_field = "completion" if "completion" in row else "response"
+        completion = _messages(completion, source, index, completion_field)
+        _check_turns(prompt, completion, source, index, ("prompt", completion_field))
         return {"id": row_id, "prompt": prompt, "completion": completion}
     if "instruction" in row and "output" in row:
         instruction = _text(row, "instruction", source, index)
@@ -166,7 +169,7 @@ def _normalise_fields(row: dict, index: int, source: str) -> dict:
         }
     raise DataError(
         f"{source}: row {index}: unrecognised row format with fields {_short(sorted(map(str, row)))}; expected "
-        "'prompt' + 'completion', 'messages', or 'instruction' + 'output' (Alpaca)"
+        "'prompt' + 'completion' (or 'response'), 'messages', or 'instruction' + 'output' (Alpaca)"
     )
 
 

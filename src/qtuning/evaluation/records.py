@@ -57,8 +57,6 @@ def nll_doc(record: dict, index: int = 0, source: str = "nll records") -> dict:
     name the source, the row and the field."""
     from ..data.records import normalise_row
 
-    if isinstance(record, dict) and "response" in record and "completion" not in record and "messages" not in record:
-        record = {**record, "completion": record["response"]}  # the built-in record format
     doc = normalise_row(record, index, source)
     if not "".join(str(m.get("content") or "") for m in doc["completion"]).strip():
         raise EvalError(f"{source}: row {index} (id {doc['id']!r}): the response is empty: there is nothing to score")
