@@ -237,3 +237,49 @@ def test_compare_reproduces_the_evidence_suites_primary_comparison(tmp_path):
     pair = expected["qtuning_25x50-random_25x50"]
     assert round(row.difference.mean, 3) == pair["mean"]
     assert [round(row.difference.low, 3), round(row.difference.high, 3)] == pair["ci95"]
+
+
+def _with_settings(path, config=None, versions=None):
+    """Add `qtuning eval`'s record of how the file was scored to a written file."""
+    result = json.loads(open(path).read())
+    result.update(config={"engine": "native", "dtype": "float32", "device": "cpu", "batch_size": 8, **(config or {})})
+    result.update(versions={"torch": "2.13.0", **(versions or {})})
+    open(path, "w").write(json.dumps(result))
+    return path
+
+
+def test_files_scored_differently_are_refused_and_other_differences_noted(tmp_path, capsys):
+    a = [_with_settings(write_eval(tmp_path / f"a_s{s}.json", row)) for s, row in enumerate(A)]
+    b = [write_eval(tmp_path / f"b_s{s}.json", row) for s, row in enumerate(B)]
+    _with_settings(b[0], {"max_new_tokens": {"arith": 256}})
+    _with_settings(b[1], {"dtype": "bfloat16", "max_new_tokens": {"arith": 256}}, {"torch": "2.14.1"})
+    _with_settings(b[2], {"max_new_tokens": {"arith": 256}})
+    # A's files hold no max_new_tokens: only what every file that has the field says is compared
+    with pytest.raises(UsageError) as refused:
+        compare_runs(a, b, resamples=200)
+    message = str(refused.value)
+    assert f"dtype: float32 in {a[0]} (+4 more); bfloat16 in {b[1]}" in message
+    assert "--allow_mixed_settings true" in message and "max_new_tokens" not in message
+    (row,) = compare_runs(a, b, resamples=200, allow_mixed_settings=True)
+    assert row.difference.seeds == 3
+    # through the command: refused in one line; allowed, it warns and records every difference
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", "--a", ",".join(a), "--b", ",".join(b), "--resamples", "200"])
+    assert stop.value.code == 2 and "scored under different settings" in capsys.readouterr().err
+    out = tmp_path / "cmp.json"
+    args = ["compare", "--a", ",".join(a), "--b", ",".join(b), "--resamples", "200", "-o", str(out)]
+    main([*args, "--allow_mixed_settings", "true"])
+    printed = capsys.readouterr().out
+    assert "WARNING: scored differently: dtype" in printed
+    assert f"note: the files differ in: versions.torch: 2.13.0 in {a[0]} (+4 more); 2.14.1 in {b[1]}" in printed
+    recorded = {d["setting"]: d for d in json.loads(out.read_text())["settings_differences"]}
+    assert set(recorded) == {"dtype", "versions.torch"} and recorded["dtype"]["changes_scores"]
+    assert not recorded["versions.torch"]["changes_scores"]
+    # another generation length on one task is a scoring difference too
+    _with_settings(a[0], {"max_new_tokens": {"arith": 64}})
+    for path in (*a[1:], *b):
+        _with_settings(path, {"max_new_tokens": {"arith": 256}})
+    with pytest.raises(
+        UsageError, match=r"max_new_tokens\[arith\]: 64 in .*a_s0.json; 256 in .*a_s1.json \(\+4 more\)"
+    ):
+        compare_runs(a, b, resamples=200)

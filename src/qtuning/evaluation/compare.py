@@ -59,6 +59,14 @@ class CompareConfig:
         },
     )
     resamples: int = field(default=10_000, metadata={"help": "Bootstrap resamples (seeded, so reruns agree)."})
+    allow_mixed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "Compare files evaluated under different scoring settings (engine, dtype, chat template, "
+            "few-shot count, a task's generation length), which are refused by default: such a difference "
+            "mixes the recipes with how they were scored. The table is printed with a warning naming them."
+        },
+    )
     output: str = field(default="", metadata={"help": "Also write the comparison as JSON to this file."})
 
 
@@ -103,6 +111,10 @@ def load_item_scores(
     """An eval JSON -> {task: (item ids, {metric: (per-item scores, per-item denominators)})}; the
     denominators are None for a plain mean (accuracy, EM) and the token counts for a ratio of sums
     (a held-out NLL: `nll` summed per item over `nll_tokens`). Errors name the file and field."""
+    return _item_scores(_read_eval(path), Path(path))
+
+
+def _read_eval(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such evaluation file")
@@ -114,6 +126,10 @@ def load_item_scores(
         raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from exc
+    return result
+
+
+def _item_scores(result, path: Path) -> dict[str, tuple[list[str], dict[str, tuple[list[float], list[float] | None]]]]:
     samples = result.get("samples") if isinstance(result, dict) else None
     if not samples:
         raise UsageError(
@@ -145,24 +161,94 @@ def load_item_scores(
     return out
 
 
+# How a file was scored (`qtuning eval`'s "config" and "versions"). A difference in a SCORING setting
+# changes the scores themselves (bf16 against fp32 logits, a shorter generation cut, another prompt
+# format), so comparing across it mixes the recipes with the scoring: refused unless allowed. A
+# CONTEXT difference rarely moves a score (another device, batch size, library version, or the same
+# items read from another file) and is only noted. Files without these fields (older ones) are not checked.
+SCORING_SETTINGS = ("engine", "dtype", "chat_template", "num_fewshot")
+SCORING_TASK_SETTINGS = ("max_new_tokens",)
+CONTEXT_SETTINGS = ("device", "batch_size")
+CONTEXT_TASK_SETTINGS = ("records",)
+
+
+@dataclass(frozen=True)
+class SettingsDifference:
+    """One setting the compared files do not share: its values, each with the files that hold it."""
+
+    name: str  # e.g. "dtype", "max_new_tokens[arith]", "versions.torch"
+    values: dict[str, list[str]]  # value (as text) -> the files
+    scoring: bool  # True: it changes the scores (see SCORING_SETTINGS)
+
+    def describe(self) -> str:
+        parts = [
+            f"{value} in {files[0]}" + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
+            for value, files in self.values.items()
+        ]
+        return f"{self.name}: " + "; ".join(parts)
+
+
+def settings_differences(results: dict[str, dict], tasks: list[str]) -> list[SettingsDifference]:
+    """The scoring and context settings (see SCORING_SETTINGS) on which the evaluation files differ.
+
+    results: {path: the file's parsed JSON}; tasks: the tasks compared (their own settings are checked)."""
+    names = [(k, True, None) for k in SCORING_SETTINGS] + [(k, False, None) for k in CONTEXT_SETTINGS]
+    for task in tasks:
+        names += [(k, True, task) for k in SCORING_TASK_SETTINGS] + [(k, False, task) for k in CONTEXT_TASK_SETTINGS]
+    versions = sorted({k for r in results.values() for k in (r.get("versions") or {})})
+    out = []
+    for key, scoring, task in names + [(f"versions.{k}", False, None) for k in versions]:
+        values: dict[str, list[str]] = {}
+        for path, result in results.items():
+            if key.startswith("versions."):
+                section, name = result.get("versions"), key.removeprefix("versions.")
+            else:
+                section, name = result.get("config"), key
+            if not isinstance(section, dict) or name not in section:
+                continue  # an older file, or a field this engine does not write: nothing to check
+            value = section[name]
+            if task is not None:
+                if not isinstance(value, dict):
+                    continue
+                value = value.get(task)
+            values.setdefault(str(value), []).append(path)
+        if len(values) > 1:
+            out.append(SettingsDifference(key if task is None else f"{key}[{task}]", values, scoring))
+    return out
+
+
 def compare_runs(
     a_paths: list[str],
     b_paths: list[str],
     metrics: list[str] | None = None,
     resamples: int = 10_000,
     sesoi: dict[str, float] | None = None,
+    allow_mixed_settings: bool = False,
 ) -> list[Comparison]:
     """Every task and metric all the files share, A - B paired by position (one B pairs with all).
-    sesoi: {metric: smallest effect of interest in the table's units} for the four-outcome verdict."""
+    sesoi: {metric: smallest effect of interest in the table's units} for the four-outcome verdict.
+
+    Raises:
+        UsageError: the files cannot be paired or read, scored other items, share no task or metric,
+            or were scored under different SCORING_SETTINGS (unless allow_mixed_settings)."""
     if len(b_paths) != 1 and len(b_paths) != len(a_paths):
         raise UsageError(
             f"--a has {len(a_paths)} files and --b {len(b_paths)}: pair them one to one (same seeds), "
             "or give one B file to pair with every A run"
         )
-    runs = {p: load_item_scores(p) for p in dict.fromkeys(a_paths + b_paths)}
+    results = {p: _read_eval(p) for p in dict.fromkeys(a_paths + b_paths)}
+    runs = {p: _item_scores(r, Path(p)) for p, r in results.items()}
     tasks = [t for t in runs[a_paths[0]] if all(t in r for r in runs.values())]
     if not tasks:
         raise UsageError("the files share no task: " + "; ".join(f"{p}: {', '.join(r)}" for p, r in runs.items()))
+    mixed = [d for d in settings_differences(results, tasks) if d.scoring]
+    if mixed and not allow_mixed_settings:
+        raise UsageError(
+            "the files were scored under different settings, so a difference would mix the recipes with how "
+            "they were scored: "
+            + " | ".join(d.describe() for d in mixed)
+            + "; evaluate every run the same way, or compare anyway with --allow_mixed_settings true"
+        )
     out = []
     for task in tasks:
         ids = runs[a_paths[0]][task][0]
@@ -273,7 +359,9 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
     a_paths, b_paths = expand_paths(cfg.a, "--a"), expand_paths(cfg.b, "--b")
     metrics = [m.strip() for m in cfg.metrics.split(",") if m.strip()] or None
     sesoi = parse_sesoi(cfg.sesoi)
-    rows = compare_runs(a_paths, b_paths, metrics, cfg.resamples, sesoi)
+    rows = compare_runs(a_paths, b_paths, metrics, cfg.resamples, sesoi, cfg.allow_mixed_settings)
+    results = {p: _read_eval(p) for p in dict.fromkeys(a_paths + b_paths)}
+    differences = settings_differences(results, list(dict.fromkeys(r.task for r in rows)))
     pairs = [(a, b_paths[0]) for a in a_paths] if len(b_paths) == 1 else list(zip(a_paths, b_paths))
     print(f"[qtuning] compare {cfg.name_a} - {cfg.name_b}, paired runs:")
     for a, b in pairs:
@@ -290,6 +378,9 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
             f"[qtuning] {seeds} paired run(s): indicative only; a bootstrap over so few seeds understates how "
             f"much runs differ (use {FEW_SEEDS} or more)"
         )
+    for d in differences:
+        what = "WARNING: scored differently" if d.scoring else "note: the files differ in"
+        print(f"[qtuning] {what}: {d.describe()}")
     if cfg.output:
         payload = {
             "a": {"name": cfg.name_a, "files": a_paths},
@@ -309,6 +400,9 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
                     "sesoi": r.sesoi,
                 }
                 for r in rows
+            ],
+            "settings_differences": [
+                {"setting": d.name, "values": d.values, "changes_scores": d.scoring} for d in differences
             ],
         }
         atomic_write_text(cfg.output, json.dumps(payload, indent=1) + "\n")
