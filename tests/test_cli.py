@@ -1,11 +1,13 @@
 """The command line: recipes, overrides, unknown keys, and a whole `qtuning train` run on a tiny model."""
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from qtuning.cli import UsageError, load_recipe, parse_train_config
 from qtuning.errors import ConfigError
@@ -209,6 +211,12 @@ def test_train_command_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
         summary["optimizer_steps"] == 4 and summary["samples_scored"] == 32 and summary["samples_trained"] >= 8
     )  # K = 2 per step, or more
     assert summary["eval_loss_before"] > 0 and summary["eval_loss_after"] > 0
+    # what it ran with: the data as read (its sha256), the model folder, this machine's software
+    assert summary["inputs"]["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert summary["inputs"]["model"]["path"] == str(tiny_model_dir.resolve()) and summary["inputs"]["model"]["sha256"]
+    env = summary["environment"]
+    assert env["world_size"] == 1 and env["device"] == "cpu" and env["torch_build"] == torch.__version__
+    assert f"ran with                torch {env['packages']['torch']}" in proc.stdout
     assert (out / "adapter_model.safetensors").is_file()  # LoRA (r 8) from the recipe
     assert (out / "checkpoint-4").is_dir()
     assert len((out / "qtuning_plans.jsonl").read_text().splitlines()) == 4

@@ -110,7 +110,7 @@ def test_train_command_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "qtuning_summary.json").read_text())
     # 32 rows over 2 ranks x 4 per device = 4 steps; the summary counts both ranks' samples
-    assert summary["optimizer_steps"] == 4
+    assert summary["optimizer_steps"] == 4 and summary["environment"]["world_size"] == 2
     assert summary["samples_scored"] == 32 and summary["samples_trained"] >= 8  # at least K = round(0.25 * 8) per pool
     logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
     assert len(logs) == 4

@@ -70,6 +70,13 @@ def test_report_of_a_real_run(run_dir, tmp_path):
         assert title in page
     assert "not logged" not in page and "<script" not in page
     assert "Which samples it kept, by response length" in page
+    # what it ran with: the summary's environment and input fingerprints, as a table
+    summary = json.loads((run_dir / "qtuning_summary.json").read_text())
+    assert (
+        "What it ran with" in page
+        and f"<td>package torch</td><td>{summary['environment']['packages']['torch']}" in page
+    )
+    assert f"sha256 {summary['inputs']['data']['sha256']}" in page
     # The token view: every logged Q2 sample, its tokens decoded, pruned ones marked, s_i on hover
     plans = read_plan_log(run_dir / "qtuning_plans.jsonl")
     quarters = kept_by_length_quarter(plans)

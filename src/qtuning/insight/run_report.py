@@ -123,6 +123,20 @@ def _series(steps: list[int], table: dict[int, dict], key: str) -> list[float | 
     return [table.get(s, {}).get(key) for s in steps]
 
 
+def environment_rows(summary: dict) -> list[list]:
+    """[field, value] rows of a summary's "environment" and "inputs" blocks (absent in older runs)."""
+    rows: list[list] = []
+    env = summary.get("environment")
+    if isinstance(env, dict):
+        rows += [[k, v] for k, v in env.items() if not isinstance(v, dict)]
+        rows += [[f"package {k}", v] for k, v in (env.get("packages") or {}).items()]
+    for name, fingerprint in (summary.get("inputs") or {}).items():
+        if isinstance(fingerprint, dict):
+            shown = {k: v for k, v in fingerprint.items() if k != "files_listed"}
+            rows.append([f"input {name}", ", ".join(f"{k} {v}" for k, v in shown.items())])
+    return rows
+
+
 def build_run_report(run: Run, cfg: ReportConfig, tokenizer=None) -> Doc:
     """The page of one run; `tokenizer`: already loaded (default: cfg.tokenizer, else the run's own)."""
     from . import plots
@@ -143,6 +157,14 @@ def build_run_report(run: Run, cfg: ReportConfig, tokenizer=None) -> Doc:
     if run.summary:
         doc.heading("Summary")
         doc.table(["field", "value"], [[k, v] for k, v in run.summary.items() if not isinstance(v, (list, dict))])
+        provenance = environment_rows(run.summary)
+        if provenance:
+            doc.heading("What it ran with")
+            doc.para(
+                "The software, machine and inputs of the run (qtuning_summary.json's environment and inputs): "
+                "where two runs of one recipe differ, look here first."
+            )
+            doc.table(["field", "value"], provenance)
     doc.heading("Over the steps")
     steps = sorted(qt)
     plots_made = 0

@@ -288,6 +288,9 @@ class _Bookkeeping:
             output_dir=str(self.args.output_dir),
             plan_log=str(self._plan_log.path) if self._plan_log is not None else None,
         )
+        from .environment import environment
+
+        summary["environment"] = environment(self.args.device, self.args.world_size)
         self.qtuning_summary = summary
         if self.is_world_process_zero():
             from ..files import atomic_write_text

@@ -160,6 +160,22 @@ def run_recipe(run: RunConfig, args: QTuningSFTConfig) -> dict:
     return {k: v for k, v in json.loads(json.dumps(values, default=str)).items() if k not in _NOT_RECIPE}
 
 
+def run_inputs(run: RunConfig) -> dict:
+    """Fingerprints of the model and data a run reads (qtuning_summary.json's "inputs";
+    `qtuning.training.environment.input_fingerprint`)."""
+    from ..data.builtin import BUILTIN_SOURCES
+    from ..data.models import BUILTIN_MODELS
+    from .environment import input_fingerprint
+
+    inputs = {
+        "model": input_fingerprint(run.model, BUILTIN_MODELS),
+        "data": input_fingerprint(run.data, BUILTIN_SOURCES),
+    }
+    if run.eval_data:
+        inputs["eval_data"] = input_fingerprint(run.eval_data, BUILTIN_SOURCES)
+    return inputs
+
+
 def check_output_dir(run: RunConfig, args: QTuningSFTConfig) -> Path:
     """Before any model loads: output_dir can be written, and holds no other run.
 
@@ -251,8 +267,10 @@ def _train_and_save(run: RunConfig, args: QTuningSFTConfig) -> dict:
     from ..files import atomic_write_text
 
     trainer, reports = build_trainer(run, args)
+    inputs = None
     if trainer.is_world_process_zero():  # the recipe of the run that now writes here (check_output_dir)
         atomic_write_text(Path(args.output_dir) / RUN_FILE, json.dumps(run_recipe(run, args), indent=1) + "\n")
+        inputs = run_inputs(run)  # before training: the files as they were read
     if not args.disable_tqdm:
         from transformers.trainer_callback import ProgressCallback
 
@@ -290,6 +308,7 @@ def _train_and_save(run: RunConfig, args: QTuningSFTConfig) -> dict:
             }
             for r in reports
         ],
+        inputs=inputs,
     )
     if trainer.is_world_process_zero():
         os.makedirs(args.output_dir, exist_ok=True)
@@ -329,4 +348,11 @@ def print_summary(summary: dict) -> None:
     ]
     if summary.get("plan_log"):
         lines.append(f"  plan log                {summary['plan_log']}")
+    env = summary.get("environment")
+    if env:
+        versions = ", ".join(
+            f"{k} {v}" for k, v in env["packages"].items() if k in ("torch", "transformers", "trl", "peft")
+        )
+        ranks = f"{env['world_size']} rank{'s' if env['world_size'] != 1 else ''}"
+        lines.append(f"  ran with                {versions}; {env['accelerator'] or env['device']}, {ranks}")
     print("\n".join(lines))
