@@ -283,3 +283,21 @@ def test_files_scored_differently_are_refused_and_other_differences_noted(tmp_pa
         UsageError, match=r"max_new_tokens\[arith\]: 64 in .*a_s0.json; 256 in .*a_s1.json \(\+4 more\)"
     ):
         compare_runs(a, b, resamples=200)
+
+
+def test_models_trained_with_other_software_are_noted(tmp_path, capsys):
+    """Where the evaluated model is a `qtuning train` folder, its summary's environment is compared too
+    (noted, not refused: the recipes may differ in it on purpose)."""
+    files = []
+    for name, row, torch_version in [("a", A[0], "2.13.0"), ("b", B[0], "2.14.1")]:
+        run = tmp_path / f"run_{name}"
+        run.mkdir()
+        env = {"device": "cpu", "accelerator": None, "world_size": 1, "packages": {"torch": torch_version}}
+        (run / "qtuning_summary.json").write_text(json.dumps({"environment": env}))
+        path = _with_settings(write_eval(tmp_path / f"{name}.json", row), {"model": str(run)})
+        files.append(path)
+    (row,) = compare_runs([files[0]], [files[1]], resamples=200)  # not refused
+    main(["compare", "--a", files[0], "--b", files[1], "--resamples", "200"])
+    printed = capsys.readouterr().out
+    assert f"note: the files differ in: trained with torch: 2.13.0 in {files[0]}; 2.14.1 in {files[1]}" in printed
+    assert "trained with device" not in printed and "WARNING" not in printed

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.run_files import SUMMARY_FILE
 from ..errors import UsageError
 from ..files import atomic_write_text, check_output_file
 from .bootstrap import Interval, paired_difference, verdict
@@ -189,31 +190,56 @@ class SettingsDifference:
 
 
 def settings_differences(results: dict[str, dict], tasks: list[str]) -> list[SettingsDifference]:
-    """The scoring and context settings (see SCORING_SETTINGS) on which the evaluation files differ.
+    """The settings on which the evaluation files differ: how each was scored (SCORING_SETTINGS and
+    CONTEXT_SETTINGS, the compared tasks' own, the library versions) and, where the evaluated model is a
+    `qtuning train` output folder, what it was trained with (its summary's environment: noted only).
+    A setting a file does not record is not compared for that file.
 
-    results: {path: the file's parsed JSON}; tasks: the tasks compared (their own settings are checked)."""
-    names = [(k, True, None) for k in SCORING_SETTINGS] + [(k, False, None) for k in CONTEXT_SETTINGS]
-    for task in tasks:
-        names += [(k, True, task) for k in SCORING_TASK_SETTINGS] + [(k, False, task) for k in CONTEXT_TASK_SETTINGS]
-    versions = sorted({k for r in results.values() for k in (r.get("versions") or {})})
-    out = []
-    for key, scoring, task in names + [(f"versions.{k}", False, None) for k in versions]:
-        values: dict[str, list[str]] = {}
-        for path, result in results.items():
-            if key.startswith("versions."):
-                section, name = result.get("versions"), key.removeprefix("versions.")
-            else:
-                section, name = result.get("config"), key
-            if not isinstance(section, dict) or name not in section:
-                continue  # an older file, or a field this engine does not write: nothing to check
-            value = section[name]
-            if task is not None:
-                if not isinstance(value, dict):
-                    continue
-                value = value.get(task)
-            values.setdefault(str(value), []).append(path)
-        if len(values) > 1:
-            out.append(SettingsDifference(key if task is None else f"{key}[{task}]", values, scoring))
+    results: {path: the file's parsed JSON}; tasks: the tasks compared."""
+    values: dict[str, dict[str, list[str]]] = {}  # setting -> value -> files
+    scoring: dict[str, bool] = {}
+    for path, result in results.items():
+        for name, (value, changes_scores) in _settings_of(result, tasks).items():
+            values.setdefault(name, {}).setdefault(value, []).append(path)
+            scoring[name] = changes_scores
+    return [SettingsDifference(name, by_value, scoring[name]) for name, by_value in values.items() if len(by_value) > 1]
+
+
+def _settings_of(result: dict, tasks: list[str]) -> dict[str, tuple[str, bool]]:
+    """{setting: (its value as text, whether it changes the scores)} of one evaluation file."""
+    config = result.get("config") if isinstance(result.get("config"), dict) else {}
+    out = {}
+    for key in SCORING_SETTINGS + CONTEXT_SETTINGS:
+        if key in config:
+            out[key] = (str(config[key]), key in SCORING_SETTINGS)
+    for key in SCORING_TASK_SETTINGS + CONTEXT_TASK_SETTINGS:
+        per_task = config.get(key)
+        for task in tasks if isinstance(per_task, dict) else ():
+            if task in per_task:
+                out[f"{key}[{task}]"] = (str(per_task[task]), key in SCORING_TASK_SETTINGS)
+    versions = result.get("versions")
+    for name, value in versions.items() if isinstance(versions, dict) else ():
+        out[f"versions.{name}"] = (str(value), False)
+    for name, value in _trained_with(config.get("model")).items():
+        out[f"trained with {name}"] = (str(value), False)
+    return out
+
+
+def _trained_with(model) -> dict[str, object]:
+    """The main software and the device a `qtuning train` output folder was trained with (its summary's
+    environment); {} for anything else (a built-in name, a folder without a summary, an older run)."""
+    if not isinstance(model, str) or not (Path(model) / SUMMARY_FILE).is_file():
+        return {}
+    try:
+        env = json.loads((Path(model) / SUMMARY_FILE).read_text()).get("environment")
+    except (OSError, ValueError, AttributeError):
+        return {}  # unreadable: nothing to note (the comparison itself does not depend on it)
+    if not isinstance(env, dict):
+        return {}
+    packages = env.get("packages") if isinstance(env.get("packages"), dict) else {}
+    out = {name: packages[name] for name in ("torch", "transformers", "trl", "peft") if name in packages}
+    out["device"] = env.get("accelerator") or env.get("device")
+    out["ranks"] = env.get("world_size")
     return out
 
 
