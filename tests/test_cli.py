@@ -279,6 +279,18 @@ def test_unknown_model_is_one_line_naming_it_and_the_accepted_forms(tmp_path):
     assert "a .gguf file" in line and "local Hugging Face model folder" in line and "hub id" in line
 
 
+def test_a_model_folder_without_weights_is_one_line(tmp_path):
+    """A folder with config.json but no weights (a copy cut short, an adapter folder's leftovers): one
+    line naming the folder and transformers' own reason (train loads models the same way)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    proc = run_cli("eval", "--model", str(folder), "--tasks", "arith", "--limit", "2", timeout=300)
+    assert proc.returncode == 1
+    line = _no_traceback(proc)
+    assert f"model folder {folder} cannot be loaded: " in line and "model.safetensors" in line
+
+
 def test_plan_reads_the_data_before_it_loads_the_model(tmp_path):
     # Both are wrong: the data error comes first, so a typo in a file name costs no model load.
     missing = tmp_path / "no" / "data.jsonl"

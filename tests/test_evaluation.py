@@ -378,6 +378,11 @@ def test_lora_adapter_folder_is_merged(tmp_path):
         assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
         assert not hasattr(model, "peft_config")  # merged into a plain model
         assert torch.allclose(model(x).logits, expected, atol=1e-5)
+        # Axolotl's output folder also holds the base model's config.json (it pre-saves it): still the
+        # adapter on its base, not the bare base model and not an error
+        base.config.save_pretrained(tmp_path / "run")
+        model, _ = load_for_eval(tmp_path / "run")
+        assert not hasattr(model, "peft_config") and torch.allclose(model(x).logits, expected, atol=1e-5)
     assert loaded_tokenizer.pad_token is not None
 
 

@@ -90,6 +90,26 @@ def check_against_qtuning_trainer(name: str, work: Path) -> None:
     assert result["all_equal"], f"plans differ from step {result['first_differing_step']}: {result['steps']}"
 
 
+def check_eval_of_the_output(name: str, out: Path, inputs: dict, tmp: Path) -> None:
+    """What a framework user measures with: the mixin's summary in the framework's output folder says what
+    it trained with, and `qtuning eval` (this venv) scores that folder as the adapter on its base model
+    (Axolotl also writes the base model's config.json there), not as the bare base model."""
+    import json
+
+    from qtuning.cli import main
+
+    summary = json.loads((out / "qtuning_summary.json").read_text())
+    assert name in summary["environment"]["packages"], summary["environment"]
+    scores = {}
+    for label, model in (("tuned", out), ("base", inputs["model"])):
+        path = tmp / f"{name}-{label}-eval.json"
+        args = ["eval", "--model", str(model), "--tasks", f"nll={inputs['data_file']}", "--limit", "4"]
+        assert main([*args, "--engine", "native", "-o", str(path)]) == 0
+        scores[label] = json.loads(path.read_text())["tasks"]["nll"]["nll"]
+    print(f"{name}: held-out NLL of 4 training rows, tuned {scores['tuned']:.4f}, base {scores['base']:.4f}")
+    assert abs(scores["tuned"] - scores["base"]) > 1e-4  # the adapter was applied
+
+
 def run_framework(name: str, env: Path, inputs: dict) -> Path:
     config = Path(inputs[integrations.FRAMEWORKS[name]])
     work = config.parent
@@ -105,6 +125,7 @@ def test_axolotl_train_with_the_plugin(inputs):
     assert "Plugin loaded successfully: qtuning.integrations.axolotl.QTuningPlugin" in log
     assert "[qtuning] Axolotl trainer: QTuningAxolotlTrainer" in log
     check_plan_log(out)
+    check_eval_of_the_output("axolotl", out, inputs, out.parent)
     check_against_qtuning_trainer("axolotl", out.parent)
 
 
@@ -113,6 +134,7 @@ def test_llamafactory_launcher(inputs):
     out, log = run_framework("llamafactory", env, inputs)
     assert "[qtuning] LLaMA-Factory trainer: QTuningSeq2SeqTrainer" in log
     check_plan_log(out)
+    check_eval_of_the_output("llamafactory", out, inputs, out.parent)
     check_against_qtuning_trainer("llamafactory", out.parent)
 
 

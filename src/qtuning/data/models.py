@@ -103,14 +103,15 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
 @contextlib.contextmanager
 def _unknown_model_is_a_spec_error(spec, path: str):
-    """A hub id that resolve_model passed through, and the hub has no such model (or is offline):
-    a ModelSpecError naming the value, instead of transformers' OSError traceback."""
+    """transformers' OSError as a ModelSpecError (one line, no traceback): a local folder it cannot load
+    (no weights, broken files: its own reason, which names them), or a hub id that resolve_model passed
+    through and the hub has no such model (or is offline)."""
     try:
         yield
     except OSError as exc:
-        if Path(path).exists():  # a real folder with broken files: transformers' message names them
-            raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if Path(path).exists():
+            raise ModelSpecError(f"model folder {path} cannot be loaded: {reason}") from exc
         raise ModelSpecError(
             f"model {str(spec)!r} is neither a built-in name, a .gguf file, a local folder nor a "
             f"model the hub can serve ({reason}); expected {ACCEPTED_FORMS}"

@@ -111,13 +111,27 @@ def evaluate(
     return result
 
 
+def _has_full_weights(folder: Path) -> bool:
+    """The folder holds a whole model's weights (model.safetensors, pytorch_model.bin, or their shards)."""
+    patterns = (
+        "model*.safetensors",
+        "pytorch_model*.bin",
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    )
+    return any(next(folder.glob(pattern), None) is not None for pattern in patterns)
+
+
 def load_for_eval(spec: str | os.PathLike, dtype=None):
     """(model, tokenizer) for a model argument: a built-in name, a HF model folder, or a PEFT adapter
-    folder as `qtuning train` writes it with LoRA (its base model loaded, the adapter merged in)."""
+    folder as `qtuning train` writes it with LoRA (its base model loaded, the adapter merged in).
+
+    A folder is an adapter folder when it holds adapter_config.json and no full model weights, whether or
+    not it also holds the base model's config.json (Axolotl writes one next to the adapter)."""
     path = Path(str(spec)).expanduser()
     from ..data.models import load_model_and_tokenizer
 
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+    if (path / "adapter_config.json").is_file() and not _has_full_weights(path):
         from peft import PeftModel
         from transformers import AutoTokenizer
 
