@@ -30,7 +30,17 @@ from qtuning.errors import QTuningError
 from tests.helpers import run_cli
 
 MAX_LENGTH = 64  # tokens: every case's tokenisation stays cheap, and long fields are truncated
-FORMAT_KEYS = {"prompt", "completion", "messages", "instruction", "input", "output", "id", "qtuning_token_keep"}
+FORMAT_KEYS = {
+    "prompt",
+    "completion",
+    "response",
+    "messages",
+    "instruction",
+    "input",
+    "output",
+    "id",
+    "qtuning_token_keep",
+}
 ROW_REASONS = (  # what a row-level message says instead of a field, when the whole row or line is unusable
     "not valid JSON",
     "not valid UTF-8",

@@ -135,6 +135,7 @@ def test_eval_output_carries_the_per_item_scores_compare_reads(tmp_path):
     out = tmp_path / "eval.json"
     args = ["eval", "--model", str(model_dir), "--tasks", f"squad={records},nll={records}", "--engine", "native"]
     assert main([*args, "--batch-size", "2", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["model"] == str(model_dir.resolve())  # compare finds it anywhere
     scores = load_item_scores(out)
     ids, metrics = scores["squad"]
     assert ids == ["r1", "r2"] and set(metrics) == {"exact_match", "f1"}
@@ -301,3 +302,17 @@ def test_models_trained_with_other_software_are_noted(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"note: the files differ in: trained with torch: 2.13.0 in {files[0]}; 2.14.1 in {files[1]}" in printed
     assert "trained with device" not in printed and "WARNING" not in printed
+
+
+def test_the_engine_matters_except_for_nll(tmp_path):
+    """`nll` is scored natively under either engine, so its files may differ in engine; other tasks may not."""
+    a = [_with_settings(write_nll_eval(tmp_path / f"a_s{s}.json", row, TOKENS[s])) for s, row in enumerate(A_NLL)]
+    b = [write_nll_eval(tmp_path / f"b_s{s}.json", row, TOKENS[s]) for s, row in enumerate(B_NLL)]
+    for path in b:
+        _with_settings(path, {"engine": "lm_eval"})
+    (row,) = compare_runs(a, b, resamples=200)
+    assert row.metric == "nll"
+    a = [_with_settings(write_eval(tmp_path / f"ea_s{s}.json", row)) for s, row in enumerate(A)]
+    b = [_with_settings(write_eval(tmp_path / f"eb_s{s}.json", row), {"engine": "lm_eval"}) for s, row in enumerate(B)]
+    with pytest.raises(UsageError, match=r"engine: native in .*ea_s0.json \(\+2 more\); lm_eval in"):
+        compare_runs(a, b, resamples=200)

@@ -60,3 +60,52 @@ def test_the_environment_names_the_software_and_the_machine():
     assert env["torch_build"] == torch.__version__ and env["cpu_count"] >= 1
     versions = package_versions()
     assert env["packages"] == versions and {"qtuning", "torch", "transformers", "trl"} <= set(versions)
+
+
+def test_hidden_entries_are_left_out_and_linked_folders_followed_once(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    plain = input_fingerprint(str(folder))
+    # download metadata and a lock file: not the model
+    (folder / ".cache" / "huggingface").mkdir(parents=True)
+    (folder / ".cache" / "huggingface" / "x.metadata").write_text("etag, time")
+    (folder / ".lock").write_text("")
+    assert input_fingerprint(str(folder)) == plain
+    # weights in a linked folder count; a link back to the folder itself ends
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "model.safetensors").write_bytes(b"w")
+    (folder / "weights").symlink_to(tmp_path / "weights")
+    (folder / "weights" / "loop").symlink_to(folder)
+    (folder / "broken").symlink_to(tmp_path / "nothing")  # a broken link is not a file
+    linked = input_fingerprint(str(folder))
+    assert linked["files"] == 2 and linked["bytes"] == 3 and linked["sha256"] != plain["sha256"]
+
+
+def test_an_unreadable_input_is_recorded_not_raised(tmp_path, monkeypatch):
+    data = tmp_path / "train.jsonl"
+    data.write_text("{}\n")
+
+    def refuse(path, block=1 << 20):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(env_module, "sha256_of_file", refuse)
+    assert input_fingerprint(str(data)) == {"path": str(data), "error": "PermissionError: Permission denied"}
+    assert input_fingerprint(str(tmp_path))["error"] == "PermissionError: Permission denied"
+
+
+def test_a_file_over_the_limit_is_sized_not_hashed(tmp_path, monkeypatch):
+    data = tmp_path / "big.gguf"
+    data.write_bytes(b"x" * 20)
+    monkeypatch.setattr(env_module, "HASH_LIMIT_BYTES", 12)
+    assert input_fingerprint(str(data)) == {"path": str(data.resolve()), "bytes": 20, "sha256": None}
+
+
+def test_the_report_reads_malformed_environment_blocks():
+    from qtuning.insight.run_report import environment_rows
+
+    assert environment_rows({"environment": {"device": "cpu", "packages": "torch"}, "inputs": ["x"]}) == [
+        ["device", "cpu"],
+        ["packages", "torch"],  # shown as it is, not read as a table
+    ]
+    assert environment_rows({"environment": None}) == []

@@ -384,6 +384,11 @@ def test_lora_adapter_folder_is_merged(tmp_path):
         model, _ = load_for_eval(tmp_path / "run")
         assert not hasattr(model, "peft_config") and torch.allclose(model(x).logits, expected, atol=1e-5)
     assert loaded_tokenizer.pad_token is not None
+    # weights and an adapter in one folder: is the adapter merged already? Refused, not applied twice
+    base.save_pretrained(tmp_path / "both")
+    peft_model.save_pretrained(tmp_path / "both")
+    with pytest.raises(EvalError, match=r"both .*holds both a whole model's weights and a LoRA adapter"):
+        load_for_eval(tmp_path / "both")
 
 
 def test_every_generated_task_yaml_resolves_its_hook_through_lm_eval(tmp_path):

@@ -127,11 +127,19 @@ def load_for_eval(spec: str | os.PathLike, dtype=None):
     folder as `qtuning train` writes it with LoRA (its base model loaded, the adapter merged in).
 
     A folder is an adapter folder when it holds adapter_config.json and no full model weights, whether or
-    not it also holds the base model's config.json (Axolotl writes one next to the adapter)."""
+    not it also holds the base model's config.json (Axolotl writes one next to the adapter); a folder
+    with both weights and an adapter is refused (EvalError: is the adapter merged in already?)."""
     path = Path(str(spec)).expanduser()
     from ..data.models import load_model_and_tokenizer
 
-    if (path / "adapter_config.json").is_file() and not _has_full_weights(path):
+    if (path / "adapter_config.json").is_file() and _has_full_weights(path):
+        # transformers would load the adapter on top of weights that may already hold it (merged): refuse
+        raise EvalError(
+            f"model folder {path} holds both a whole model's weights and a LoRA adapter (adapter_config.json): "
+            "it cannot be told whether the adapter is merged into them already; move the adapter files "
+            "(adapter_config.json, adapter_model.*) or the model's weights into a folder of their own"
+        )
+    if (path / "adapter_config.json").is_file():
         from peft import PeftModel
         from transformers import AutoTokenizer
 
@@ -160,7 +168,9 @@ def evaluate_dir(model_dir_or_spec: str | os.PathLike, tasks: list[str] | str, *
     model, tokenizer = load_for_eval(model_dir_or_spec)
     load_s = time.perf_counter() - started
     result = evaluate(model, tokenizer, tasks, **kwargs)
-    result["config"]["model"] = str(model_dir_or_spec)
+    local = Path(str(model_dir_or_spec)).expanduser()
+    # a local folder by its absolute path, so that `qtuning compare` run elsewhere finds its summary
+    result["config"]["model"] = str(local.resolve()) if local.exists() else str(model_dir_or_spec)
     result["timing"]["load_s"] = round(load_s, 2)
     return result
 

@@ -28,7 +28,7 @@ from ..data.run_files import SUMMARY_FILE
 from ..errors import UsageError
 from ..files import atomic_write_text, check_output_file
 from .bootstrap import Interval, paired_difference, verdict
-from .tasks import LOWER_IS_BETTER
+from .tasks import LOWER_IS_BETTER, TASKS
 
 FEW_SEEDS = 3  # below this, a bootstrap over seeds understates their spread: the table says so
 
@@ -209,7 +209,11 @@ def _settings_of(result: dict, tasks: list[str]) -> dict[str, tuple[str, bool]]:
     """{setting: (its value as text, whether it changes the scores)} of one evaluation file."""
     config = result.get("config") if isinstance(result.get("config"), dict) else {}
     out = {}
+    # the nll task is scored natively under either engine (same code, same numbers)
+    engine_matters = any(t not in TASKS or TASKS[t].kind != "nll" for t in tasks)
     for key in SCORING_SETTINGS + CONTEXT_SETTINGS:
+        if key == "engine" and not engine_matters:
+            continue
         if key in config:
             out[key] = (str(config[key]), key in SCORING_SETTINGS)
     for key in SCORING_TASK_SETTINGS + CONTEXT_TASK_SETTINGS:

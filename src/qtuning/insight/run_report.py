@@ -129,8 +129,10 @@ def environment_rows(summary: dict) -> list[list]:
     env = summary.get("environment")
     if isinstance(env, dict):
         rows += [[k, v] for k, v in env.items() if not isinstance(v, dict)]
-        rows += [[f"package {k}", v] for k, v in (env.get("packages") or {}).items()]
-    for name, fingerprint in (summary.get("inputs") or {}).items():
+        packages = env.get("packages")
+        rows += [[f"package {k}", v] for k, v in (packages.items() if isinstance(packages, dict) else ())]
+    inputs = summary.get("inputs")
+    for name, fingerprint in inputs.items() if isinstance(inputs, dict) else ():
         if isinstance(fingerprint, dict):
             shown = {k: v for k, v in fingerprint.items() if k != "files_listed"}
             rows.append([f"input {name}", ", ".join(f"{k} {v}" for k, v in shown.items())])

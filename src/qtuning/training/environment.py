@@ -6,8 +6,9 @@
 Two runs of one recipe that disagree in their last digits usually differ here (another torch, another
 CPU, another copy of the data); `qtuning report` shows both blocks so that a reader can check.
 A built-in model or data set is recorded by name: its files are pinned by sha256 in this qtuning
-version (recorded among the packages). A local file or folder is hashed (sha256), except a folder over
-HASH_LIMIT_BYTES (a 7B checkpoint), whose files are recorded by name and size only.
+version (recorded among the packages). A local file or folder is hashed (sha256), except over
+HASH_LIMIT_BYTES (a 7B checkpoint): then its size (and a folder's file names and sizes) only. A file
+that cannot be read is recorded with the error: fingerprinting never stops a run.
 """
 
 from __future__ import annotations
@@ -78,27 +79,56 @@ def sha256_of_file(path: Path, block: int = 1 << 20) -> str:
 
 
 def input_fingerprint(spec: str, builtin_names=()) -> dict:
-    """How to recognise a model or data argument again.
+    """How to recognise a model or data argument again; never raises (a record is not worth a run).
 
     A local file: {"path", "bytes", "sha256"}. A local folder: {"path", "files", "bytes", "sha256"}, the
-    sha256 taken over each file's relative path and sha256 in sorted order (None over HASH_LIMIT_BYTES,
-    with "files_listed": [[relative path, bytes], ...] instead). A name in `builtin_names`:
-    {"builtin": name}. Anything else (a hub id): {"name": spec}.
+    sha256 taken over each file's relative path and sha256 in sorted order; hidden entries (a ".cache"
+    of download metadata, ".git") are left out, linked folders are followed once. Over
+    HASH_LIMIT_BYTES the sha256 is None (a folder then lists "files_listed": [[relative path, bytes],
+    ...]). A file that cannot be read: {"path", "error"}. A name in `builtin_names`: {"builtin": name}.
+    Anything else (a hub id): {"name": spec}.
     """
     path = Path(str(spec)).expanduser()
-    if path.is_file():
-        return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_of_file(path)}
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        sizes = [(str(p.relative_to(path)), p.stat().st_size) for p in files]
-        total = sum(size for _, size in sizes)
-        out = {"path": str(path.resolve()), "files": len(files), "bytes": total}
-        if total > HASH_LIMIT_BYTES:
-            return {**out, "sha256": None, "files_listed": [list(item) for item in sizes]}
-        digest = hashlib.sha256()
-        for p, (relative, _) in zip(files, sizes):
-            digest.update(f"{relative}\0{sha256_of_file(p)}\n".encode())
-        return {**out, "sha256": digest.hexdigest()}
+    try:
+        if path.is_file():
+            size = path.stat().st_size
+            digest = sha256_of_file(path) if size <= HASH_LIMIT_BYTES else None
+            return {"path": str(path.resolve()), "bytes": size, "sha256": digest}
+        if path.is_dir():
+            return _folder_fingerprint(path)
+    except OSError as exc:  # unreadable, or removed while we read it: say so, train anyway
+        return {"path": str(path), "error": f"{type(exc).__name__}: {exc.strerror or exc}"}
     if str(spec).lower() in {str(n).lower() for n in builtin_names}:
         return {"builtin": str(spec)}
     return {"name": str(spec)}
+
+
+def _folder_files(root: Path) -> list[tuple[str, Path]]:
+    """(relative path, path) of every regular file under root, sorted; hidden entries skipped; linked
+    folders followed, each real folder visited once (a link loop ends)."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in files:
+            full = Path(folder) / name
+            if not name.startswith(".") and full.is_file():  # a broken link is not a file
+                found.append((str(full.relative_to(root)), full))
+    return sorted(found)
+
+
+def _folder_fingerprint(path: Path) -> dict:
+    files = _folder_files(path)
+    sizes = [(relative, full.stat().st_size) for relative, full in files]
+    total = sum(size for _, size in sizes)
+    out = {"path": str(path.resolve()), "files": len(files), "bytes": total}
+    if total > HASH_LIMIT_BYTES:
+        return {**out, "sha256": None, "files_listed": [list(item) for item in sizes]}
+    digest = hashlib.sha256()
+    for relative, full in files:
+        digest.update(f"{relative}\0{sha256_of_file(full)}\n".encode())
+    return {**out, "sha256": digest.hexdigest()}
