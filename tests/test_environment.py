@@ -89,7 +89,7 @@ def test_an_unreadable_input_is_recorded_not_raised(tmp_path, monkeypatch):
     def refuse(path, block=1 << 20):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(env_module, "sha256_of_file", refuse)
+    monkeypatch.setattr(env_module, "sha256_of", refuse)
     assert input_fingerprint(str(data)) == {"path": str(data), "error": "PermissionError: Permission denied"}
     assert input_fingerprint(str(tmp_path))["error"] == "PermissionError: Permission denied"
 

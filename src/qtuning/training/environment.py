@@ -19,6 +19,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from ..data.assets import sha256_of
+
 # The packages whose version can change a run's numbers, in the order they are shown.
 PACKAGES = (
     "qtuning",
@@ -70,14 +72,6 @@ def environment(device, world_size: int) -> dict:
     }
 
 
-def sha256_of_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def input_fingerprint(spec: str, builtin_names=()) -> dict:
     """How to recognise a model or data argument again; never raises (a record is not worth a run).
 
@@ -92,7 +86,7 @@ def input_fingerprint(spec: str, builtin_names=()) -> dict:
     try:
         if path.is_file():
             size = path.stat().st_size
-            digest = sha256_of_file(path) if size <= HASH_LIMIT_BYTES else None
+            digest = sha256_of(path) if size <= HASH_LIMIT_BYTES else None
             return {"path": str(path.resolve()), "bytes": size, "sha256": digest}
         if path.is_dir():
             return _folder_fingerprint(path)
@@ -130,5 +124,5 @@ def _folder_fingerprint(path: Path) -> dict:
         return {**out, "sha256": None, "files_listed": [list(item) for item in sizes]}
     digest = hashlib.sha256()
     for relative, full in files:
-        digest.update(f"{relative}\0{sha256_of_file(full)}\n".encode())
+        digest.update(f"{relative}\0{sha256_of(full)}\n".encode())
     return {**out, "sha256": digest.hexdigest()}
