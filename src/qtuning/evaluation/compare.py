@@ -261,6 +261,23 @@ def compare_runs(
     Raises:
         UsageError: the files cannot be paired or read, scored other items, share no task or metric,
             or were scored under different SCORING_SETTINGS (unless allow_mixed_settings)."""
+    return _compare(a_paths, b_paths, metrics, resamples, sesoi, allow_mixed_settings)[0]
+
+
+def _compare(
+    a_paths: list[str],
+    b_paths: list[str],
+    metrics: list[str] | None = None,
+    resamples: int = 10_000,
+    sesoi: dict[str, float] | None = None,
+    allow_mixed_settings: bool = False,
+) -> tuple[list[Comparison], list[SettingsDifference]]:
+    """compare_runs, and the settings the files differ in (settings_differences), from one reading of
+    the files.
+
+    Raises:
+        UsageError: the files cannot be paired or read, scored other items, share no task or metric,
+            or were scored under different SCORING_SETTINGS (unless allow_mixed_settings)."""
     if len(b_paths) != 1 and len(b_paths) != len(a_paths):
         raise UsageError(
             f"--a has {len(a_paths)} files and --b {len(b_paths)}: pair them one to one (same seeds), "
@@ -271,7 +288,8 @@ def compare_runs(
     tasks = [t for t in runs[a_paths[0]] if all(t in r for r in runs.values())]
     if not tasks:
         raise UsageError("the files share no task: " + "; ".join(f"{p}: {', '.join(r)}" for p, r in runs.items()))
-    mixed = [d for d in settings_differences(results, tasks) if d.scoring]
+    differences = settings_differences(results, tasks)
+    mixed = [d for d in differences if d.scoring]
     if mixed and not allow_mixed_settings:
         raise UsageError(
             "the files were scored under different settings, so a difference would mix the recipes with how "
@@ -330,7 +348,7 @@ def compare_runs(
             f"--sesoi names {', '.join(sorted(unused))}, which no comparison has; compared: "
             f"{', '.join(dict.fromkeys(r.metric for r in out))}"
         )
-    return out
+    return out, differences
 
 
 def parse_sesoi(spec: str) -> dict[str, float]:
@@ -389,9 +407,7 @@ def run_compare(cfg: CompareConfig) -> list[Comparison]:
     a_paths, b_paths = expand_paths(cfg.a, "--a"), expand_paths(cfg.b, "--b")
     metrics = [m.strip() for m in cfg.metrics.split(",") if m.strip()] or None
     sesoi = parse_sesoi(cfg.sesoi)
-    rows = compare_runs(a_paths, b_paths, metrics, cfg.resamples, sesoi, cfg.allow_mixed_settings)
-    results = {p: _read_eval(p) for p in dict.fromkeys(a_paths + b_paths)}
-    differences = settings_differences(results, list(dict.fromkeys(r.task for r in rows)))
+    rows, differences = _compare(a_paths, b_paths, metrics, cfg.resamples, sesoi, cfg.allow_mixed_settings)
     pairs = [(a, b_paths[0]) for a in a_paths] if len(b_paths) == 1 else list(zip(a_paths, b_paths))
     print(f"[qtuning] compare {cfg.name_a} - {cfg.name_b}, paired runs:")
     for a, b in pairs:
