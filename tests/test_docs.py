@@ -151,3 +151,12 @@ def test_readme_headline_comparisons_are_the_evidence_suites():
     if nominal is not None and nominal["n"] >= 8:  # the matched-token check the README quotes
         mean, (low, high) = nominal["nll"]["mean"], nominal["nll"]["ci95"]
         assert f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" in headline
+    # the variant (5 seeds) against Random and against Q-Tuning, and the clean context pair, NLL
+    quoted = [
+        evidence["pools"][pool]["paired"][pair]
+        for pool in ("slips", "mixture")
+        for pair in ("qtuning_Sx100-random_25xR", "qtuning_Sx100-qtuning_25x50")
+    ] + [evidence["context_clean"]["paired"]["qtuning_25x50-random_25xR"]]
+    for pair in quoted:
+        mean, (low, high) = pair["nll"]["mean"], pair["nll"]["ci95"]
+        assert f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]" in headline, f"README.md should quote {mean:+.3f}"
