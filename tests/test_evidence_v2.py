@@ -357,6 +357,11 @@ def test_markdown_prints_the_jsons_figures_and_outcomes():
     assert f"{entry['nll']['mean']:+.4f} [{entry['nll']['ci95'][0]:+.4f}, {entry['nll']['ci95'][1]:+.4f}]" in text
     assert "| qtuning_25x50-random_25xR | 3 |" in text and "Q-Tuning better" in text
     assert "within 5%: True" in text and "Pairing: same sample ids" in text
+    # a resolved difference inside +-SESOI is printed with its flag (PLAN_v2.md, "Statistics")
+    flagged = any(entry[m]["within_sesoi"] and entry[m]["outcome"].endswith("better") for m in ("nll", "em"))
+    assert ("(within SESOI)" in text) == flagged
+    entry["nll"].update(within_sesoi=True)
+    assert "Q-Tuning better (within SESOI)" in markdown(result)
 
 
 def test_machine_time_subtracts_only_the_stops_inside_a_finished_run(tmp_path):

@@ -484,6 +484,8 @@ def markdown(result: dict) -> str:
                 e = c[metric]
                 alo, ahi = e["anova_ci95"]
                 note = " (indicative only)" if "note" in e else ""
+                if e.get("within_sesoi") and e["outcome"].endswith("better"):
+                    note += " (within SESOI)"  # PLAN_v2.md, "Statistics": resolved but smaller than the SESOI
                 cols.append(
                     _interval(e["mean"], e["ci95"], digits, scale)
                     + f" ([{alo * scale:+.{digits}f}, {ahi * scale:+.{digits}f}])"
