@@ -272,12 +272,8 @@ def _compare(
     sesoi: dict[str, float] | None = None,
     allow_mixed_settings: bool = False,
 ) -> tuple[list[Comparison], list[SettingsDifference]]:
-    """compare_runs, and the settings the files differ in (settings_differences), from one reading of
-    the files.
-
-    Raises:
-        UsageError: the files cannot be paired or read, scored other items, share no task or metric,
-            or were scored under different SCORING_SETTINGS (unless allow_mixed_settings)."""
+    """compare_runs (its arguments and errors), plus the settings the files differ in
+    (settings_differences), from one reading of the files: run_compare prints both."""
     if len(b_paths) != 1 and len(b_paths) != len(a_paths):
         raise UsageError(
             f"--a has {len(a_paths)} files and --b {len(b_paths)}: pair them one to one (same seeds), "
